@@ -1,0 +1,334 @@
+"""The four patterns as Pulumi components: Service, Spread, Shard, ScatterGather.
+
+Each validates its arguments, expands into a `Topology` (pure data) and hands it to the renderer of
+its target: Kubernetes and Docker resources for `pulumi up`, or local processes for
+`metaparticle run`. The pattern logic lives here once; renderers only translate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Literal, Mapping, Optional, Union
+
+import pulumi
+
+from . import _registry
+from .functions import FunctionShippingError, FunctionSpec, ship
+from .topology import Role, Settings, Topology, dns_name
+
+Target = Literal["kubernetes", "docker", "local"]
+TARGETS = ("kubernetes", "docker", "local")
+
+
+class PatternError(ValueError):
+    """A pattern was declared with arguments it cannot run with."""
+
+
+@dataclass(kw_only=True)
+class PatternArgs:
+    """Settings every pattern accepts: runtime behaviour and where/how it is deployed."""
+
+    #: Deadline of one request, in seconds.
+    timeout: float = 10.0
+    #: Largest request body accepted, in bytes.
+    max_request_bytes: int = 4 * 1024 * 1024
+    #: Requests one replica serves at once before refusing more (429 / RESOURCE_EXHAUSTED).
+    max_in_flight: int = 256
+    #: Extra attempts on another replica when one is unavailable.
+    retries: int = 2
+    #: "kubernetes", "docker" or "local"; default: Pulumi config `metaparticle:target`, else kubernetes.
+    target: Optional[Target] = None
+    #: A prebuilt image (skips the build); else the program's directory is built on the runtime image.
+    image: Optional[pulumi.Input[str]] = None
+    #: Registry to push the built image to (e.g. "ghcr.io/me"); config `metaparticle:registry`.
+    registry: Optional[str] = None
+    #: Build without pushing (a local cluster that sees the local image store).
+    skip_push: Optional[bool] = None
+    #: Kubernetes namespace of every object.
+    namespace: Optional[pulumi.Input[str]] = None
+    #: Extra labels and annotations on every object.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    #: Container resources {"requests": {...}, "limits": {...}} (sane defaults otherwise).
+    resources: Optional[Mapping[str, Mapping[str, str]]] = None
+    #: Extra environment variables for every container (use Secrets for secrets).
+    env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    #: Expose the entry outside the cluster (a LoadBalancer Service).
+    public: bool = False
+    #: Horizontal autoscaling of function replicas: (min, max, target CPU %).
+    autoscale: Optional[tuple[int, int, int]] = None
+    #: Mutual TLS between roles: name of a Kubernetes Secret with tls.crt, tls.key and ca.crt.
+    tls_secret: Optional[str] = None
+
+    def settings(self, **extra: Any) -> Settings:
+        return Settings(
+            timeout=self.timeout,
+            max_request_bytes=self.max_request_bytes,
+            max_in_flight=self.max_in_flight,
+            retries=self.retries,
+            **extra,
+        )
+
+
+@dataclass(kw_only=True)
+class ServiceArgs(PatternArgs):
+    #: The function: handler(request) or handler(request, ctx), JSON in, JSON out.
+    function: Callable[..., Any]
+
+
+@dataclass(kw_only=True)
+class SpreadArgs(PatternArgs):
+    function: Callable[..., Any]
+    #: How many identical replicas share the load (each request goes to the next one).
+    replicas: int = 3
+
+
+@dataclass(kw_only=True)
+class ShardArgs(PatternArgs):
+    function: Callable[..., Any]
+    #: How many shards; each owns the keys that consistent hashing gives it.
+    shards: int = 3
+    #: The shard key: a function of the request, or a JSON field path ("user.id").
+    key: Union[Callable[[Any], Any], str]
+    #: Replicas of each shard.
+    replicas: int = 1
+
+
+@dataclass(kw_only=True)
+class ScatterGatherArgs(PatternArgs):
+    #: The function every leaf runs on the request (knows its leaf via ctx.index).
+    leaf: Callable[..., Any]
+    #: Merges the leaves' results (a list, in leaf order): gather(results) or gather(results, ctx).
+    gather: Callable[..., Any]
+    #: How many leaves the request fans out to.
+    leaves: int = 4
+    #: Replicas of each leaf (enables hedging of slow leaves).
+    replicas: int = 1
+    #: "fail" the request when a leaf fails, or return a "partial" result with "missing".
+    on_missing: Literal["fail", "partial"] = "fail"
+    #: Seconds before a slow leaf call is hedged to another replica (None: adaptive p95, 0: never).
+    hedge_after: Optional[float] = None
+
+
+def _positive_int(value: Any, what: str, pattern: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PatternError(f"{pattern}: {what} must be a positive integer, got {value!r}")
+    return value
+
+
+class _Pattern(pulumi.ComponentResource):
+    """Shared machinery: validation, topology, rendering, outputs."""
+
+    #: The address of the pattern's entry (HTTP JSON): the best address the target gives.
+    url: pulumi.Output[str]
+    #: The gRPC address of the entry.
+    grpc_url: pulumi.Output[str]
+    #: The topology this component expands into (pure data).
+    topology: Topology
+
+    _args_type: type[PatternArgs] = PatternArgs
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: Optional[PatternArgs],
+        opts: Optional[pulumi.ResourceOptions],
+        kwargs: dict[str, Any],
+    ) -> None:
+        kind = type(self).__name__
+        args = _make_args(self._args_type, kind, resource_name, args, kwargs)
+        super().__init__(f"metaparticle:index:{kind}", resource_name, None, opts)
+        self.args = args
+        self.source_dir = _registry.source_dir()
+        try:
+            self.topology = self._expand(resource_name, args)
+            self.topology.validate()
+        except (FunctionShippingError, ValueError) as exc:
+            if isinstance(exc, PatternError):
+                raise
+            raise PatternError(f"{kind} {resource_name!r}: {exc}") from None
+        self.target = _resolve_target(args.target, f"{kind} {resource_name!r}")
+
+        from .targets import render
+
+        outputs = render(self.target, self, self.topology, args)
+        self.url = outputs.url
+        self.grpc_url = outputs.grpc_url
+        _registry.record(self)
+        self.register_outputs({"url": self.url, "grpc_url": self.grpc_url, **outputs.extra})
+
+    # Subclasses build their roles.
+    def _expand(self, name: str, args: Any) -> Topology:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _ship(self, fn: Any, purpose: str) -> FunctionSpec:
+        if fn is None:
+            raise PatternError(f"{type(self).__name__}: {purpose} is required")
+        return ship(fn, purpose, self.source_dir)
+
+
+def _make_args(
+    args_type: type[PatternArgs], kind: str, name: str, args: Optional[PatternArgs], kwargs: dict[str, Any]
+) -> Any:
+    if not isinstance(name, str) or not name:
+        raise PatternError(f"{kind}: resource_name must be a non-empty string, got {name!r}")
+    known = {f.name for f in fields(args_type)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise PatternError(f"{kind} {name!r}: unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
+    if args is not None and not isinstance(args, args_type):
+        raise PatternError(f"{kind} {name!r}: args must be a {args_type.__name__}, got {type(args).__name__}")
+    try:
+        return replace(args, **kwargs) if args is not None else args_type(**kwargs)
+    except TypeError as exc:
+        missing = str(exc).split("argument", 1)[-1].strip(": ")
+        raise PatternError(f"{kind} {name!r}: missing required argument {missing}") from None
+
+
+def _resolve_target(target: Optional[str], where: str) -> str:
+    chosen = target or pulumi.Config("metaparticle").get("target") or "kubernetes"
+    if chosen not in TARGETS:
+        raise PatternError(f"{where}: target must be one of {', '.join(TARGETS)}, got {chosen!r}")
+    return chosen
+
+
+class Service(_Pattern):
+    """One function behind one address: the simplest pattern."""
+
+    _args_type = ServiceArgs
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: Optional[ServiceArgs] = None,
+        opts: Optional[pulumi.ResourceOptions] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource_name, args, opts, kwargs)
+
+    def _expand(self, name: str, args: ServiceArgs) -> Topology:
+        base = dns_name(name)
+        role = Role(name=base, kind="function", replicas=1, function=self._ship(args.function, "function"), entry=True, component="service")
+        return Topology(name=name, pattern="Service", roles=(role,), settings=args.settings(), source_dir=self.source_dir)
+
+
+class Spread(_Pattern):
+    """Replicas of one function behind a router that spreads every request to the next replica."""
+
+    _args_type = SpreadArgs
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: Optional[SpreadArgs] = None,
+        opts: Optional[pulumi.ResourceOptions] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource_name, args, opts, kwargs)
+
+    def _expand(self, name: str, args: SpreadArgs) -> Topology:
+        replicas = _positive_int(args.replicas, "replicas", f"Spread {name!r}")
+        base = dns_name(name)
+        fn = self._ship(args.function, "function")
+        roles = (
+            Role(name=f"{base}-router", kind="spread", replicas=1, upstreams=(f"{base}-replica",), entry=True, component="router"),
+            Role(name=f"{base}-replica", kind="function", replicas=replicas, function=fn, component="replica"),
+        )
+        return Topology(name=name, pattern="Spread", roles=roles, settings=args.settings(), source_dir=self.source_dir)
+
+
+class Shard(_Pattern):
+    """Shards of one function: a router sends each request to the shard that owns its key."""
+
+    _args_type = ShardArgs
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: Optional[ShardArgs] = None,
+        opts: Optional[pulumi.ResourceOptions] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource_name, args, opts, kwargs)
+
+    def _expand(self, name: str, args: ShardArgs) -> Topology:
+        where = f"Shard {name!r}"
+        shards = _positive_int(args.shards, "shards", where)
+        replicas = _positive_int(args.replicas, "replicas", where)
+        base = dns_name(name)
+        fn = self._ship(args.function, "function")
+        key_path: Optional[str] = None
+        key_fn: Optional[FunctionSpec] = None
+        if isinstance(args.key, str):
+            if not args.key or any(not part for part in args.key.split(".")):
+                raise PatternError(f"{where}: key must be a field path like 'user' or 'user.id', got {args.key!r}")
+            key_path = args.key
+        elif callable(args.key):
+            key_fn = self._ship(args.key, "key")
+        else:
+            raise PatternError(f"{where}: key must be a function of the request or a JSON field path, got {args.key!r}")
+        shard_names = tuple(f"{base}-shard-{i}" for i in range(shards))
+        roles = [
+            Role(
+                name=f"{base}-router",
+                kind="shard",
+                replicas=1,
+                function=key_fn,
+                upstreams=shard_names,
+                entry=True,
+                key_path=key_path,
+                component="router",
+            )
+        ]
+        roles += [
+            Role(name=n, kind="function", replicas=replicas, function=fn, index=i, count=shards, component="shard")
+            for i, n in enumerate(shard_names)
+        ]
+        return Topology(name=name, pattern="Shard", roles=tuple(roles), settings=args.settings(), source_dir=self.source_dir)
+
+
+class ScatterGather(_Pattern):
+    """A root fans each request out to every leaf at once and merges their results."""
+
+    _args_type = ScatterGatherArgs
+
+    def __init__(
+        self,
+        resource_name: str,
+        args: Optional[ScatterGatherArgs] = None,
+        opts: Optional[pulumi.ResourceOptions] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource_name, args, opts, kwargs)
+
+    def _expand(self, name: str, args: ScatterGatherArgs) -> Topology:
+        where = f"ScatterGather {name!r}"
+        leaves = _positive_int(args.leaves, "leaves", where)
+        replicas = _positive_int(args.replicas, "replicas", where)
+        if args.on_missing not in ("fail", "partial"):
+            raise PatternError(f"{where}: on_missing must be 'fail' or 'partial', got {args.on_missing!r}")
+        base = dns_name(name)
+        leaf = self._ship(args.leaf, "leaf")
+        gather = self._ship(args.gather, "gather")
+        leaf_names = tuple(f"{base}-leaf-{i}" for i in range(leaves))
+        roles = [Role(name=f"{base}-root", kind="gather", replicas=1, function=gather, upstreams=leaf_names, entry=True, component="root")]
+        roles += [
+            Role(name=n, kind="function", replicas=replicas, function=leaf, index=i, count=leaves, component="leaf")
+            for i, n in enumerate(leaf_names)
+        ]
+        settings = args.settings(on_missing=args.on_missing, hedge_after=args.hedge_after)
+        return Topology(name=name, pattern="ScatterGather", roles=tuple(roles), settings=settings, source_dir=self.source_dir)
+
+
+__all__ = [
+    "PatternArgs",
+    "PatternError",
+    "ScatterGather",
+    "ScatterGatherArgs",
+    "Service",
+    "ServiceArgs",
+    "Shard",
+    "ShardArgs",
+    "Spread",
+    "SpreadArgs",
+]

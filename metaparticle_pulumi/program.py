@@ -1,0 +1,178 @@
+"""Evaluating a Pulumi program offline, with Pulumi's own mock runtime, into its patterns.
+
+This is how `metaparticle run`, `render` and `preview` read a program without the Pulumi CLI: the
+program runs exactly as `pulumi up` would run it, but every resource registration is answered by
+mocks instead of a cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import pulumi
+import yaml
+
+from . import _registry
+from .targets import local
+
+
+class ProgramError(Exception):
+    """The program cannot be evaluated; the message is one line meant for the user."""
+
+
+@dataclass
+class MockResource:
+    """One resource the program registered."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    provider: str | None = None
+    id: str = ""
+
+
+@dataclass
+class Evaluation:
+    """What a program declared."""
+
+    directory: Path
+    project: str
+    patterns: list[Any]
+    resources: list[MockResource] = field(default_factory=list)
+    plans: list[local.LocalPlan] = field(default_factory=list)
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Answers every registration with its inputs (plus plausible computed values) and records it."""
+
+    def __init__(self, preview: bool = False) -> None:
+        self.resources: list[MockResource] = []
+        self.preview = preview
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        rid = f"{args.name}-id"
+        if args.typ == "docker:index/image:Image" or args.typ == "docker-build:index:Image":
+            name = outputs.get("imageName") or outputs.get("tags", [args.name])[0]
+            if not self.preview:
+                outputs.setdefault("repoDigest", f"{str(name).split(':')[0]}@sha256:{'0' * 64}")
+                outputs.setdefault("imageName", name)
+        if args.typ.startswith("kubernetes:") and "metadata" in outputs:
+            meta = dict(outputs.get("metadata") or {})
+            meta.setdefault("name", args.name)
+            meta.setdefault("namespace", "default")
+            outputs["metadata"] = meta
+        if args.typ == "kubernetes:core/v1:Service":
+            spec = outputs.get("spec") or {}
+            if spec.get("type") == "LoadBalancer":
+                outputs["status"] = {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}
+        self.resources.append(MockResource(args.typ, args.name, dict(args.inputs), args.provider, rid))
+        return rid, outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def read_project(directory: Path) -> tuple[str, Path]:
+    """The project's name and its main program file, from Pulumi.yaml."""
+    project_file = directory / "Pulumi.yaml"
+    name = directory.name
+    main = directory / "__main__.py"
+    if project_file.exists():
+        try:
+            doc = yaml.safe_load(project_file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ProgramError(f"{project_file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(doc, dict):
+            raise ProgramError(f"{project_file} must be a mapping with name and runtime")
+        name = str(doc.get("name") or name)
+        runtime = doc.get("runtime")
+        runtime_name = runtime.get("name") if isinstance(runtime, dict) else runtime
+        if runtime_name not in (None, "python"):
+            raise ProgramError(f"{project_file}: runtime is {runtime_name!r}; only Python programs are supported")
+        if doc.get("main"):
+            main = directory / str(doc["main"])
+            if main.is_dir():
+                main = main / "__main__.py"
+    if not main.exists():
+        raise ProgramError(f"{directory} has no __main__.py: not a Pulumi Python program")
+    return name, main
+
+
+@contextmanager
+def _program_environment(directory: Path) -> Iterator[None]:
+    """cwd, sys.path and sys.modules as `pulumi up` gives a program; restored afterwards."""
+    old_cwd = os.getcwd()
+    old_path = list(sys.path)
+    before = set(sys.modules)
+    os.chdir(directory)
+    sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+        prefix = str(directory) + os.sep
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules.get(name), "__file__", None) or ""
+            if file.startswith(prefix):
+                del sys.modules[name]
+
+
+def evaluate(
+    directory: str | os.PathLike[str],
+    *,
+    target: str = "local",
+    port: int | None = None,
+    config: Mapping[str, str] | None = None,
+    stack: str = "dev",
+    preview: bool = False,
+) -> Evaluation:
+    """Runs the program in `directory` under Pulumi's mocks with `metaparticle:target` = `target`."""
+    directory = Path(directory).resolve()
+    if not directory.is_dir():
+        raise ProgramError(f"{directory} is not a directory")
+    project, main = read_project(directory)
+    mocks = RecordingMocks(preview=preview)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
+    settings: dict[str, str] = {"metaparticle:target": target}
+    settings.update(config or {})
+    pulumi.runtime.set_all_config(settings)
+    _registry.reset(str(directory))
+    local.reset(port)
+    from pulumi.runtime.mocks import _sync_await
+    from pulumi.runtime.stack import run_pulumi_func
+
+    patterns: list[Any] = []
+    try:
+        with _program_environment(directory):
+            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            patterns = _registry.declared()
+    except SyntaxError as exc:
+        where = f"{exc.filename}:{exc.lineno}" if exc.filename else str(main)
+        raise ProgramError(f"{where}: SyntaxError: {exc.msg}") from None
+    except ProgramError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's program
+        raise ProgramError(_one_line(exc, main)) from None
+    finally:
+        _registry.reset(None)
+    return Evaluation(directory, project, patterns, mocks.resources, local.plans())
+
+
+def _one_line(exc: BaseException, main: Path) -> str:
+    """`file:line: Type: message` at the deepest frame inside the program, else the message alone."""
+    from .patterns import PatternError
+
+    if isinstance(exc, PatternError):
+        return str(exc)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(main.parent))]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    return f"{where}{type(exc).__name__}: {exc}"

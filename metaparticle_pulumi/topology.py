@@ -1,0 +1,196 @@
+"""The topology of a pattern: pure data (no Pulumi, no I/O) that every target renders.
+
+A pattern component expands into a `Topology`: its roles (entry/router, function replicas, shards,
+leaves), how many replicas each has, which function each runs and who routes to whom. `role_env`
+is the one place that turns a role into the configuration the shared runtime runs with, so a role
+behaves the same as a local process, a container and a Kubernetes pod.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+from .functions import FunctionSpec
+
+#: The runtime's gRPC port inside containers and pods (local processes get free ports instead).
+GRPC_PORT = 50051
+#: The entry role's JSON-over-HTTP port inside containers and pods.
+HTTP_PORT = 8080
+
+RoleKind = Literal["function", "spread", "shard", "gather"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def dns_name(name: str) -> str:
+    """Turns a resource name into a DNS-1123 label (what Kubernetes and Docker accept as a host name)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    label = re.sub(r"-{2,}", "-", label)
+    if not label:
+        raise ValueError(f"name {name!r} has no letters or digits to make a DNS name from")
+    return label[:63].rstrip("-")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings of a pattern, shared by all its roles."""
+
+    #: Deadline of one request at the entry, in seconds; routers pass what remains downstream.
+    timeout: float = 10.0
+    #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
+    max_request_bytes: int = 4 * 1024 * 1024
+    #: Deepest accepted JSON nesting of a request.
+    max_json_depth: int = 64
+    #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
+    max_in_flight: int = 256
+    #: Extra attempts a router makes on another replica when one is unavailable (0 disables).
+    retries: int = 2
+    #: Scatter/gather: "fail" a request when a leaf fails, or return a "partial" result.
+    on_missing: Literal["fail", "partial"] = "fail"
+    #: Scatter/gather: send a hedged call to another replica of a slow leaf after this many seconds
+    #: (None: after the observed 95th percentile once enough calls were seen; 0 disables hedging).
+    hedge_after: float | None = None
+
+    def validate(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes!r}")
+        if self.max_json_depth < 1:
+            raise ValueError(f"max_json_depth must be at least 1, got {self.max_json_depth!r}")
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight!r}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {self.retries!r}")
+        if self.on_missing not in ("fail", "partial"):
+            raise ValueError(f"on_missing must be 'fail' or 'partial', got {self.on_missing!r}")
+        if self.hedge_after is not None and self.hedge_after < 0:
+            raise ValueError(f"hedge_after must be 0 or more seconds, got {self.hedge_after!r}")
+
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of process in a topology, run as `replicas` identical replicas."""
+
+    #: DNS-safe, unique within the program: `<pattern>`, `<pattern>-router`, `<pattern>-shard-2` ...
+    name: str
+    kind: RoleKind
+    replicas: int
+    #: The function this role runs: the handler (function), the key function (shard, optional),
+    #: the gather function (gather).
+    function: FunctionSpec | None = None
+    #: Roles this role calls, in order (shard i / leaf i is upstreams[i]).
+    upstreams: tuple[str, ...] = ()
+    #: Whether this role is the pattern's entry (serves JSON over HTTP too).
+    entry: bool = False
+    #: Shard/leaf index and count, for the function's ctx.
+    index: int | None = None
+    count: int | None = None
+    #: Shard router: JSON field path of the key when no key function is given ("user.id").
+    key_path: str | None = None
+
+    #: What this role is within its pattern: service, router, replica, shard, root, leaf.
+    component: str = "service"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything a target needs to run one pattern instance."""
+
+    #: The pattern's resource name as the user gave it.
+    name: str
+    #: The pattern class: Service, Spread, Shard, ScatterGather.
+    pattern: str
+    roles: tuple[Role, ...]
+    settings: Settings = field(default_factory=Settings)
+    #: Directory of the program that declared the pattern (where the user's code lives).
+    source_dir: str = "."
+
+    @property
+    def entry(self) -> Role:
+        return next(r for r in self.roles if r.entry)
+
+    def role(self, name: str) -> Role:
+        for r in self.roles:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def callers_of(self, name: str) -> tuple[Role, ...]:
+        """Roles that route to `name` (the only ones a NetworkPolicy lets in)."""
+        return tuple(r for r in self.roles if name in r.upstreams)
+
+    def validate(self) -> None:
+        names = [r.name for r in self.roles]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate role names in {self.name}: {names}")
+        if sum(r.entry for r in self.roles) != 1:
+            raise ValueError(f"{self.name} must have exactly one entry role")
+        for r in self.roles:
+            if not _DNS_LABEL.match(r.name):
+                raise ValueError(f"role name {r.name!r} is not a DNS label")
+            if r.replicas < 1:
+                raise ValueError(f"role {r.name} needs at least one replica")
+            for up in r.upstreams:
+                if up not in names:
+                    raise ValueError(f"role {r.name} routes to unknown role {up}")
+        self.settings.validate()
+
+
+def role_env(
+    topology: Topology,
+    role: Role,
+    addresses: Mapping[str, str],
+    *,
+    replica: str,
+    grpc_port: int = GRPC_PORT,
+    http_port: int | None = HTTP_PORT,
+    bind_host: str = "0.0.0.0",
+    function_file: str | None = None,
+    source_dir: str | None = None,
+) -> dict[str, str]:
+    """The runtime configuration (environment variables) of one replica of `role`.
+
+    `addresses` maps each upstream role name to a gRPC target that reaches all its replicas
+    (`ipv4:127.0.0.1:5001,127.0.0.1:5002` locally, `dns:///name:50051` on Kubernetes and Docker);
+    the runtime balances every call over them. `function_file` is where the by-value copy of the
+    role's function lies, when it is shipped by value.
+    """
+    s = topology.settings
+    env = {
+        "MP_PATTERN": topology.pattern,
+        "MP_NAME": topology.name,
+        "MP_ROLE": role.kind,
+        "MP_ROLE_NAME": role.name,
+        "MP_REPLICA": replica,
+        "MP_BIND_HOST": bind_host,
+        "MP_GRPC_PORT": str(grpc_port),
+        "MP_TIMEOUT": repr(s.timeout),
+        "MP_MAX_REQUEST_BYTES": str(s.max_request_bytes),
+        "MP_MAX_JSON_DEPTH": str(s.max_json_depth),
+        "MP_MAX_IN_FLIGHT": str(s.max_in_flight),
+        "MP_RETRIES": str(s.retries),
+    }
+    if role.entry and http_port is not None:
+        env["MP_HTTP_PORT"] = str(http_port)
+    if role.index is not None:
+        env["MP_INDEX"] = str(role.index)
+        env["MP_COUNT"] = str(role.count)
+    if role.upstreams:
+        env["MP_UPSTREAMS"] = json.dumps([addresses[u] for u in role.upstreams])
+        env["MP_UPSTREAM_NAMES"] = json.dumps(list(role.upstreams))
+        env["MP_UPSTREAM_REPLICAS"] = json.dumps([topology.role(u).replicas for u in role.upstreams])
+    if role.kind == "shard" and role.key_path:
+        env["MP_KEY_PATH"] = role.key_path
+    if role.kind == "gather":
+        env["MP_ON_MISSING"] = s.on_missing
+        if s.hedge_after is not None:
+            env["MP_HEDGE_AFTER"] = repr(s.hedge_after)
+    if role.function is not None:
+        env.update(role.function.env(function_file))
+    if source_dir is not None:
+        env["MP_SOURCE_DIR"] = source_dir
+    return env

@@ -1,0 +1,1 @@
+"""Generated protobuf messages of the runtime service (see runtime/proto/generate.sh)."""

@@ -1,0 +1,55 @@
+"""The runtime's roles. Each answers `call(message, deadline)` with the raw reply bytes."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from ..config import Config
+from ..upstream import Upstream
+
+
+class Role(Protocol):
+    """What the server needs of a role."""
+
+    upstreams: list[Upstream]
+
+    async def call(self, message: bytes, deadline: float) -> bytes:
+        """Answers one serialized `Payload` request with a serialized `Payload` reply."""
+        ...
+
+
+def build_role(cfg: Config, executor: ThreadPoolExecutor) -> Role:
+    """The role `cfg` asks for, with its function loaded and its upstreams connected."""
+    from .function import FunctionServer
+    from .gather import GatherRoot
+    from .shard import ShardRouter
+    from .spread import SpreadRouter
+
+    if cfg.role == "function":
+        return FunctionServer(cfg, executor)
+    if cfg.role == "spread":
+        return SpreadRouter(cfg)
+    if cfg.role == "shard":
+        return ShardRouter(cfg, executor)
+    return GatherRoot(cfg, executor)
+
+
+def make_upstreams(cfg: Config, label: str | None) -> list[Upstream]:
+    """One `Upstream` per configured group; `label` ("shard", "leaf") names them in errors."""
+    groups = []
+    for i, (target, name) in enumerate(zip(cfg.upstreams, cfg.upstream_names)):
+        text = f"{label} {i} ({name})" if label else name
+        details = {label: i} if label else {}
+        groups.append(
+            Upstream(
+                target,
+                label=text,
+                role_name=name,
+                retries=cfg.retries,
+                max_message_bytes=cfg.max_request_bytes,
+                details=details,
+                tls=(cfg.tls_cert, cfg.tls_key, cfg.tls_ca),
+            )
+        )
+    return groups

@@ -1,0 +1,96 @@
+"""The function server: decodes the JSON request, runs the user's function, encodes its result."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import grpc
+
+from ..config import Config
+from ..context import Context
+from ..errors import RoleError
+from ..loader import load_function, wants_context
+from ..payload import decode, encode, unwrap, wrap
+
+log = logging.getLogger("metaparticle.function")
+
+_COMPONENT = {"Service": "service", "Spread": "replica", "Shard": "shard", "ScatterGather": "leaf"}
+
+
+async def invoke(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    deadline: float,
+    executor: ThreadPoolExecutor,
+    what: str,
+    details: dict[str, Any],
+) -> Any:
+    """Runs a user function (sync ones on the thread pool) within the deadline, mapping failures."""
+    loop = asyncio.get_running_loop()
+    timeout = deadline - loop.time()
+    if timeout <= 0:
+        raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what} ran", **details)
+    try:
+        if inspect.iscoroutinefunction(fn):
+            return await asyncio.wait_for(fn(*args), timeout)
+        return await asyncio.wait_for(loop.run_in_executor(executor, functools.partial(fn, *args)), timeout)
+    except asyncio.TimeoutError:
+        raise RoleError(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} did not finish within the deadline", **details
+        ) from None
+    except RoleError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+        from ..errors import BadRequest
+
+        if isinstance(exc, BadRequest):
+            raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), **details) from None
+        log.warning("%s raised %s: %s", what, type(exc).__name__, exc, extra={"fields": details})
+        raise RoleError(
+            grpc.StatusCode.UNKNOWN,
+            f"{what} raised {type(exc).__name__}: {exc}",
+            type=type(exc).__name__,
+            **details,
+        ) from None
+
+
+class FunctionServer:
+    """Serves the user's function (Service, Spread replica, shard, scatter/gather leaf)."""
+
+    upstreams: list = []
+
+    def __init__(self, cfg: Config, executor: ThreadPoolExecutor) -> None:
+        self.cfg = cfg
+        self.executor = executor
+        self.fn = load_function(cfg)
+        self.with_context = wants_context(self.fn)
+        self.upstreams = []
+        component = _COMPONENT.get(cfg.pattern, "service")
+        self.details: dict[str, Any] = {"role": cfg.role_name, "replica": cfg.replica}
+        if cfg.index is not None:
+            self.details[component] = cfg.index
+        self._context_fields = dict(
+            pattern=cfg.pattern,
+            name=cfg.name,
+            role=component,
+            index=cfg.index,
+            count=cfg.count,
+            replica=cfg.replica,
+        )
+        self.what = f"function {getattr(self.fn, '__qualname__', 'function')}"
+
+    async def call(self, message: bytes, deadline: float) -> bytes:
+        request = decode(unwrap(message), max_bytes=self.cfg.max_request_bytes, max_depth=self.cfg.max_json_depth)
+        args: tuple[Any, ...] = (request,)
+        if self.with_context:
+            args = (request, Context(deadline=deadline, **self._context_fields))
+        result = await invoke(
+            self.fn, args, deadline=deadline, executor=self.executor, what=self.what, details=self.details
+        )
+        return wrap(encode(result))

@@ -1,0 +1,169 @@
+"""The runtime server: one gRPC service for every role, health, reflection, the HTTP entry, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import SERVICE_NAME
+from . import http_entry
+from .config import Config
+from .errors import RoleError
+from .roles import Role, build_role
+from .tls import server_credentials
+
+log = logging.getLogger("metaparticle.server")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Runtime:
+    """Serves one role: admission (in-flight bound), deadlines and error mapping around `Role.call`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="mp-fn")
+        self.role: Role = build_role(cfg, self.executor)
+        self.in_flight = 0
+        self.health = health.aio.HealthServicer()
+        self.ready = asyncio.Event()
+        self.stopping = False
+        self._server: grpc.aio.Server | None = None
+        self._http: Any = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def dispatch(self, message: bytes, deadline: float) -> bytes:
+        """Runs one request through the role, refusing it fast when this replica is saturated."""
+        if self.in_flight >= self.cfg.max_in_flight:
+            raise RoleError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.cfg.role_name} is at its limit of {self.cfg.max_in_flight} requests in flight; retry later",
+                role=self.cfg.role_name,
+                replica=self.cfg.replica,
+            )
+        self.in_flight += 1
+        try:
+            return await self.role.call(message, deadline)
+        finally:
+            self.in_flight -= 1
+
+    async def _grpc_call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        remaining = context.time_remaining()
+        timeout = self.cfg.timeout if remaining is None else min(remaining, self.cfg.timeout)
+        try:
+            return await self.dispatch(request, time.monotonic() + timeout)
+        except RoleError as err:
+            await context.abort(err.code, err.message, trailing_metadata=err.metadata())
+            raise AssertionError("unreachable")  # abort raises
+
+    async def topology_health(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this role and everything behind it serves (for /healthz)."""
+        upstreams = self.role.upstreams
+        if upstreams:
+            await asyncio.gather(*(up.check(timeout=1.0) for up in upstreams))
+        down = [up.role_name for up in upstreams if not up.serving]
+        serving = self.ready.is_set() and not self.stopping and not down
+        detail: dict[str, Any] = {"role": self.cfg.role_name}
+        if down:
+            detail["down"] = down
+        return serving, detail
+
+    async def _await_upstreams(self) -> None:
+        """A router turns SERVING once every group behind it has a serving replica."""
+        while not self.stopping:
+            results = await asyncio.gather(*(up.check(timeout=1.0) for up in self.role.upstreams))
+            if all(results):
+                await self._set_serving()
+                log.info("serving: every upstream answers")
+                return
+            await asyncio.sleep(0.2)
+
+    async def _set_serving(self) -> None:
+        await self.health.set("", SERVING)
+        await self.health.set(SERVICE_NAME, SERVING)
+        self.ready.set()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        opts = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", cfg.max_request_bytes + 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ]
+        server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE_NAME, {"Call": grpc.unary_unary_rpc_method_handler(self._grpc_call)}
+                ),
+            )
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{cfg.bind_host}:{cfg.grpc_port}"
+        creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+        bound = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+        if not bound:
+            raise OSError(f"cannot listen on {address}")
+        await self.health.set("", NOT_SERVING)
+        await self.health.set(SERVICE_NAME, NOT_SERVING)
+        await server.start()
+        self._server = server
+        if cfg.http_port is not None:
+            app = http_entry.make_app(
+                self.dispatch, self.topology_health, timeout=cfg.timeout, max_request_bytes=cfg.max_request_bytes
+            )
+            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port)
+        if self.role.upstreams:
+            self._watch = asyncio.ensure_future(self._await_upstreams())
+        else:
+            await self._set_serving()
+        log.info(
+            "listening",
+            extra={"fields": {"grpc": address, "http": cfg.http_port, "pattern": cfg.pattern, "name": cfg.name}},
+        )
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING first, then finish in-flight calls within the deadline."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("stopping: draining in-flight requests", extra={"fields": {"in_flight": self.in_flight}})
+        await self.health.enter_graceful_shutdown()
+        if self._watch:
+            self._watch.cancel()
+        if self.cfg.drain_seconds > 0:
+            await asyncio.sleep(self.cfg.drain_seconds)
+        if self._http is not None:
+            await self._http.shutdown()
+        if self._server is not None:
+            await self._server.stop(grace=self.cfg.timeout)
+        if self._http is not None:
+            await self._http.cleanup()
+        for up in self.role.upstreams:
+            await up.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+
+async def serve(cfg: Config) -> None:
+    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+    runtime = Runtime(cfg)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runtime.stop()
