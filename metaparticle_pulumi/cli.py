@@ -1,0 +1,212 @@
+"""The `metaparticle` command: run a program's patterns locally, call them, render and preview them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .client import CallError, call as call_entry
+from .program import Evaluation, ProgramError, evaluate
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Distributed-system patterns as one line of Pulumi code: run them locally, call them, render them.",
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+_COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green"]
+
+
+def fail(message: str, code: int = 1) -> "typer.Exit":
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(directory: Path, **kwargs: Any) -> Evaluation:
+    try:
+        evaluation = evaluate(directory, **kwargs)
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    if not evaluation.patterns:
+        raise fail(
+            f"{directory} declares no patterns; declare one, e.g. mp.Service('hello', function=handler)", 2
+        )
+    return evaluation
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the entry binds: a port whose old connections linger in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _read_json_argument(value: Optional[str]) -> bytes:
+    text = value if value is not None else sys.stdin.read()
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise fail(f"the request is not valid JSON: {exc}", 2) from None
+    return text.encode()
+
+
+@app.command()
+def run(
+    directory: Path = typer.Argument(..., help="The Pulumi program's directory (with Pulumi.yaml and __main__.py)."),
+    port: int = typer.Option(8080, "--port", "-p", min=1, max=65535, help="Port of the (first) entry on 127.0.0.1."),
+    request: Optional[str] = typer.Option(
+        None, "--request", "-r", help="Send this JSON request once everything serves, print the answer, stop."
+    ),
+    ready_timeout: float = typer.Option(60.0, "--ready-timeout", min=1.0, help="Seconds to wait for every role to serve."),
+) -> None:
+    """Run the program's patterns as local processes on 127.0.0.1 (no cluster, no Pulumi CLI)."""
+    if _port_in_use(port):
+        raise fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 2)
+    evaluation = _load(directory, target="local", port=port)
+    from .supervisor import Supervisor
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    with tempfile.TemporaryDirectory(prefix="metaparticle-") as function_dir:
+        specs = [spec for plan in evaluation.plans for spec in plan.processes(function_dir)]
+        colors = {spec.name: _COLORS[i % len(_COLORS)] for i, spec in enumerate(specs)}
+        width = max(len(s.name) for s in specs)
+        show_logs = threading.Event()
+
+        def log(name: str, line: str) -> None:
+            if show_logs.is_set() or "error" in line or "exited" in line:
+                console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {line}", markup=True, soft_wrap=True)
+
+        supervisor = Supervisor(specs, log=log)
+        exit_code = 0
+        try:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as progress:
+                task = progress.add_task(f"starting {len(specs)} processes of {evaluation.project}", total=len(specs))
+                supervisor.start()
+                pending = supervisor.wait_ready(
+                    ready_timeout, on_ready=lambda r: progress.advance(task), should_stop=stop.is_set
+                )
+            if stop.is_set():
+                return
+            broken = supervisor.failed_early()
+            if broken or pending:
+                who = broken or pending[0]
+                tail = "\n".join(who.last_lines[-8:])
+                reason = f"exited with code {who.exit_codes[-1]}" if who.exit_codes else f"not serving after {ready_timeout:.0f}s"
+                raise fail(f"{who.spec.name} {reason}\n{tail}", 1)
+            if not _wait_entries(evaluation, ready_timeout, stop):
+                raise fail("the entry did not report the whole topology serving (GET /healthz)", 1)
+            console.print(_table(evaluation))
+            if request is not None:
+                exit_code = _send(evaluation.plans[0].url, _read_json_argument(request))
+                return
+            show_logs.set()
+            console.print(f"[bold]Serving.[/] Try: metaparticle call {evaluation.plans[0].url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
+            while not stop.is_set():
+                supervisor.poll()
+                stop.wait(0.2)
+        finally:
+            show_logs.clear()
+            supervisor.stop()
+            err_console.print(f"stopped {len(specs)} processes")
+        if exit_code:
+            raise typer.Exit(exit_code)
+
+
+def _wait_entries(evaluation: Evaluation, timeout: float, stop: threading.Event) -> bool:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    for plan in evaluation.plans:
+        while True:
+            try:
+                with urllib.request.urlopen(plan.url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or stop.is_set():
+                return False
+            time.sleep(0.1)
+    return True
+
+
+def _table(evaluation: Evaluation) -> Table:
+    table = Table(title=f"{evaluation.project}: local topology", title_justify="left")
+    table.add_column("pattern")
+    table.add_column("role", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("replicas", justify="right")
+    table.add_column("endpoints", overflow="fold", no_wrap=False)
+    for plan in evaluation.plans:
+        topo = plan.topology
+        for role in topo.roles:
+            ports = "\n".join(f"grpc://127.0.0.1:{p}" for p in plan.grpc_ports[role.name])
+            if role.entry:
+                ports = f"[bold]{plan.url}[/]\n{ports}"
+            table.add_row(f"{topo.pattern} {topo.name}", role.name, role.component, str(role.replicas), ports)
+    return table
+
+
+def _send(url: str, body: bytes, timeout: float = 30.0) -> int:
+    try:
+        answer = call_entry(url, body, timeout=timeout)
+    except CallError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        if exc.document is not None and not isinstance(exc.document, str):
+            console.print_json(json.dumps(exc.document))
+        return 1
+    console.print_json(json.dumps(answer.body))
+    return 0
+
+
+@app.command()
+def call(
+    url: str = typer.Argument(..., help="The entry: http://127.0.0.1:8080 or grpc://127.0.0.1:50051."),
+    request: Optional[str] = typer.Argument(None, help="The JSON request (read from stdin when omitted)."),
+    timeout: float = typer.Option(30.0, "--timeout", "-t", min=0.001, help="Seconds to wait for the answer."),
+) -> None:
+    """Send one JSON request to a pattern's entry and print the answer."""
+    code = _send(url, _read_json_argument(request), timeout)
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

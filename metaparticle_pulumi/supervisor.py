@@ -1,0 +1,183 @@
+"""Supervises local processes like a tiny Kubernetes: starts, waits for health, restarts, stops.
+
+Every replica runs `python -m metaparticle_runtime` with its role's environment. A replica that
+exits is restarted with backoff; Ctrl-C or SIGTERM stops everything (SIGTERM, then SIGKILL after a
+grace period). Children die with the supervisor even if it is killed (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .targets.local import HOST, ProcessSpec
+
+LogSink = Callable[[str, str], None]
+
+_PR_SET_PDEATHSIG = 1
+# The deploying machine's environment reaches local processes only for what Python needs.
+_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TMPDIR")
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+@dataclass
+class Replica:
+    """One supervised process and its history."""
+
+    spec: ProcessSpec
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+    last_lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+
+class Supervisor:
+    def __init__(self, specs: list[ProcessSpec], *, log: LogSink, python: str = sys.executable, restart: bool = True) -> None:
+        self.replicas = [Replica(s) for s in specs]
+        self.log = log
+        self.python = python
+        self.restart = restart
+        self.stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        for replica in self.replicas:
+            self._spawn(replica)
+
+    def _spawn(self, replica: Replica) -> None:
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        env.update(replica.spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        replica.process = subprocess.Popen(
+            [self.python, "-m", "metaparticle_runtime"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+            preexec_fn=_die_with_parent,
+        )
+        replica.started_at = time.monotonic()
+        thread = threading.Thread(target=self._pump, args=(replica, replica.process), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _pump(self, replica: Replica, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            replica.last_lines = (replica.last_lines + [line])[-20:]
+            self.log(replica.spec.name, format_log_line(line))
+
+    def poll(self) -> None:
+        """Restarts replicas that exited (backoff 0.5 s doubling to 5 s), as a Deployment would."""
+        now = time.monotonic()
+        for replica in self.replicas:
+            proc = replica.process
+            if proc is None or self.stopping:
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            if replica.next_start == 0.0:
+                replica.exit_codes.append(code)
+                if not self.restart:
+                    continue
+                delay = min(5.0, 0.5 * (2 ** min(replica.restarts, 4)))
+                if now - replica.started_at > 30:
+                    delay = 0.5
+                replica.next_start = now + delay
+                self.log(replica.spec.name, f"exited with code {code}; restarting in {delay:.1f}s")
+            elif now >= replica.next_start:
+                replica.next_start = 0.0
+                replica.restarts += 1
+                self._spawn(replica)
+
+    def failed_early(self) -> Replica | None:
+        """A replica that exited before ever becoming ready (bad program, import error...)."""
+        for replica in self.replicas:
+            if replica.exit_codes:
+                return replica
+        return None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM everything, wait up to `grace` seconds, SIGKILL what is left; reap all."""
+        self.stopping = True
+        procs = [r.process for r in self.replicas if r.process is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+
+    # -- health ----------------------------------------------------------------------------------------
+    def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
+        try:
+            with grpc.insecure_channel(f"{HOST}:{replica.spec.grpc_port}") as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def wait_ready(self, timeout: float, on_ready: Callable[[Replica], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[Replica]:
+        """Waits until every replica serves; returns those that never did within `timeout`."""
+        pending = list(self.replicas)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline and not should_stop():
+            for replica in list(pending):
+                if self.serving(replica):
+                    pending.remove(replica)
+                    if on_ready:
+                        on_ready(replica)
+            if self.failed_early():
+                break
+            if pending:
+                time.sleep(0.05)
+        return pending
+
+
+def format_log_line(line: str) -> str:
+    """A runtime JSON log line as `level msg key=value ...`; other lines unchanged."""
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(doc, dict) or "msg" not in doc:
+        return line
+    extras = " ".join(f"{k}={v}" for k, v in doc.items() if k not in ("ts", "level", "msg", "role", "replica"))
+    return f"{doc.get('level', 'info'):<7} {doc['msg']}" + (f"  {extras}" if extras else "")
