@@ -107,19 +107,20 @@ def read_project(directory: Path) -> tuple[str, Path]:
 
 
 @contextmanager
-def _program_environment(directory: Path) -> Iterator[None]:
-    """cwd, sys.path and sys.modules as `pulumi up` gives a program; restored afterwards."""
+def _program_environment(directory: Path, code_dir: Path) -> Iterator[None]:
+    """cwd (the project), sys.path (the program's code first) and sys.modules as `pulumi up` gives a
+    program; restored afterwards."""
     old_cwd = os.getcwd()
     old_path = list(sys.path)
     before = set(sys.modules)
     os.chdir(directory)
-    sys.path.insert(0, str(directory))
+    sys.path.insert(0, str(code_dir))
     try:
         yield
     finally:
         os.chdir(old_cwd)
         sys.path[:] = old_path
-        prefix = str(directory) + os.sep
+        prefix = str(code_dir) + os.sep
         for name in set(sys.modules) - before:
             file = getattr(sys.modules.get(name), "__file__", None) or ""
             if file.startswith(prefix):
@@ -145,14 +146,15 @@ def evaluate(
     settings: dict[str, str] = {"metaparticle:target": target}
     settings.update(config or {})
     pulumi.runtime.set_all_config(settings)
-    _registry.reset(str(directory))
+    code_dir = main.parent.resolve()
+    _registry.reset(str(code_dir))
     local.reset(port)
     from pulumi.runtime.mocks import _sync_await
     from pulumi.runtime.stack import run_pulumi_func
 
     patterns: list[Any] = []
     try:
-        with _program_environment(directory):
+        with _program_environment(directory, code_dir):
             _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
             patterns = _registry.declared()
     except SyntaxError as exc:
