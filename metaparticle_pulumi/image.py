@@ -1,0 +1,384 @@
+"""The image a pattern's containers run: the shared runtime plus the program's code and functions.
+
+`write_build_context` lays out a Docker build context (deterministically: the same program gives
+the same files and the same content tag) under `<program>/.metaparticle/build/<pattern>/`, and
+`container_image` builds it with `pulumi_docker.Image`, pushes it to the registry (or not), and
+gives the reference the workloads use: the pushed digest, else the content-tagged name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional
+
+import cloudpickle
+import pulumi
+
+import metaparticle_runtime
+
+from .functions import FunctionSpec
+from .topology import Topology, dns_name
+
+if TYPE_CHECKING:
+    from .patterns import PatternArgs, _Pattern
+
+#: Where the program's directory lies in the image (MP_SOURCE_DIR).
+APP_DIR = "/app"
+#: Where by-value functions lie in the image.
+FUNCTIONS_DIR = f"{APP_DIR}/.metaparticle/functions"
+#: The non-root user and group the image runs as.
+RUN_AS = 10001
+#: Where build contexts are written, relative to the program's directory.
+BUILD_DIR = Path(".metaparticle") / "build"
+#: Platform images are built for unless config `metaparticle:platform` says otherwise.
+DEFAULT_PLATFORM = "linux/amd64"
+
+#: Never copied from the program into the image: tooling, caches, virtualenvs, stack settings.
+ALWAYS_IGNORED = (
+    ".git", ".hg", ".svn", ".metaparticle", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache",
+    ".mypy_cache", ".ruff_cache", ".hypothesis", ".env", "Pulumi.*.yaml", "node_modules",
+)
+#: Requirements only the deploying side needs (they are not installed into the image).
+DEPLOY_ONLY = re.compile(r"^(pulumi([-_].*)?|metaparticle[-_]pulumi)$", re.IGNORECASE)
+
+_RUNTIME_DIR = Path(metaparticle_runtime.__file__).resolve().parent
+_DOCKERFILE = _RUNTIME_DIR.parent / "Dockerfile"
+
+
+def function_path(spec: Optional[FunctionSpec]) -> Optional[str]:
+    """Where a by-value function's file lies in the image (None for by-reference functions)."""
+    if spec is None or not spec.by_value:
+        return None
+    return f"{FUNCTIONS_DIR}/{spec.file_name}"
+
+
+def dockerfile_text() -> str:
+    """The runtime's Dockerfile (runtime/Dockerfile)."""
+    if not _DOCKERFILE.is_file():
+        raise FileNotFoundError(f"the runtime's Dockerfile is missing: {_DOCKERFILE}")
+    return _DOCKERFILE.read_text()
+
+
+# --- .dockerignore --------------------------------------------------------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's .dockerignore pattern (Go filepath.Match plus `**`) as a regex on a relative path."""
+    out, i = "", 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if pattern.startswith("/", i):
+                    i += 1
+                    out += "(?:.*/)?"
+                else:
+                    out += ".*"
+                continue
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out += re.escape(c)
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("^"):
+                    body = "!" + body[1:]
+                out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
+                i = end
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out += re.escape(pattern[i])
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile(out + r"\Z")
+
+
+class DockerIgnore:
+    """The rules of a .dockerignore file: the last rule that matches a path (or a parent) decides."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self.rules: list[tuple[bool, re.Pattern[str]]] = []
+        for raw in lines:
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            if negate:
+                line = line[1:].strip()
+            line = os.path.normpath(line).replace(os.sep, "/").lstrip("/")
+            if line in ("", "."):
+                continue
+            self.rules.append((negate, _pattern_regex(line)))
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> "DockerIgnore":
+        file = directory / ".dockerignore"
+        user = file.read_text().splitlines() if file.is_file() else []
+        defaults = [p for name in ALWAYS_IGNORED for p in (name, f"**/{name}")]
+        return cls([*defaults, *user])
+
+    def ignored(self, rel: str) -> bool:
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        result = False
+        for negate, regex in self.rules:
+            if any(regex.match(p) for p in prefixes):
+                result = not negate
+        return result
+
+
+# --- build context --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A written build context."""
+
+    path: Path
+    dockerfile: Path
+    #: Relative paths of every file, sorted.
+    files: tuple[str, ...]
+    #: Content hash of the whole context (paths, modes and bytes): the image's tag.
+    digest: str
+
+    @property
+    def tag(self) -> str:
+        return self.digest[:16]
+
+
+def _program_files(source: Path) -> dict[str, Path]:
+    ignore = DockerIgnore.for_directory(source)
+    found: dict[str, Path] = {}
+    for root, dirs, files in os.walk(source):
+        rel_root = Path(root).relative_to(source).as_posix()
+        rel_root = "" if rel_root == "." else rel_root + "/"
+        # Prune ignored directories unless a later rule could bring a file inside them back.
+        if not any(neg for neg, _ in ignore.rules):
+            dirs[:] = [d for d in dirs if not ignore.ignored(rel_root + d)]
+        dirs.sort()
+        for name in sorted(files):
+            rel = rel_root + name
+            path = Path(root) / name
+            if path.is_file() and not ignore.ignored(rel):
+                found[rel] = path
+    return found
+
+
+def _requirements(source: Path) -> bytes:
+    """The program's requirements.txt without deploy-only packages and local paths."""
+    file = source / "requirements.txt"
+    if not file.is_file():
+        return b""
+    kept = []
+    for line in file.read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if not spec:
+            continue
+        if spec.startswith(("-e", "--editable", ".", "/", "file:")):
+            continue
+        name = re.split(r"[\s\[<>=!~;@]", spec, maxsplit=1)[0]
+        if DEPLOY_ONLY.match(name):
+            continue
+        kept.append(spec)
+    return ("\n".join(kept) + "\n").encode() if kept else b""
+
+
+def build_files(topology: Topology) -> dict[str, bytes | Path]:
+    """Every file of the build context: relative path -> bytes, or the file to copy."""
+    source = Path(topology.source_dir).resolve()
+    files: dict[str, bytes | Path] = {"Dockerfile": dockerfile_text().encode(), "requirements.txt": _requirements(source)}
+    for path in sorted(_RUNTIME_DIR.rglob("*")):
+        rel = path.relative_to(_RUNTIME_DIR).as_posix()
+        if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc":
+            files[f"runtime/metaparticle_runtime/{rel}"] = path
+    for rel, path in _program_files(source).items():
+        files[f"app/{rel}"] = path
+    for role in topology.roles:
+        if role.function is not None and role.function.by_value:
+            files[f"functions/{role.function.file_name}"] = role.function.pickled or b""
+    return files
+
+
+def _content(item: bytes | Path) -> bytes:
+    return item if isinstance(item, bytes) else item.read_bytes()
+
+
+def _mode(item: bytes | Path) -> int:
+    if isinstance(item, Path) and os.stat(item).st_mode & stat.S_IXUSR:
+        return 0o755
+    return 0o644
+
+
+def write_build_context(topology: Topology, directory: str | os.PathLike[str] | None = None) -> BuildContext:
+    """Writes the build context of `topology` (default `<program>/.metaparticle/build/<name>`).
+
+    Files are rewritten only when their bytes change and stale files are removed, so an unchanged
+    program leaves the context (and its digest, the image tag) exactly as it was.
+    """
+    source = Path(topology.source_dir).resolve()
+    out = Path(directory) if directory is not None else source / BUILD_DIR / dns_name(topology.name)
+    files = build_files(topology)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "functions").mkdir(exist_ok=True)
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        data = _content(files[rel])
+        mode = _mode(files[rel])
+        digest.update(f"{rel}\0{mode:o}\0{len(data)}\0".encode())
+        digest.update(data)
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_bytes() != data:
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        if stat.S_IMODE(target.stat().st_mode) != mode:
+            target.chmod(mode)
+    keep = set(files)
+    for path in sorted(out.rglob("*"), reverse=True):
+        rel = path.relative_to(out).as_posix()
+        if path.is_file() and rel not in keep:
+            path.unlink()
+        elif path.is_dir() and rel != "functions" and not any(path.iterdir()):
+            path.rmdir()
+    return BuildContext(out, out / "Dockerfile", tuple(sorted(files)), digest.hexdigest())
+
+
+# --- the image resource ---------------------------------------------------------------------
+
+
+@dataclass
+class ContainerImage:
+    """The image of one pattern."""
+
+    #: `repository:tag` (the tag is the build context's content hash, or the user's image).
+    name: pulumi.Input[str]
+    #: What workloads reference: the pushed digest, else `name`.
+    ref: pulumi.Output[str]
+    #: The `docker.Image` child (None for a prebuilt image).
+    resource: Optional[pulumi.CustomResource] = None
+    context: Optional[BuildContext] = None
+
+
+def _digest_or(digest: pulumi.Output[Optional[str]], name: str) -> pulumi.Output[str]:
+    """`digest`, or `name` when the digest is empty (not pushed) or unknown (a preview).
+
+    Unlike `apply`, this stays known in a preview, and it keeps the image as a dependency.
+    """
+
+    async def value() -> str:
+        return (await digest.future()) or name
+
+    async def known() -> bool:
+        return True
+
+    async def secret() -> bool:
+        return await digest.is_secret()
+
+    return pulumi.Output(digest.resources(), asyncio.ensure_future(value()), asyncio.ensure_future(known()), asyncio.ensure_future(secret()))
+
+
+def image_repository(topology: Topology, registry: Optional[str]) -> str:
+    """`<registry>/<project>-<pattern>` (no registry: a name in the local image store)."""
+    repo = dns_name(f"{pulumi.get_project()}-{dns_name(topology.name)}")
+    return f"{registry.rstrip('/')}/{repo}" if registry else repo
+
+
+def container_image(
+    component: "_Pattern",
+    topology: Topology,
+    args: "PatternArgs",
+    *,
+    default_platform: Optional[str] = DEFAULT_PLATFORM,
+    by_name: bool = False,
+    local: bool = False,
+) -> ContainerImage:
+    """The image of a pattern: `args.image` as given, else the program built on the runtime image.
+
+    Registry: `args.registry`, else config `metaparticle:registry`; without one the image is not
+    pushed (a local cluster or the local Docker). `by_name` references the image by its tag, not
+    its digest (rendering manifests offline, where nothing is pushed); `local` by the name the
+    local engine knows it by (the Docker target, which runs what it built).
+    """
+    from .targets._shared import child_opts, config, config_bool
+
+    if args.image is not None:
+        if any(r.function is not None and r.function.by_value for r in topology.roles):
+            pulumi.log.warn(
+                f"{topology.name}: functions defined in __main__ travel by value and must lie in the "
+                f"prebuilt image under {FUNCTIONS_DIR}; define them in a module of the program instead",
+                resource=component,
+            )
+        return ContainerImage(name=args.image, ref=pulumi.Output.from_input(args.image))
+
+    cfg = config()
+    registry = args.registry or cfg.get("registry")
+    skip_push = args.skip_push if args.skip_push is not None else config_bool("skipPush")
+    if skip_push is None:
+        skip_push = registry is None
+    platform = cfg.get("platform") or default_platform
+    context = write_build_context(topology)
+    name = f"{image_repository(topology, registry)}:{context.tag}"
+    context_dir = _relative(context.path)
+
+    from pulumi_docker import DockerBuildArgs, Image, RegistryArgs
+
+    build = DockerBuildArgs(
+        context=context_dir,
+        dockerfile=f"{context_dir}/Dockerfile",
+        platform=platform,
+        args={
+            "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "CLOUDPICKLE_VERSION": cloudpickle.__version__,
+        },
+    )
+    registry_args = None
+    username = cfg.get("registryUsername")
+    if registry and username and not skip_push:
+        registry_args = RegistryArgs(
+            server=registry.split("/", 1)[0], username=username, password=cfg.require_secret("registryPassword")
+        )
+    template = "{base}-image"
+    fields = {"base": dns_name(topology.name)}
+    image = Image(
+        template.format(**fields),
+        build=build,
+        image_name=name,
+        skip_push=skip_push,
+        registry=registry_args,
+        opts=child_opts(component, "docker:index/image:Image", template, fields),
+    )
+    if by_name:
+        ref = pulumi.Output.from_input(name)
+    elif local:
+        ref = _digest_or(image.image_name, name)
+    else:
+        ref = _digest_or(image.repo_digest, name)
+    return ContainerImage(name=name, ref=ref, resource=image, context=context)
+
+
+def _relative(path: Path) -> str:
+    """The context directory relative to the working directory (Pulumi runs programs in theirs),
+    so the stack's state does not change with where the program is checked out."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).resolve().as_posix()
+
+
+def clean(directory: str | os.PathLike[str]) -> None:
+    """Removes a program's generated build contexts."""
+    shutil.rmtree(Path(directory) / BUILD_DIR, ignore_errors=True)

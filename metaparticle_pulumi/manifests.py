@@ -1,0 +1,147 @@
+"""A program's Kubernetes objects as YAML files, and its resource tree, without a cluster or the CLI.
+
+`render_manifests` evaluates the program offline (Pulumi's mocks) for the kubernetes target and
+writes one kubectl-ready file per object; images are referenced by their content-tagged name
+(nothing is pushed when rendering: build the context under `.metaparticle/build/` with that tag).
+`preview_tree` shows what `pulumi preview` would create: each pattern and its children.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import pulumi
+import yaml
+
+from .program import MockResource, evaluate
+
+#: First line of every rendered file: stale ones (and only those) are removed on the next render.
+HEADER = "# Rendered by metaparticle from a Pulumi program; apply with kubectl apply -f <dir>.\n"
+#: Files sort in the order kubectl should apply them.
+KIND_ORDER = {
+    "Namespace": 0,
+    "Secret": 1,
+    "ConfigMap": 2,
+    "ServiceAccount": 3,
+    "Service": 4,
+    "Deployment": 5,
+    "StatefulSet": 5,
+    "PodDisruptionBudget": 6,
+    "HorizontalPodAutoscaler": 7,
+    "NetworkPolicy": 8,
+}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-like data with whole floats back as ints (the mocks carry every number as a float)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in sorted(value.items()) if v is not None}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def kubernetes_objects(resources: Iterable[MockResource], default_namespace: str = "default") -> list[dict[str, Any]]:
+    """The Kubernetes objects among registered resources, as manifests (apiVersion, kind, metadata first).
+
+    Objects without a namespace get `default_namespace`: the namespace the program's addresses
+    were resolved in, so the manifests and the addresses inside them agree.
+    """
+    objects = []
+    for r in resources:
+        if not r.type.startswith("kubernetes:"):
+            continue
+        body = _plain(r.inputs)
+        if "kind" not in body or "apiVersion" not in body:
+            continue
+        meta = dict(body.get("metadata") or {})
+        meta.setdefault("name", r.name)
+        if body["kind"] not in ("Namespace",):
+            meta.setdefault("namespace", default_namespace)
+        ordered = {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": meta}
+        body.pop("metadata", None)
+        ordered.update(body)
+        objects.append(ordered)
+    return objects
+
+
+def _file_name(obj: Mapping[str, Any], taken: set[str]) -> str:
+    kind = obj["kind"]
+    meta = obj["metadata"]
+    order = KIND_ORDER.get(kind, 9)
+    name = f"{order:02d}-{kind.lower()}-{meta['name']}.yaml"
+    if name in taken:
+        name = f"{order:02d}-{kind.lower()}-{meta.get('namespace', '')}-{meta['name']}.yaml"
+    taken.add(name)
+    return name
+
+
+def render_manifests(
+    program_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    config: Optional[Mapping[str, str]] = None,
+) -> list[Path]:
+    """Writes one YAML file per Kubernetes object of the program into `out_dir`; returns their paths.
+
+    `config` is Pulumi config of the program (`{"metaparticle:namespace": "prod"}` ...).
+    """
+    settings = dict(config or {})
+    settings["metaparticle:render"] = "true"
+    evaluation = evaluate(program_dir, target="kubernetes", config=settings)
+    namespace = settings.get("metaparticle:namespace") or "default"
+    objects = kubernetes_objects(evaluation.resources, namespace)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.yaml"):
+        try:
+            if old.read_text().startswith(HEADER):
+                old.unlink()
+        except OSError:
+            continue
+    written: list[Path] = []
+    taken: set[str] = set()
+    for obj in sorted(objects, key=lambda o: (KIND_ORDER.get(o["kind"], 9), o["metadata"].get("namespace", ""), o["metadata"]["name"])):
+        path = out / _file_name(obj, taken)
+        path.write_text(HEADER + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+        written.append(path)
+    return written
+
+
+def _tree_lines(resource: pulumi.Resource, prefix: str, lines: list[str]) -> None:
+    children = sorted(
+        getattr(resource, "_childResources", ()), key=lambda c: (c.pulumi_resource_type, c.pulumi_resource_name)
+    )
+    for i, child in enumerate(children):
+        last = i == len(children) - 1
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{child.pulumi_resource_type}  {child.pulumi_resource_name}")
+        _tree_lines(child, prefix + ("   " if last else "│  "), lines)
+
+
+def preview_tree(
+    program_dir: str | os.PathLike[str],
+    target: str = "kubernetes",
+    config: Optional[Mapping[str, str]] = None,
+) -> str:
+    """The resources `pulumi preview` would create for `target`: each pattern, then its children."""
+    evaluation = evaluate(program_dir, target=target, config=config, preview=True)
+    lines: list[str] = []
+    under_patterns = set()
+
+    def mark(resource: pulumi.Resource) -> None:
+        under_patterns.add((resource.pulumi_resource_type, resource.pulumi_resource_name))
+        for child in getattr(resource, "_childResources", ()):
+            mark(child)
+
+    for pattern in evaluation.patterns:
+        mark(pattern)
+    others = [r for r in evaluation.resources if (r.type, r.name) not in under_patterns]
+    for r in others:
+        lines.append(f"{r.type}  {r.name}")
+    for pattern in evaluation.patterns:
+        lines.append(f"{pattern.pulumi_resource_type}  {pattern.pulumi_resource_name}")
+        _tree_lines(pattern, "", lines)
+    return "\n".join(lines) + "\n"

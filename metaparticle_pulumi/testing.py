@@ -1,0 +1,155 @@
+"""Unit tests for infrastructure built from metaparticle patterns: offline, with Pulumi's mocks.
+
+    import metaparticle_pulumi as mp
+    from metaparticle_pulumi import testing
+
+    def test_api_has_three_replicas():
+        with testing.mocked(target="kubernetes") as stack:
+            mp.Spread("api", function=handler, replicas=3)
+        (replicas,) = stack.objects(kind="Deployment", name="api-replica")
+        assert replicas["spec"]["replicas"] == 3
+
+    stack = testing.evaluate("path/to/program")          # a whole Pulumi program
+    stack.resources(type="kubernetes:apps/v1:Deployment")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import pulumi
+
+from . import _registry
+from .program import MockResource, RecordingMocks
+from .program import evaluate as _evaluate_program
+from .targets import local
+
+__all__ = ["MockedStack", "Mocks", "evaluate", "mocked"]
+
+
+class Mocks(RecordingMocks):
+    """RecordingMocks plus what a real engine would add: host ports Docker assigns."""
+
+    def __init__(self, preview: bool = False) -> None:
+        super().__init__(preview=preview)
+        self._next_port = 32768
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, outputs = super().new_resource(args)
+        if args.typ == "docker:index/container:Container" and not self.preview:
+            ports = []
+            for port in outputs.get("ports") or []:
+                port = dict(port)
+                if not port.get("external"):
+                    port["external"] = self._next_port
+                    self._next_port += 1
+                ports.append(port)
+            outputs["ports"] = ports
+        return rid, outputs
+
+
+@dataclass
+class MockedStack:
+    """What a program or a `mocked()` block registered, with helpers to look at it."""
+
+    mocks: RecordingMocks
+    patterns: list[Any] = field(default_factory=list)
+
+    def resources(self, type: Optional[str] = None, name: Optional[str] = None) -> list[MockResource]:
+        """Registered resources, optionally only those of one type token and/or Pulumi name."""
+        return [
+            r for r in self.mocks.resources if (type is None or r.type == type) and (name is None or r.name == name)
+        ]
+
+    def resource(self, type: str, name: str) -> MockResource:
+        """The one resource of this type and name (fails if there is none or several)."""
+        found = self.resources(type=type, name=name)
+        if len(found) != 1:
+            raise LookupError(f"expected one {type} named {name!r}, found {len(found)}")
+        return found[0]
+
+    def objects(self, kind: Optional[str] = None, name: Optional[str] = None) -> list[dict[str, Any]]:
+        """Kubernetes objects as registered (apiVersion, kind, metadata, spec...), by kind and metadata.name."""
+        out = []
+        for r in self.mocks.resources:
+            if not r.type.startswith("kubernetes:") or r.type.startswith("pulumi:providers"):
+                continue
+            obj = r.inputs
+            if kind is not None and obj.get("kind") != kind:
+                continue
+            if name is not None and (obj.get("metadata") or {}).get("name") != name:
+                continue
+            out.append(obj)
+        return out
+
+    def value(self, output: Any) -> Any:
+        """The value of an Output (None while unknown, as in a preview)."""
+        from pulumi.runtime.mocks import _sync_await
+
+        if not isinstance(output, pulumi.Output):
+            return output
+        return _sync_await(output.future())
+
+    def settle(self) -> None:
+        """Waits until every registration the code made so far has completed."""
+        from pulumi.runtime.mocks import _sync_await
+        from pulumi.runtime.stack import wait_for_rpcs
+
+        _sync_await(wait_for_rpcs())
+        self.patterns = _registry.declared()
+
+
+@contextmanager
+def mocked(
+    target: str = "kubernetes",
+    *,
+    config: Optional[Mapping[str, str]] = None,
+    preview: bool = False,
+    project: str = "test",
+    stack: str = "test",
+    source_dir: Optional[str | os.PathLike[str]] = None,
+) -> Iterator[MockedStack]:
+    """Declares patterns inside the block against mocks instead of a cloud.
+
+    `source_dir` is the program's directory that images are built from (default: an empty
+    temporary one, removed afterwards). `config` adds Pulumi config ("metaparticle:registry": ...).
+    The stack settles when the block ends; call `stack.settle()` to look inside the block.
+    """
+    temporary = None
+    if source_dir is None:
+        temporary = tempfile.mkdtemp(prefix="metaparticle-test-")
+        source_dir = temporary
+    mocks = Mocks(preview=preview)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
+    pulumi.runtime.set_all_config({"metaparticle:target": target, **dict(config or {})})
+    _registry.reset(str(Path(source_dir).resolve()))
+    local.reset(None)
+    result = MockedStack(mocks)
+    try:
+        yield result
+        result.settle()
+    finally:
+        _registry.reset(None)
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def evaluate(
+    directory: str | os.PathLike[str],
+    target: str = "kubernetes",
+    *,
+    config: Optional[Mapping[str, str]] = None,
+    preview: bool = False,
+    stack: str = "dev",
+) -> MockedStack:
+    """Runs the Pulumi program in `directory` under mocks, as `pulumi up` (or preview) would."""
+    evaluation = _evaluate_program(directory, target=target, config=config, preview=preview, stack=stack)
+    mocks = RecordingMocks(preview=preview)
+    mocks.resources = evaluation.resources
+    return MockedStack(mocks, list(evaluation.patterns))
