@@ -30,7 +30,25 @@ from .program import MockResource, RecordingMocks
 from .program import evaluate as _evaluate_program
 from .targets import local
 
-__all__ = ["MockedStack", "Mocks", "evaluate", "mocked"]
+__all__ = ["MockedStack", "Mocks", "evaluate", "is_secret", "mocked", "reveal"]
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a registered input value is marked secret (Pulumi keeps it encrypted in state)."""
+    from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
+
+    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
+
+
+def reveal(value: Any) -> Any:
+    """A registered input value with every secret marker removed (the plain values)."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
 
 
 class Mocks(RecordingMocks):
@@ -132,7 +150,15 @@ def mocked(
     local.reset(None)
     result = MockedStack(mocks)
     try:
-        yield result
+        try:
+            yield result
+        except BaseException:
+            # Let what was registered before the failure finish, so it cannot fail a later stack.
+            try:
+                result.settle()
+            except Exception:  # noqa: BLE001 - the original failure is the one to report
+                pass
+            raise
         result.settle()
     finally:
         _registry.reset(None)

@@ -58,6 +58,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         raise PatternError(f"{where}: autoscale needs a CPU request in resources (it scales on CPU use)")
     namespace = args.namespace if args.namespace is not None else config().get("namespace")
     check_unique(component, topology, "kubernetes", namespace)
+    _check_env(topology, args)
     domain = config().get("clusterDomain") or "cluster.local"
     base = dns_name(topology.name)
     image = container_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
@@ -174,8 +175,6 @@ def _container_env(
     user_env: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The runtime's env from `role_env` (with the pod name as replica) plus the user's own."""
-    from ..patterns import PatternError
-
     env = role_env(
         topology,
         role,
@@ -193,10 +192,18 @@ def _container_env(
             items.append({"name": key, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
         else:
             items.append({"name": key, "value": value})
-    taken = sorted({e["name"] for e in user_env} & set(env))
-    if taken:
-        raise PatternError(f"{topology.pattern} {topology.name!r}: env {', '.join(taken)} is set by metaparticle")
     return items + user_env
+
+
+def _check_env(topology: Topology, args: "PatternArgs") -> None:
+    """Refuses extra env that would replace what the runtime is configured with."""
+    from ..patterns import PatternError
+
+    for role in topology.roles:
+        runtime_env = _container_env(topology, role, {u: "" for u in role.upstreams}, args, [])
+        taken = sorted(set(args.env) & {e["name"] for e in runtime_env})
+        if taken:
+            raise PatternError(f"{topology.pattern} {topology.name!r}: env {', '.join(taken)} is set by metaparticle")
 
 
 def _probes(tls: bool) -> dict[str, Any]:
