@@ -1,0 +1,176 @@
+"""The Docker target, checked offline against Pulumi's mocks: one network per pattern, one container
+per replica reachable by its role's name, only the entry published (on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_docker as docker
+import pytest
+
+import metaparticle_pulumi as mp
+from metaparticle_pulumi import testing
+from metaparticle_pulumi.image import FUNCTIONS_DIR
+from metaparticle_pulumi.topology import role_env
+
+from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, dumps
+
+PATTERNS = list(EXAMPLE_ROLES)
+CONTAINER = "docker:index/container:Container"
+
+
+def handler(request):
+    return request
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory):
+    out = {}
+    for name in PATTERNS:
+        program = copy_program(name, tmp_path_factory.mktemp(name))
+        out[name] = testing.evaluate(program, "docker")
+    return out
+
+
+def containers(stack) -> dict[str, dict]:
+    return {r.name: r.inputs for r in stack.resources(type=CONTAINER)}
+
+
+def env(container: dict) -> dict[str, str]:
+    pairs = [e.split("=", 1) for e in container["envs"]]
+    assert len({k for k, _ in pairs}) == len(pairs), "duplicate env names"
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_one_network_and_one_container_per_replica(stacks, example):
+    stack = stacks[example]
+    roles = EXAMPLE_ROLES[example]
+    assert len(stack.resources(type="docker:index/network:Network")) == 1
+    assert len(stack.resources(type="docker:index/image:Image")) == 1
+    expected = {f"{role}-{i}" for role, n in roles.items() for i in range(n)}
+    assert set(containers(stack)) == expected
+    assert not [r for r in stack.resources() if r.type.startswith("kubernetes:")]
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_replicas_join_the_network_under_their_roles_name(stacks, example):
+    stack = stacks[example]
+    (network,) = stack.resources(type="docker:index/network:Network")
+    for name, c in containers(stack).items():
+        role = name.rsplit("-", 1)[0]
+        assert c["networksAdvanced"] == [{"name": network.inputs["name"], "aliases": [role]}]
+        assert c["hostname"] == name
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_only_the_entry_publishes_its_ports_and_only_on_loopback(stacks, example):
+    for name, c in containers(stacks[example]).items():
+        if name == f"{EXAMPLE_ENTRY[example]}-0":
+            assert sorted((p["internal"], p["ip"]) for p in c["ports"]) == [(8080, "127.0.0.1"), (50051, "127.0.0.1")]
+        else:
+            assert not c.get("ports")
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_container_env_is_role_env_with_docker_dns_addresses(stacks, example):
+    stack = stacks[example]
+    topology = stack.patterns[0].topology
+    addresses = {r.name: f"dns:///{r.name}:50051" for r in topology.roles}
+    for name, c in containers(stack).items():
+        role = topology.role(name.rsplit("-", 1)[0])
+        fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
+        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app")
+        expected["MP_DRAIN_SECONDS"] = "1"
+        assert env(c) == expected
+
+
+def test_the_shard_router_calls_every_shard_by_alias_in_order(stacks):
+    router = env(containers(stacks["shard"])["users-router-0"])
+    assert json.loads(router["MP_UPSTREAMS"]) == [f"dns:///users-shard-{i}:50051" for i in range(3)]
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_containers_run_locked_down_with_a_health_check(stacks, example):
+    for c in containers(stacks[example]).values():
+        assert c["user"] == "10001:10001"
+        assert c["readOnly"] is True
+        assert c["tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=64m"}
+        assert c["capabilities"] == {"drops": ["ALL"]}
+        assert c["securityOpts"] == ["no-new-privileges:true"]
+        assert c["healthcheck"]["tests"] == ["CMD", "python", "-m", "metaparticle_runtime.probe", "--port", "50051"]
+        assert c["memory"] == 256  # MB, from the default memory limit
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_containers_run_the_locally_built_image(stacks, example):
+    stack = stacks[example]
+    (image,) = stack.resources(type="docker:index/image:Image")
+    assert image.inputs["skipPush"] is True
+    assert "platform" not in image.inputs["build"]  # the local engine's own platform
+    assert {c["image"] for c in containers(stack).values()} == {image.inputs["imageName"]}
+
+
+def test_labels_reach_every_container_and_the_network():
+    with testing.mocked("docker") as stack:
+        mp.Spread("api", function=handler, replicas=2, labels={"team": "web"})
+    for r in stack.resources(type=CONTAINER) + stack.resources(type="docker:index/network:Network"):
+        labels = {item["label"]: item["value"] for item in r.inputs["labels"]}
+        assert labels["team"] == "web"
+        assert labels["app.kubernetes.io/instance"] == "api"
+
+
+def test_url_is_the_entrys_published_http_port():
+    with testing.mocked("docker") as stack:
+        api = mp.Spread("api", function=handler)
+    assert stack.value(api.url).startswith("http://127.0.0.1:")
+    assert stack.value(api.grpc_url).startswith("grpc://127.0.0.1:")
+    assert stack.value(api.url) != stack.value(api.grpc_url).replace("grpc", "http")
+
+
+def test_names_on_the_engine_keep_stacks_and_patterns_apart():
+    with testing.mocked("docker", project="shop", stack="dev") as dev:
+        mp.Spread("api", function=handler, replicas=2)
+        mp.Spread("admin", function=handler, replicas=2)
+    with testing.mocked("docker", project="shop", stack="test") as test:
+        mp.Spread("api", function=handler, replicas=2)
+    dev_names = [r.inputs["name"] for r in dev.resources(type=CONTAINER)]
+    test_names = [r.inputs["name"] for r in test.resources(type=CONTAINER)]
+    assert len(dev_names) == len(set(dev_names)) == 6
+    assert not set(dev_names) & set(test_names)
+    assert "shop-dev-api-router-0" in dev_names
+    pairs = [(r.type, r.name) for r in dev.resources()]
+    assert len(pairs) == len(set(pairs))
+
+
+def test_a_docker_provider_given_to_the_pattern_reaches_every_child():
+    with testing.mocked("docker") as stack:
+        engine = docker.Provider("engine", host="unix:///var/run/docker.sock")
+        mp.Shard("users", function=handler, key="user", shards=2, opts=pulumi.ResourceOptions(providers=[engine]))
+    children = [r for r in stack.resources() if r.type.startswith("docker:")]
+    assert len(children) == 1 + 1 + 3  # image, network, router + 2 shards
+    assert all("pulumi:providers:docker::engine::" in (r.provider or "") for r in children)
+
+
+def test_extra_env_reaches_every_container_but_cannot_replace_the_runtimes():
+    with testing.mocked("docker") as stack:
+        mp.Spread("api", function=handler, env={"LOG_LEVEL": "debug"})
+    assert all(env(r.inputs)["LOG_LEVEL"] == "debug" for r in stack.resources(type=CONTAINER))
+    with pytest.raises(mp.PatternError, match="MP_UPSTREAMS"):
+        with testing.mocked("docker"):
+            mp.Spread("api", function=handler, env={"MP_UPSTREAMS": "[]"})
+
+
+def test_nothing_from_the_deploying_machines_environment_reaches_the_containers(monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-leaked")
+    with testing.mocked("docker") as stack:
+        mp.Service("api", function=handler)
+    assert "ghp-leaked" not in dumps([r.inputs for r in stack.resources()])
+
+
+def test_preview_does_not_break():
+    with testing.mocked("docker", preview=True) as stack:
+        mp.Spread("api", function=handler, replicas=2)
+    (image,) = stack.resources(type="docker:index/image:Image")
+    assert {c["image"] for c in containers(stack).values()} == {image.inputs["imageName"]}

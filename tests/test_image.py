@@ -1,0 +1,169 @@
+"""The image build: the context written from a program (deterministic, .dockerignore respected, only
+runtime requirements) and the Dockerfile it is built with."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+import metaparticle_pulumi as mp
+import metaparticle_runtime
+from metaparticle_pulumi import testing
+from metaparticle_pulumi.image import DockerIgnore, dockerfile_text, write_build_context
+
+from target_support import REPO, copy_program, write_program
+
+RUNTIME = Path(metaparticle_runtime.__file__).resolve().parent
+
+
+def topology_of(program: Path, target: str = "kubernetes"):
+    stack = testing.evaluate(program, target)
+    (pattern,) = stack.patterns
+    return stack, pattern.topology
+
+
+def test_the_dockerfile_runs_the_runtime_as_a_non_root_user_on_python_slim():
+    text = dockerfile_text()
+    assert text == (REPO / "runtime" / "Dockerfile").read_text()
+    assert "ARG PYTHON_VERSION=3.11\nFROM python:${PYTHON_VERSION}-slim" in text
+    assert re.search(r"^USER 10001:10001$", text, re.M)
+    assert 'CMD ["python", "-m", "metaparticle_runtime"]' in text
+    installed = re.findall(r'"([a-z-]+)[<>=!~]', text.split("RUN pip install", 1)[1].split("&&", 1)[0])
+    assert installed == ["grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "cloudpickle"]
+    assert "COPY runtime/metaparticle_runtime /opt/metaparticle/metaparticle_runtime" in text
+    assert "COPY functions/ /app/.metaparticle/functions/" in text
+
+
+def test_the_image_is_built_for_the_deploying_python_and_cloudpickle(tmp_path):
+    stack, topology = topology_of(copy_program("spread", tmp_path))
+    (image,) = stack.resources(type="docker:index/image:Image")
+    build = image.inputs["build"]
+    assert build["args"] == {
+        "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "CLOUDPICKLE_VERSION": cloudpickle.__version__,
+    }
+    assert build["context"] == ".metaparticle/build/api"  # relative: state does not depend on the checkout
+    assert build["dockerfile"] == ".metaparticle/build/api/Dockerfile"
+    context = write_build_context(topology)
+    assert image.inputs["imageName"] == f"spread-api:{context.tag}"
+
+
+def test_the_context_holds_the_runtime_the_program_and_the_by_value_functions(tmp_path):
+    _, topology = topology_of(copy_program("shard", tmp_path))
+    context = write_build_context(topology)
+    files = set(context.files)
+    runtime_files = {f"runtime/metaparticle_runtime/{p.relative_to(RUNTIME).as_posix()}" for p in RUNTIME.rglob("*.py") if "__pycache__" not in p.parts}
+    assert runtime_files <= files
+    assert (context.path / "runtime/metaparticle_runtime/__main__.py").read_bytes() == (RUNTIME / "__main__.py").read_bytes()
+    assert {"Dockerfile", "requirements.txt", "app/__main__.py", "app/Pulumi.yaml"} <= files
+    (key_file,) = [f for f in files if f.startswith("functions/key-")]
+    (handler_file,) = [f for f in files if f.startswith("functions/function-")]
+    key = pickle.loads((context.path / key_file).read_bytes())
+    assert key({"user": "bob"}) == "bob"
+    assert pickle.loads((context.path / handler_file).read_bytes()).__name__ == "handler"
+
+
+def test_the_same_program_gives_the_same_context_and_tag(tmp_path):
+    program = copy_program("scatter_gather", tmp_path)
+    _, topology = topology_of(program)
+    first = write_build_context(topology)
+    snapshot = {f: (first.path / f).read_bytes() for f in first.files}
+    mtimes = {f: (first.path / f).stat().st_mtime_ns for f in first.files}
+    again = write_build_context(topology)
+    elsewhere = write_build_context(topology, tmp_path / "elsewhere")
+    assert again.digest == first.digest == elsewhere.digest
+    assert {f: (elsewhere.path / f).read_bytes() for f in elsewhere.files} == snapshot
+    assert {f: (first.path / f).stat().st_mtime_ns for f in first.files} == mtimes, "unchanged files are not rewritten"
+    (program / "search.py").write_text((program / "search.py").read_text() + "\n# changed\n")
+    assert write_build_context(topology).digest != first.digest
+
+
+def test_stale_files_leave_the_context(tmp_path):
+    program = copy_program("hello_world", tmp_path)
+    (program / "old.py").write_text("x = 1\n")
+    _, topology = topology_of(program)
+    context = write_build_context(topology)
+    assert (context.path / "app/old.py").exists()
+    (program / "old.py").unlink()
+    context = write_build_context(topology)
+    assert not (context.path / "app/old.py").exists()
+    assert "app/old.py" not in context.files
+
+
+def test_the_programs_dockerignore_and_private_files_stay_out(tmp_path):
+    program = write_program(
+        tmp_path / "app",
+        "import metaparticle_pulumi as mp\nfrom handlers import handle\nmp.Service('svc', function=handle)\n",
+        files={
+            "handlers.py": "def handle(request):\n    return request\n",
+            ".dockerignore": "# big data\ndata/\n*.log\n!keep.log\n/secret.txt\n",
+            "data/huge.bin": "x",
+            "debug.log": "x",
+            "keep.log": "kept",
+            "secret.txt": "x",
+            "sub/secret.txt": "not at the root: kept",
+            ".env": "TOKEN=x",
+            ".venv/lib/site.py": "x",
+            ".git/config": "x",
+            "Pulumi.dev.yaml": "config: {}",
+            "__pycache__/handlers.cpython-311.pyc": "x",
+        },
+    )
+    _, topology = topology_of(program)
+    app = {f[len("app/"):] for f in write_build_context(topology).files if f.startswith("app/")}
+    assert app == {"Pulumi.yaml", "__main__.py", "handlers.py", ".dockerignore", "keep.log", "sub/secret.txt"}
+
+
+@pytest.mark.parametrize(
+    "rules, path, ignored",
+    [
+        (["*.md"], "README.md", True),
+        (["*.md"], "docs/README.md", False),
+        (["**/*.md"], "docs/deep/README.md", True),
+        (["docs"], "docs/a/b.txt", True),
+        (["docs", "!docs/keep.txt"], "docs/keep.txt", False),
+        (["a?c"], "abc", True),
+        (["a?c"], "a/c", False),
+        (["[!x]y"], "zy", True),
+        (["[!x]y"], "xy", False),
+    ],
+)
+def test_dockerignore_rules_follow_docker(rules, path, ignored):
+    assert DockerIgnore(rules).ignored(path) is ignored
+
+
+def test_only_the_programs_runtime_requirements_are_installed(tmp_path):
+    program = write_program(
+        tmp_path / "app",
+        "import metaparticle_pulumi as mp\nmp.Service('svc', function=lambda r: r)\n",
+        files={
+            "requirements.txt": "pulumi>=3.0,<4\npulumi-kubernetes>=4\nmetaparticle-pulumi\n-e ../..\n"
+            "requests==2.32.3  # for the handler\nnumpy>=2; python_version>'3.10'\n\n",
+        },
+    )
+    _, topology = topology_of(program)
+    context = write_build_context(topology)
+    assert (context.path / "requirements.txt").read_text() == "requests==2.32.3\nnumpy>=2; python_version>'3.10'\n"
+
+
+def test_without_requirements_the_file_is_empty_and_nothing_is_installed(tmp_path):
+    _, topology = topology_of(copy_program("hello_world", tmp_path))
+    assert (write_build_context(topology).path / "requirements.txt").read_bytes() == b""
+    assert "if [ -s /opt/metaparticle/requirements.txt ]" in dockerfile_text()
+
+
+def test_skip_push_and_platform_come_from_args_and_config():
+    def handler(request):
+        return request
+
+    with testing.mocked(config={"metaparticle:registry": "ghcr.io/me", "metaparticle:platform": "linux/arm64"}) as stack:
+        mp.Service("svc", function=handler, skip_push=True)
+    (image,) = stack.resources(type="docker:index/image:Image")
+    assert image.inputs["skipPush"] is True
+    assert image.inputs["build"]["platform"] == "linux/arm64"
+    assert image.inputs["imageName"].startswith("ghcr.io/me/test-svc:")
