@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -32,7 +33,7 @@ _COLORS = ["cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -76,6 +77,9 @@ def run(
         None, "--request", "-r", help="Send this JSON request once everything serves, print the answer, stop."
     ),
     ready_timeout: float = typer.Option(60.0, "--ready-timeout", min=1.0, help="Seconds to wait for every role to serve."),
+    endpoints_json: Optional[Path] = typer.Option(
+        None, "--endpoints-json", help="Once everything serves, write every pattern's endpoints to this file as JSON."
+    ),
 ) -> None:
     """Run the program's patterns as local processes on 127.0.0.1 (no cluster, no Pulumi CLI)."""
     if _port_in_use(port):
@@ -99,7 +103,7 @@ def run(
 
         def log(name: str, line: str) -> None:
             if show_logs.is_set() or "error" in line or "exited" in line:
-                console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {line}", markup=True, soft_wrap=True)
+                console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
 
         supervisor = Supervisor(specs, log=log)
         exit_code = 0
@@ -128,6 +132,8 @@ def run(
                 raise fail(f"{who.spec.name} {reason}\n{tail}", 1)
             if not _wait_entries(evaluation, ready_timeout, stop):
                 raise fail("the entry did not report the whole topology serving (GET /healthz)", 1)
+            if endpoints_json is not None:
+                _write_endpoints(endpoints_json, evaluation)
             console.print(_table(evaluation))
             if request is not None:
                 exit_code = _send(evaluation.plans[0].url, _read_json_argument(request))
@@ -163,6 +169,41 @@ def _wait_entries(evaluation: Evaluation, timeout: float, stop: threading.Event)
     return True
 
 
+def endpoints(evaluation: Evaluation) -> dict[str, Any]:
+    """Every pattern's entry URLs and the gRPC ports of each role's replicas (machine-readable)."""
+    return {
+        "project": evaluation.project,
+        "patterns": [
+            {
+                "name": plan.topology.name,
+                "pattern": plan.topology.pattern,
+                "url": plan.url,
+                "grpc_url": plan.grpc_url,
+                "roles": [
+                    {
+                        "name": role.name,
+                        "kind": role.kind,
+                        "component": role.component,
+                        "entry": role.entry,
+                        "grpc_ports": list(plan.grpc_ports[role.name]),
+                    }
+                    for role in plan.topology.roles
+                ],
+            }
+            for plan in evaluation.plans
+        ],
+    }
+
+
+def _write_endpoints(path: Path, evaluation: Evaluation) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(endpoints(evaluation), indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror or exc}", 2) from None
+
+
 def _table(evaluation: Evaluation) -> Table:
     table = Table(title=f"{evaluation.project}: local topology", title_justify="left")
     table.add_column("pattern")
@@ -184,7 +225,7 @@ def _send(url: str, body: bytes, timeout: float = 30.0) -> int:
     try:
         answer = call_entry(url, body, timeout=timeout)
     except CallError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         if exc.document is not None and not isinstance(exc.document, str):
             console.print_json(json.dumps(exc.document))
         return 1
@@ -202,6 +243,54 @@ def call(
     code = _send(url, _read_json_argument(request), timeout)
     if code:
         raise typer.Exit(code)
+
+
+def _config_pairs(values: list[str]) -> dict[str, str]:
+    config: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--config takes KEY=VALUE (e.g. metaparticle:namespace=prod), got {item!r}", 2)
+        config[key if ":" in key else f"metaparticle:{key}"] = value
+    return config
+
+
+@app.command()
+def render(
+    directory: Path = typer.Argument(..., help="The Pulumi program's directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the manifests into (one YAML per object)."),
+    config: list[str] = typer.Option([], "--config", "-c", help="Pulumi config KEY=VALUE (metaparticle:namespace=prod)."),
+) -> None:
+    """Write the Kubernetes manifests the program would apply, offline (`kubectl apply -f OUT` ready)."""
+    from .manifests import render_manifests
+
+    try:
+        written = render_manifests(directory, out, config=_config_pairs(config))
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    if not written:
+        raise fail(f"{directory} declares no Kubernetes objects", 2)
+    for path in written:
+        console.print(str(path))
+    err_console.print(f"wrote {len(written)} manifests to {out}")
+
+
+@app.command()
+def preview(
+    directory: Path = typer.Argument(..., help="The Pulumi program's directory."),
+    target: str = typer.Option("kubernetes", "--target", "-t", help="kubernetes or docker."),
+    config: list[str] = typer.Option([], "--config", "-c", help="Pulumi config KEY=VALUE."),
+) -> None:
+    """Print the resource tree `pulumi up` would create, offline."""
+    from .manifests import preview_tree
+
+    if target not in ("kubernetes", "docker"):
+        raise fail(f"--target must be kubernetes or docker, got {target!r}", 2)
+    try:
+        tree = preview_tree(directory, target, config=_config_pairs(config))
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    console.print(tree, end="", markup=False)
 
 
 def main() -> None:
