@@ -78,7 +78,8 @@ def ship(fn: Any, purpose: str, source_dir: str | os.PathLike[str]) -> FunctionS
     except Exception as exc:  # noqa: BLE001 - any pickling failure means the same to the user
         raise FunctionShippingError(
             f"{purpose} {display!r} cannot be shipped to the runtime: {type(exc).__name__}: {exc}. "
-            "Define it at module level, without references to open files, locks or sockets."
+            "Define it at module level in a module of the program's directory (it then travels by "
+            "reference and is imported by the runtime), or keep open files, locks and sockets out of it."
         ) from None
     return FunctionSpec(purpose=purpose, pickled=pickled, display=display)
 
@@ -93,7 +94,9 @@ def _check_arity(fn: Callable[..., Any], purpose: str) -> None:
     ]
     required = [p for p in params if p.default is p.empty]
     has_varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
-    if len(required) > 2 or (not params and not has_varargs):
+    # The runtime passes positional arguments only: a required keyword-only one would never be given.
+    keyword_only = [p for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if len(required) > 2 or (not params and not has_varargs) or keyword_only:
         raise FunctionShippingError(
             f"{purpose} {getattr(fn, '__qualname__', fn)!r} must take (request) or (request, ctx), "
             f"its signature is {sig}"

@@ -132,6 +132,11 @@ class Topology:
         for r in self.roles:
             if not _DNS_LABEL.match(r.name):
                 raise ValueError(f"role name {r.name!r} is not a DNS label")
+            if len(r.name) > 63:
+                raise ValueError(
+                    f"role name {r.name!r} is {len(r.name)} characters, more than a DNS label's 63: "
+                    "choose a shorter name"
+                )
             if r.replicas < 1:
                 raise ValueError(f"role {r.name} needs at least one replica")
             for up in r.upstreams:

@@ -134,3 +134,6 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         plan.http_port = free_port()
     _plans.append(plan)
     return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))
+    if entry_port is not None:
+        # Nothing is bound to it until the entry starts: never hand it out as a gRPC port meanwhile.
+        _handed_out.add(entry_port)

@@ -31,4 +31,11 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Every call was answered or timed out during the graceful stop; a user function still running
+    # past its deadline on a worker thread must not keep the process alive (the interpreter would
+    # join that thread at exit), so exit without waiting for it.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

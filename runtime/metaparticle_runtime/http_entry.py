@@ -13,6 +13,9 @@ from .payload import unwrap, wrap
 Dispatch = Callable[[bytes, float], Awaitable[bytes]]
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
+#: The body size limit of the app (aiohttp's 413 exception does not carry it).
+MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+
 
 def _error(status: int, message: str, code: str, **details: Any) -> web.Response:
     body = {"error": message, "code": code, **details}
@@ -24,8 +27,11 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
     """aiohttp's own refusals (404, 405, 413) answer JSON like everything else."""
     try:
         return await handler(request)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _error(413, f"request body is larger than the limit of {exc.max_size} bytes", "RESOURCE_EXHAUSTED", limit=exc.max_size)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_REQUEST_BYTES]
+        return _error(
+            413, f"request body is larger than the limit of {limit} bytes", "RESOURCE_EXHAUSTED", too_large=True, limit=limit
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -35,6 +41,7 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
 
 def make_app(dispatch: Dispatch, health: Health, *, timeout: float, max_request_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes, middlewares=[_json_errors])
+    app[MAX_REQUEST_BYTES] = max_request_bytes
 
     async def call(request: web.Request) -> web.Response:
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import grpc
@@ -28,6 +29,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is out of range")
+    return value
+
+
 def decode(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     """Parses a JSON request, refusing oversize, non-UTF-8, non-standard and too deeply nested input."""
     if len(data) > max_bytes:
@@ -47,7 +55,7 @@ def decode(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     except UnicodeDecodeError as exc:
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, f"request body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, f"request body is not valid JSON: {exc}") from None
 

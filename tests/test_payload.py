@@ -1,0 +1,120 @@
+"""Decoding requests: every refusal is a RoleError with the gRPC code (and HTTP status) it deserves."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from metaparticle_runtime.errors import RoleError
+from metaparticle_runtime.payload import decode, encode, unwrap, wrap
+
+LIMIT = 1024
+DEPTH = 8
+
+
+def refusal(data: bytes, *, max_bytes: int = LIMIT, max_depth: int = DEPTH) -> RoleError:
+    with pytest.raises(RoleError) as info:
+        decode(data, max_bytes=max_bytes, max_depth=max_depth)
+    return info.value
+
+
+def test_a_valid_document_decodes_to_its_value():
+    doc = {"q": "pulumi", "n": [1, 2.5, None, True], "ü": "✓"}
+    assert decode(json.dumps(doc).encode(), max_bytes=LIMIT, max_depth=DEPTH) == doc
+
+
+def test_a_body_over_the_size_limit_is_resource_exhausted_and_413():
+    err = refusal(b'"' + b"x" * LIMIT + b'"')
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.http_status == 413
+    assert err.document()["limit"] == LIMIT
+    assert str(LIMIT) in err.message
+
+
+def test_a_body_of_exactly_the_size_limit_is_accepted():
+    body = b'"' + b"x" * (LIMIT - 2) + b'"'
+    assert len(body) == LIMIT
+    assert decode(body, max_bytes=LIMIT, max_depth=DEPTH) == "x" * (LIMIT - 2)
+
+
+def test_nesting_deeper_than_the_limit_is_invalid_argument():
+    err = refusal(b"[" * (DEPTH + 1) + b"]" * (DEPTH + 1))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.http_status == 400
+    assert "deeper" in err.message and str(DEPTH) in err.message
+
+
+def test_nesting_of_exactly_the_limit_is_accepted():
+    body = b'{"a":' * (DEPTH - 1) + b"[1]" + b"}" * (DEPTH - 1)
+    value = decode(body, max_bytes=LIMIT, max_depth=DEPTH)
+    for _ in range(DEPTH - 1):
+        value = value["a"]
+    assert value == [1]
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    text = '[{"s": "' + "[{" * 50 + '\\"]}\\\\"}]'
+    assert decode(text.encode(), max_bytes=LIMIT, max_depth=DEPTH) == [{"s": "[{" * 50 + '"]}\\'}]
+
+
+def test_many_shallow_siblings_are_not_mistaken_for_depth():
+    body = json.dumps([[i] for i in range(50)]).encode()
+    assert len(decode(body, max_bytes=LIMIT, max_depth=2)) == 50
+
+
+@pytest.mark.parametrize("body", [b"\xff", b'{"a": "\xc3"}', b'"\xed\xa0\x80"'])
+def test_invalid_utf8_is_invalid_argument(body):
+    err = refusal(body)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in err.message
+
+
+@pytest.mark.parametrize("body", [b"NaN", b"[Infinity]", b'{"x": -Infinity}', b"[1e999]", b'{"x": -1e400}'])
+def test_non_finite_numbers_are_invalid_argument(body):
+    err = refusal(body)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.http_status == 400
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"\n\t "])
+def test_an_empty_body_is_invalid_argument_and_says_so(body):
+    err = refusal(body)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty" in err.message
+
+
+@pytest.mark.parametrize("body", [b'{"a":', b"{'a': 1}", b"[1,]", b"hello", b'{"a": 1} trailing'])
+def test_malformed_json_is_invalid_argument_naming_the_problem(body):
+    err = refusal(body)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.message.startswith("request body is not valid JSON")
+
+
+def test_every_refusal_is_a_json_error_document():
+    for body in (b"", b"\xff", b"NaN", b"[" * 20, b"x" * 2000):
+        doc = json.loads(json.dumps(refusal(body).document()))
+        assert set(doc) >= {"error", "code"}
+        assert doc["code"] in grpc.StatusCode.__members__
+
+
+def test_a_payload_round_trips_its_json_bytes_unchanged():
+    for data in (b"{}", b'{"a":[1,2]}', "\"ü\"".encode(), b""):
+        assert unwrap(wrap(data)) == data
+
+
+def test_bytes_that_are_not_a_payload_message_are_invalid_argument():
+    with pytest.raises(RoleError) as info:
+        unwrap(b"\xff\xff\xff\xff")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_result_json_cannot_express_is_internal_and_names_its_type():
+    with pytest.raises(RoleError) as info:
+        encode({"when": object()})
+    assert info.value.code == grpc.StatusCode.INTERNAL
+    assert info.value.http_status == 500
+    with pytest.raises(RoleError):
+        encode(float("nan"))
+    assert encode({"a": [1, "ü"]}) == b'{"a":[1,"\\u00fc"]}'
