@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import re
-import shutil
 import stat
 import sys
 from dataclasses import dataclass
@@ -51,6 +50,16 @@ DEPLOY_ONLY = re.compile(r"^(pulumi([-_].*)?|metaparticle[-_]pulumi)$", re.IGNOR
 
 _RUNTIME_DIR = Path(metaparticle_runtime.__file__).resolve().parent
 _DOCKERFILE = _RUNTIME_DIR.parent / "Dockerfile"
+
+#: The image has no Pulumi: a function shipped by value that refers to `metaparticle_pulumi`
+#: (`mp.BadRequest`) unpickles against this stand-in, which holds what runs inside a replica.
+RUNTIME_SHIM = b'''"""metaparticle_pulumi inside an image: what a function uses at run time (no Pulumi here)."""
+
+from metaparticle_runtime.context import Context
+from metaparticle_runtime.errors import BadRequest
+
+__all__ = ["BadRequest", "Context"]
+'''
 
 
 def function_path(spec: Optional[FunctionSpec]) -> Optional[str]:
@@ -204,6 +213,7 @@ def build_files(topology: Topology) -> dict[str, bytes | Path]:
         rel = path.relative_to(_RUNTIME_DIR).as_posix()
         if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc":
             files[f"runtime/metaparticle_runtime/{rel}"] = path
+    files["runtime/metaparticle_pulumi/__init__.py"] = RUNTIME_SHIM
     for rel, path in _program_files(source).items():
         files[f"app/{rel}"] = path
     for role in topology.roles:
@@ -378,7 +388,3 @@ def _relative(path: Path) -> str:
     except ValueError:
         return Path(path).resolve().as_posix()
 
-
-def clean(directory: str | os.PathLike[str]) -> None:
-    """Removes a program's generated build contexts."""
-    shutil.rmtree(Path(directory) / BUILD_DIR, ignore_errors=True)

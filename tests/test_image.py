@@ -3,8 +3,10 @@ runtime requirements) and the Dockerfile it is built with."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +37,7 @@ def test_the_dockerfile_runs_the_runtime_as_a_non_root_user_on_python_slim():
     assert 'CMD ["python", "-m", "metaparticle_runtime"]' in text
     installed = re.findall(r'"([a-z-]+)[<>=!~]', text.split("RUN pip install", 1)[1].split("&&", 1)[0])
     assert installed == ["grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "cloudpickle"]
-    assert "COPY runtime/metaparticle_runtime /opt/metaparticle/metaparticle_runtime" in text
+    assert "COPY runtime/ /opt/metaparticle/" in text
     assert "COPY functions/ /app/.metaparticle/functions/" in text
 
 
@@ -167,3 +169,36 @@ def test_skip_push_and_platform_come_from_args_and_config():
     assert image.inputs["skipPush"] is True
     assert image.inputs["build"]["platform"] == "linux/arm64"
     assert image.inputs["imageName"].startswith("ghcr.io/me/test-svc:")
+
+
+def test_a_by_value_function_using_mp_loads_where_only_the_runtime_is_installed(tmp_path):
+    program = write_program(
+        tmp_path / "app",
+        "import metaparticle_pulumi as mp\n"
+        "def handler(request):\n"
+        "    if not request:\n"
+        "        raise mp.BadRequest('empty request')\n"
+        "    return {'ok': request}\n"
+        "mp.Service('svc', function=handler)\n",
+    )
+    _, topology = topology_of(program)
+    context = write_build_context(topology)
+    (fn_file,) = [f for f in context.files if f.startswith("functions/")]
+    script = (
+        "import pickle, sys\n"
+        "fn = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "import metaparticle_pulumi\n"
+        "assert not hasattr(metaparticle_pulumi, 'Spread'), 'the deploy-side package was loaded'\n"
+        "assert fn(1) == {'ok': 1}\n"
+        "try:\n"
+        "    fn(0)\n"
+        "except metaparticle_pulumi.BadRequest as exc:\n"
+        "    print('bad request:', exc)\n"
+    )
+    env = {"PYTHONPATH": str(context.path / "runtime"), "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(context.path / fn_file)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "bad request: empty request" in done.stdout

@@ -37,11 +37,6 @@ FORMER_NAMES: dict[tuple[str, str], tuple[str, ...]] = {}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
-def child_name(template: str, **fields: Any) -> str:
-    """The Pulumi name of a child, from its template (see FORMER_NAMES)."""
-    return template.format(**fields)
-
-
 def child_opts(
     component: "_Pattern", type_token: str, template: str, fields: Mapping[str, Any], **extra: Any
 ) -> pulumi.ResourceOptions:

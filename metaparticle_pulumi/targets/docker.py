@@ -44,7 +44,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     container_resources = resources(args, where)
     check_unique(component, topology, "docker", None)
     for option in ("public", "autoscale", "tls_secret", "namespace"):
-        if getattr(args, option):
+        if getattr(args, option, None):
             pulumi.log.warn(f"{where}: {option} applies to Kubernetes only; the docker target ignores it", resource=component)
     base = dns_name(topology.name)
     # Container and network names are global to the Docker engine: the stack keeps two stacks of
