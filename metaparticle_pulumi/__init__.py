@@ -21,6 +21,8 @@ from .patterns import (
     SpreadArgs,
 )
 
+from . import testing
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -36,4 +38,5 @@ __all__ = [
     "ShardArgs",
     "Spread",
     "SpreadArgs",
+    "testing",
 ]

@@ -96,6 +96,10 @@ class Runtime:
         cfg = self.cfg
         opts = [
             ("grpc.so_reuseport", 0),
+            # Clients reconnect (and re-resolve DNS) now and then, so replicas added by a scale-up
+            # behind a headless Service start taking traffic.
+            ("grpc.max_connection_age_ms", 30_000),
+            ("grpc.max_connection_age_grace_ms", int(cfg.timeout * 1000) + 1000),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ]
