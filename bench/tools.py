@@ -1,0 +1,553 @@
+"""Measuring tools for the benchmark: h2load runs, nginx as a gRPC proxy, topologies on the local
+target, CPU accounting from /proc, and a real gRPC client that checks the answers.
+
+Every run is bounded: h2load gets a duration (-D) or a request count (-n) and a subprocess timeout,
+every process started here is stopped by the code that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import grpc
+
+from metaparticle_runtime import CALL_METHOD, ERROR_METADATA_KEY
+from metaparticle_runtime.payload import unwrap, wrap
+
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+# -- statistics ----------------------------------------------------------------------------------------
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """min / median / max of repeated measurements (n too)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"n": 0}
+    return {"min": min(vals), "median": statistics.median(vals), "max": max(vals), "n": len(vals)}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    idx = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[idx]
+
+
+# -- bodies ------------------------------------------------------------------------------------------
+def json_body(size: int = 100, **fields: Any) -> bytes:
+    """A JSON object of exactly `size` bytes: `fields` plus a padding string."""
+    doc = dict(fields)
+    doc["pad"] = ""
+    base = len(json.dumps(doc, separators=(",", ":")).encode())
+    if base > size:
+        raise ValueError(f"fields alone take {base} bytes")
+    doc["pad"] = "x" * (size - base)
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    assert len(data) == size, len(data)
+    return data
+
+
+def grpc_frame(json_bytes: bytes) -> bytes:
+    """The HTTP/2 body of a unary gRPC call carrying `Payload{json}`: flag 0, 4-byte length, message."""
+    message = wrap(json_bytes)
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+def write(directory: Path, name: str, data: bytes) -> Path:
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+# -- CPU accounting --------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    return out
+
+
+def pin(pid: int, cpus: Iterable[int] | None) -> None:
+    """Pins every thread of `pid` (threads started later inherit the mask)."""
+    if cpus is None:
+        return
+    mask = set(cpus)
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for task in tasks:
+        try:
+            os.sched_setaffinity(int(task), mask)
+        except OSError:
+            pass
+
+
+class CpuMeter:
+    """CPU seconds used by named groups of processes between start() and stop()."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> dict[str, float]:
+        end = self._read()
+        self.used = {name: end[name] - self._start.get(name, 0.0) for name in end}
+        return self.used
+
+
+# -- h2load ------------------------------------------------------------------------------------------
+@dataclass
+class LoadResult:
+    requests: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    latencies_us: list[float] = field(default_factory=list)
+    h2load_cpu: float = 0.0
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies_us, q) / 1000.0  # ms
+
+
+def _parse_h2load(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("finished in"):
+            parts = line.replace(",", "").split()
+            out["seconds"] = float(parts[2].rstrip("ms")) / (1000.0 if parts[2].endswith("ms") else 1.0)
+            out["rps"] = float(parts[3])
+        elif line.startswith("requests:"):
+            words = line.replace(",", "").split()
+            for i, w in enumerate(words):
+                if w in ("total", "succeeded", "failed", "errored", "timeout") and i > 0:
+                    out[w] = float(words[i - 1])
+    return out
+
+
+def h2load(
+    specs: Sequence[dict[str, Any]],
+    *,
+    duration: float | None = None,
+    count: int | None = None,
+    cpus: Iterable[int] | None = (1,),
+    workdir: Path,
+    timeout: float = 120.0,
+) -> LoadResult:
+    """Runs one h2load per spec concurrently (spec: url, body, c, m, headers, h1) and adds them up.
+
+    With `duration`, each runs for that long (-D); with `count`, each sends that many requests (-n).
+    """
+    procs = []
+    logs = []
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = usage.ru_utime + usage.ru_stime
+    for i, spec in enumerate(specs):
+        log = workdir / f"h2load-{i}.tsv"
+        if log.exists():
+            log.unlink()
+        cmd = ["h2load", "-t", "1", "-c", str(spec.get("c", 4)), "-m", str(spec.get("m", 16)), f"--log-file={log}"]
+        if duration is not None:
+            cmd += ["-D", f"{int(round(duration * 1000))}ms"]
+        else:
+            cmd += ["-n", str(count)]
+        if spec.get("h1"):
+            cmd += ["--h1"]
+        for header in spec.get("headers", ()):
+            cmd += ["-H", header]
+        cmd += ["-d", str(spec["body"]), spec["url"]]
+        if cpus is not None:
+            cmd = ["taskset", "-c", ",".join(map(str, cpus))] + cmd
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        logs.append(log)
+    result = LoadResult()
+    deadline = time.monotonic() + timeout
+    outputs = []
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        outputs.append(out)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result.h2load_cpu = used.ru_utime + used.ru_stime - before
+    for out in outputs:
+        parsed = _parse_h2load(out)
+        if "rps" not in parsed:
+            raise RuntimeError(f"h2load gave no result:\n{out[-2000:]}")
+        result.rps += parsed["rps"]
+        result.seconds = max(result.seconds, parsed["seconds"])
+        result.requests += int(parsed.get("total", 0))
+        result.succeeded += int(parsed.get("succeeded", 0))
+        result.failed += int(parsed.get("failed", 0) + parsed.get("errored", 0) + parsed.get("timeout", 0))
+    lat: list[float] = []
+    for log in logs:
+        if log.exists():
+            for line in log.read_text().splitlines():
+                cols = line.split("\t")
+                if len(cols) >= 3 and cols[1].startswith("2"):
+                    lat.append(float(cols[2]))
+    lat.sort()
+    result.latencies_us = lat
+    return result
+
+
+def grpc_specs(urls: Sequence[str], body: Path, c: int, m: int, headers: Sequence[Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    base = ["content-type: application/grpc", "te: trailers"]
+    return [
+        {
+            "url": url + "/metaparticle.v1.Function/Call",
+            "body": body,
+            "c": c,
+            "m": m,
+            "headers": base + list((headers[i] if headers else ())),
+        }
+        for i, url in enumerate(urls)
+    ]
+
+
+# -- a real client -------------------------------------------------------------------------------------
+class Checker:
+    """Calls a gRPC target with a real client and checks grpc-status and the answer."""
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = self.channel.unary_unary(CALL_METHOD, _registered_method=True)
+
+    def call(self, json_bytes: bytes, metadata: Sequence[tuple[str, str]] = (), timeout: float = 10.0) -> Any:
+        try:
+            reply = self.stub(wrap(json_bytes), timeout=timeout, metadata=tuple(metadata) or None)
+        except grpc.RpcError as err:
+            doc = None
+            for key, value in err.trailing_metadata() or ():
+                if key == ERROR_METADATA_KEY:
+                    doc = value
+            raise AssertionError(f"grpc-status {err.code().name}: {err.details()} {doc!r}") from None
+        return json.loads(unwrap(reply))
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def verify(address: str, json_bytes: bytes, expect: Any, n: int, metadata: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """`n` calls with a real gRPC client: how many had grpc-status OK and the expected answer."""
+    checker = Checker(address)
+    ok = 0
+    errors: list[str] = []
+    try:
+        for _ in range(n):
+            try:
+                answer = checker.call(json_bytes, metadata)
+            except AssertionError as exc:
+                errors.append(str(exc))
+                continue
+            if expect is None or (expect(answer) if callable(expect) else answer == expect):
+                ok += 1
+            else:
+                errors.append(f"unexpected answer {str(answer)[:200]}")
+    finally:
+        checker.close()
+    return {"calls": n, "ok": ok, "errors": errors[:3]}
+
+
+def verify_http(url: str, json_bytes: bytes, expect: Any, n: int) -> dict[str, Any]:
+    ok = 0
+    errors: list[str] = []
+    for _ in range(n):
+        req = urllib.request.Request(url, data=json_bytes, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                answer = json.loads(resp.read())
+        except Exception as exc:  # noqa: BLE001
+            errors.append(str(exc))
+            continue
+        if answer == expect:
+            ok += 1
+        else:
+            errors.append(f"unexpected answer {str(answer)[:200]}")
+    return {"calls": n, "ok": ok, "errors": errors[:3]}
+
+
+# -- nginx -------------------------------------------------------------------------------------------
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream up {{
+    {balance}
+{servers}
+    keepalive 128;
+    keepalive_requests 100000000;
+  }}
+  server {{
+    listen {host}:{port} http2;
+    keepalive_requests 100000000;
+    http2_max_concurrent_streams 256;
+    location / {{ grpc_pass grpc://up; }}
+  }}
+}}
+"""
+
+
+class Nginx:
+    """nginx-light as a gRPC proxy with one worker: round robin, or `hash $http_x_shard consistent`."""
+
+    def __init__(self, port: int, upstream_ports: Sequence[int], *, hash_header: bool = False, cpus: Iterable[int] | None = (1,)) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
+        servers = "\n".join(f"    server {HOST}:{p};" for p in upstream_ports)
+        balance = "hash $http_x_shard consistent;" if hash_header else ""
+        conf = NGINX_CONF.format(dir=self.dir, balance=balance, servers=servers, host=HOST, port=port)
+        (self.dir / "nginx.conf").write_text(conf)
+        cmd = ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e", str(self.dir / "error.log")]
+        if cpus is not None:
+            cmd = ["taskset", "-c", ",".join(map(str, cpus))] + cmd
+        self.port = port
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait()
+
+    def _wait(self) -> None:
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            with socket.socket() as sock:
+                if sock.connect_ex((HOST, self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not listen within 10 s")
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.proc.pid] + children(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def versions() -> dict[str, str]:
+    def run(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            return "missing"
+
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "h2load": run(["h2load", "--version"]), "nginx": run(["nginx", "-v"])}
+    for dist in ("grpcio", "protobuf", "aiohttp", "pulumi", "uvloop"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_mib": mem,
+        "kernel": platform.release(),
+        "os": _os_release(),
+    }
+
+
+def _os_release() -> str:
+    try:
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+# -- topologies on the local target --------------------------------------------------------------------
+class Topology:
+    """A bench program evaluated for the local target and run under the project's own Supervisor."""
+
+    def __init__(
+        self,
+        program: str,
+        *,
+        config: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
+        cpus: dict[str, Iterable[int] | None] | None = None,
+        extra_roots: dict[str, dict[str, str]] | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        """`cpus` maps "entry" / "function" to CPU sets; `extra_roots` adds copies of the entry role
+        (own gRPC port, no HTTP port) with extra environment, e.g. {"unhedged": {"MP_HEDGE_AFTER": "0"}}."""
+        from metaparticle_pulumi.program import evaluate
+        from metaparticle_pulumi.supervisor import Supervisor
+        from metaparticle_pulumi.targets.local import ProcessSpec, free_port
+
+        self.http_port = free_port()
+        evaluation = evaluate(PROGRAMS / program, target="local", port=self.http_port, config=config or {})
+        self.plan = evaluation.plans[0]
+        self.function_dir = tempfile.mkdtemp(prefix="bench-fn-")
+        specs = self.plan.processes(self.function_dir)
+        entry_role = self.plan.topology.entry.name
+        self.extra_ports: dict[str, int] = {}
+        for name, extra in (extra_roots or {}).items():
+            base = next(s for s in specs if s.role == entry_role)
+            port = free_port()
+            env2 = dict(base.env, MP_GRPC_PORT=str(port), MP_REPLICA=f"{base.name}-{name}", **extra)
+            env2.pop("MP_HTTP_PORT", None)
+            specs.append(ProcessSpec(base.topology, base.role, 1, f"{base.name}-{name}", port, None, env2))
+            self.extra_ports[name] = port
+        for spec in specs:
+            spec.env.update(env or {})
+        self.specs = specs
+        self.entry_role = entry_role
+        self.cpus = cpus or {}
+        self.lines: list[str] = []
+        self.supervisor = Supervisor(specs, log=lambda name, line: self.lines.append(f"{name}: {line}"), restart=False)
+        self.started = time.monotonic()
+        self.supervisor.start()
+        self._pin()
+        pending = self.supervisor.wait_ready(ready_timeout)
+        if pending or self.supervisor.failed_early():
+            tail = "\n".join(self.lines[-20:])
+            self.stop()
+            raise RuntimeError(f"{program}: processes did not become ready:\n{tail}")
+        self._wait_http(ready_timeout)
+        self.ready_seconds = time.monotonic() - self.started
+        self._pin()
+
+    def _pin(self) -> None:
+        for replica in self.supervisor.replicas:
+            kind = "entry" if replica.spec.role == self.entry_role else "function"
+            if replica.pid:
+                pin(replica.pid, self.cpus.get(kind))
+
+    def _wait_http(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("entry /healthz did not answer 200")
+
+    def pids(self, role: str | None = None, *, entry: bool | None = None) -> list[int]:
+        out = []
+        for replica in self.supervisor.replicas:
+            is_entry = replica.spec.role == self.entry_role
+            if role is not None and replica.spec.role != role:
+                continue
+            if entry is not None and is_entry != entry:
+                continue
+            if entry and replica.spec.name != self.entry_name:
+                continue
+            out.append(replica.pid)
+        return [p for p in out if p]
+
+    @property
+    def entry_name(self) -> str:
+        return next(s.name for s in self.specs if s.role == self.entry_role)
+
+    def ports(self, role: str) -> list[int]:
+        return list(self.plan.grpc_ports[role])
+
+    @property
+    def entry_port(self) -> int:
+        return self.plan.grpc_ports[self.entry_role][0]
+
+    def function_roles(self) -> list[str]:
+        return [r.name for r in self.plan.topology.roles if not r.entry]
+
+    def stop(self) -> None:
+        self.supervisor.stop(grace=10.0)
+        shutil.rmtree(self.function_dir, ignore_errors=True)
