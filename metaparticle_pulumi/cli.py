@@ -80,10 +80,26 @@ def run(
     endpoints_json: Optional[Path] = typer.Option(
         None, "--endpoints-json", help="Once everything serves, write every pattern's endpoints to this file as JSON."
     ),
+    target: str = typer.Option(
+        "local", "--target", "-t", help="local (processes) or docker (containers on the local Docker-compatible engine)."
+    ),
+    detach: bool = typer.Option(
+        False, "--detach", "-d", help="docker: leave the containers running, print the URL (metaparticle delete removes them)."
+    ),
+    python_version: Optional[str] = typer.Option(
+        None, "--python-version", help="docker: the image's Python, major.minor (default: this Python's)."
+    ),
 ) -> None:
-    """Run the program's patterns as local processes on 127.0.0.1 (no cluster, no Pulumi CLI)."""
+    """Run the program's patterns as local processes on 127.0.0.1, or as containers (--target docker)."""
     if _port_in_use(port):
         raise fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 2)
+    if target == "docker":
+        _run_containers(directory, port, request, ready_timeout, endpoints_json, detach, python_version)
+        return
+    if target != "local":
+        raise fail(f"--target must be local or docker, got {target!r}", 2)
+    if detach or python_version:
+        raise fail("--detach and --python-version apply to --target docker", 2)
     evaluation = _load(directory, target="local", port=port)
     from .supervisor import Supervisor
 
@@ -149,6 +165,138 @@ def run(
             err_console.print(f"stopped {len(specs)} processes")
         if exit_code:
             raise typer.Exit(exit_code)
+
+
+def _run_containers(
+    directory: Path,
+    port: int,
+    request: Optional[str],
+    ready_timeout: float,
+    endpoints_json: Optional[Path],
+    detach: bool,
+    python_version: Optional[str],
+) -> None:
+    """`run --target docker`: build the images, run one container per replica, serve until Ctrl-C."""
+    from . import containers as engine
+
+    evaluation = _load(directory, target="docker")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        client = engine.connect()
+        deployment = engine.Deployment(client, engine.plan(evaluation, port=port, python_version=python_version))
+        running = deployment.existing()
+    except engine.EngineError as exc:
+        raise fail(str(exc), 2) from None
+    if running:
+        raise fail(
+            f"{evaluation.project} already runs on the engine ({', '.join(running)}); "
+            f"remove it with: metaparticle delete {directory} --target docker",
+            2,
+        )
+    specs = deployment.plan.containers
+    colors = {spec.replica: _COLORS[i % len(_COLORS)] for i, spec in enumerate(specs)}
+    width = max(len(s.replica) for s in specs)
+    show_logs = threading.Event()
+
+    def log(name: str, line: str) -> None:
+        if show_logs.is_set() or "error" in line or "exited" in line:
+            console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
+
+    exit_code = 0
+    leave_running = False
+    try:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as progress:
+            images = deployment.plan.images
+            building = progress.add_task(f"building {len(images)} images", total=len(images))
+            current = {"name": ""}
+
+            def on_image(spec: Any) -> None:
+                if current["name"]:
+                    progress.advance(building)
+                current["name"] = spec.name
+
+            def on_line(line: str) -> None:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                progress.update(building, description=f"building {current['name']}: {escape(line[:60])}")
+
+            for image in deployment.build(on_image=on_image, on_line=on_line):
+                state = "cached" if image.cached else f"{image.cache_hits}/{image.steps} steps cached"
+                err_console.print(f"built {image.name} ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s, {state})")
+            progress.update(building, completed=len(images), description=f"built {len(images)} images")
+            starting = progress.add_task(f"starting {len(specs)} containers of {evaluation.project}", total=len(specs))
+            deployment.start()
+            if not detach:
+                deployment.follow_logs(log)
+            pending = deployment.wait_ready(ready_timeout, on_ready=lambda s: progress.advance(starting), should_stop=stop.is_set)
+        if stop.is_set():
+            return
+        if pending:
+            who = pending[0]
+            raise fail(f"{who.replica} not serving after {ready_timeout:.0f}s\n" + "\n".join(deployment.logs(who, 8)), 1)
+        endpoints = deployment.endpoints()
+        for pattern in endpoints["patterns"]:
+            if not engine.wait_healthz(pattern["url"], ready_timeout, stop.is_set):
+                raise fail(f"the entry of {pattern['name']} did not report the whole topology serving (GET /healthz)", 1)
+        if endpoints_json is not None:
+            tmp = endpoints_json.with_name(endpoints_json.name + ".tmp")
+            tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
+            tmp.replace(endpoints_json)
+        console.print(_container_table(endpoints, deployment))
+        url = endpoints["patterns"][0]["url"]
+        if request is not None:
+            exit_code = _send(url, _read_json_argument(request))
+            return
+        if detach:
+            leave_running = True
+            console.print(f"[bold]Running[/] at {url}. Remove it with: metaparticle delete {directory} --target docker")
+            return
+        show_logs.set()
+        console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
+        while not stop.is_set():
+            stop.wait(0.2)
+    except KeyboardInterrupt:
+        return
+    except engine.EngineError as exc:
+        raise fail(str(exc), 1) from None
+    finally:
+        if not leave_running:
+            show_logs.clear()
+            count = len(deployment.containers)
+            deployment.stop()
+            if count:
+                err_console.print(f"removed {count} containers and their networks")
+        if exit_code:
+            raise typer.Exit(exit_code)
+
+
+def _container_table(endpoints: dict[str, Any], deployment: Any) -> Table:
+    table = Table(title=f"{endpoints['project']}: containers", title_justify="left")
+    table.add_column("pattern")
+    table.add_column("role", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("containers", overflow="fold", no_wrap=False)
+    for pattern in endpoints["patterns"]:
+        for role in pattern["roles"]:
+            names = "\n".join(role["containers"])
+            if role["entry"]:
+                names = f"[bold]{pattern['url']}[/]\n{pattern['grpc_url']}\n{names}"
+            table.add_row(f"{pattern['pattern']} {pattern['name']}", role["name"], role["component"], names)
+    return table
 
 
 def _wait_entries(evaluation: Evaluation, timeout: float, stop: threading.Event) -> bool:
@@ -291,6 +439,38 @@ def preview(
     except ProgramError as exc:
         raise fail(str(exc), 2) from None
     console.print(tree, end="", markup=False)
+
+
+@app.command()
+def delete(
+    directory: Path = typer.Argument(..., help="The Pulumi program's directory."),
+    target: str = typer.Option("docker", "--target", "-t", help="docker: what `run --target docker --detach` left running."),
+    images: bool = typer.Option(False, "--images", help="Remove the program's images too (the next run builds them anew)."),
+) -> None:
+    """Remove the program's containers and networks from the local engine (found by their labels)."""
+    from . import containers as engine
+    from .program import read_project
+
+    if target != "docker":
+        raise fail("delete removes what --target docker runs; Kubernetes objects go with pulumi destroy", 2)
+    try:
+        project, _ = read_project(directory.resolve())
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    try:
+        removed = engine.delete(engine.connect(), project, images=images)
+    except engine.EngineError as exc:
+        raise fail(str(exc), 1) from None
+    if not (removed or removed.images):
+        console.print(f"nothing of {project} is on the engine")
+        return
+    for name in removed.containers:
+        console.print(f"removed container {name}")
+    for name in removed.networks:
+        console.print(f"removed network {name}")
+    for name in removed.images:
+        console.print(f"removed image {name}")
+    err_console.print(f"removed {len(removed.containers)} containers and {len(removed.networks)} networks of {project}")
 
 
 def main() -> None:

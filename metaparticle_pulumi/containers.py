@@ -1,0 +1,833 @@
+"""A program's patterns as real containers on the local Docker-compatible engine (Docker, podman).
+
+What runs is what the Docker target renders for `pulumi up` (targets/docker.py), read offline from
+Pulumi's mocks: each `docker.Image` is built from its context with the runtime's Dockerfile, each
+`docker.Network` and `docker.Container` is created through the Docker Engine API instead of the
+Pulumi provider. So the containers get exactly the Docker target's image, environment
+(`topology.role_env`), network aliases (role names: `dns:///<role>:50051` finds every replica),
+user, read-only root filesystem, /tmp tmpfs, capabilities and limits.
+
+Everything made here is labelled `io.metaparticle.project` (containers and networks also
+`io.metaparticle.pattern`, `.role`, `.replica`) and found again by label: `delete` needs no state,
+and nothing of ours (container, network, dangling image) is left behind.
+
+    client = connect()
+    deployment = Deployment(client, plan(evaluate(directory, target="docker"), port=8080))
+    deployment.build(); deployment.start(); deployment.wait_ready(60)
+    ...
+    deployment.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
+
+import cloudpickle
+
+from .image import write_build_context
+from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
+
+if TYPE_CHECKING:
+    import docker
+
+    from .program import Evaluation
+
+PROJECT_LABEL = "io.metaparticle.project"
+PATTERN_LABEL = "io.metaparticle.pattern"
+ROLE_LABEL = "io.metaparticle.role"
+REPLICA_LABEL = "io.metaparticle.replica"
+ENTRY_LABEL = "io.metaparticle.entry"
+#: Project label of the runtime-only image (`build_runtime_image`).
+RUNTIME_PROJECT = "metaparticle-runtime"
+#: The runtime's health probe, run inside a container (exit 0: SERVING).
+PROBE = ["python", "-m", "metaparticle_runtime.probe"]
+PUBLISH_HOST = "127.0.0.1"
+
+LineSink = Callable[[str], None]
+LogSink = Callable[[str, str], None]
+
+
+class EngineError(Exception):
+    """The container engine cannot do what was asked; the message is meant for the user."""
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+def connect(timeout: float = 120.0) -> "docker.DockerClient":
+    """A client of the engine DOCKER_HOST names (else the default socket); EngineError if none answers."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise EngineError("the docker Python package is not installed: pip install docker") from None
+    where = os.environ.get("DOCKER_HOST") or "the default Docker socket"
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except (DockerException, OSError) as exc:
+        raise EngineError(
+            f"no container engine answers at {where} ({_first_line(exc)}); start Docker or podman's API "
+            "service and set DOCKER_HOST (e.g. unix:///run/podman/podman.sock)"
+        ) from None
+    return client
+
+
+def engine_description(client: "docker.DockerClient") -> str:
+    """`Docker Engine 27.1.1` / `Podman Engine 4.3.1`."""
+    version = client.version()
+    names = [c.get("Name", "") for c in version.get("Components") or []]
+    name = next((n for n in names if "Engine" in n), "Docker Engine")
+    return f"{name} {version.get('Version', '?')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "explanation", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _api_error(what: str, exc: BaseException) -> EngineError:
+    message = _first_line(exc)
+    if "netavark" in message and "No such file or directory" in message:
+        message += " (podman's netavark cannot set up networks without iptables: apt-get install iptables)"
+    return EngineError(f"{what}: {message}")
+
+
+# --- the plan: the Docker target's resources ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """An image to build: a pattern's context, its `repository:tag` and the Dockerfile's build args."""
+
+    pattern: str
+    name: str
+    context: Path
+    build_args: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    pattern: str
+    labels: Mapping[str, str]
+    driver: str = "bridge"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container: one replica of one role."""
+
+    #: The engine's name of the container (global to the engine).
+    name: str
+    pattern: str
+    role: str
+    #: The replica's own name (host name, MP_REPLICA).
+    replica: str
+    image: str
+    network: str
+    aliases: tuple[str, ...]
+    labels: Mapping[str, str]
+    #: Everything else `containers.create` takes (env, user, read_only, tmpfs, ports...).
+    options: Mapping[str, Any]
+    #: Command run inside the container that exits 0 once it serves.
+    probe: tuple[str, ...] = tuple(PROBE)
+    #: Seconds a stopping container gets before it is killed.
+    stop_timeout: int = 30
+    entry: bool = False
+
+
+@dataclass
+class Plan:
+    """Everything to create for a program, in order: images, networks, containers."""
+
+    project: str
+    images: list[ImageSpec] = field(default_factory=list)
+    networks: list[NetworkSpec] = field(default_factory=list)
+    containers: list[ContainerSpec] = field(default_factory=list)
+    topologies: list[Topology] = field(default_factory=list)
+
+    def container(self, name: str) -> ContainerSpec:
+        for spec in self.containers:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def entries(self) -> list[ContainerSpec]:
+        return [c for c in self.containers if c.entry]
+
+
+IMAGE = "docker:index/image:Image"
+NETWORK = "docker:index/network:Network"
+CONTAINER = "docker:index/container:Container"
+
+#: Container inputs of the Docker target that are applied here (any other one is refused, so what
+#: runs never silently differs from what `pulumi up` would create).
+_APPLIED = {
+    "image", "name", "hostname", "envs", "labels", "networksAdvanced", "ports", "user", "readOnly",
+    "tmpfs", "capabilities", "securityOpts", "healthcheck", "restart", "memory", "cpus",
+    "stopTimeout", "destroyGraceSeconds", "mustRun",
+}
+
+
+def deploying_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version: Optional[str] = None) -> Plan:
+    """The containers of a program evaluated for the docker target (`evaluate(dir, target="docker")`).
+
+    `port`: the host port (on 127.0.0.1) of the first pattern's HTTP entry; every other published
+    port is chosen by the engine. `python_version`: the image's Python (`3.11`), by default the
+    deploying Python's minor version, which by-value functions need.
+    """
+    from .testing import reveal
+
+    out = Plan(evaluation.project)
+    by_name: dict[tuple[str, str], Any] = {}
+    for r in evaluation.resources:
+        by_name[(r.type, r.name)] = r
+    others = [p for p in evaluation.patterns if getattr(p, "target", None) != "docker"]
+    if others:
+        names = ", ".join(f"{type(p).__name__} {p.topology.name!r} ({p.target})" for p in others)
+        raise EngineError(f"only patterns of the docker target run as containers here; not: {names}")
+    python = python_version or None
+    if python is not None and not re.fullmatch(r"3\.\d+", python):
+        raise EngineError(f"the Python version is major.minor (3.11), got {python!r}")
+    first_entry = True
+    for pattern in evaluation.patterns:
+        topology: Topology = pattern.topology
+        out.topologies.append(topology)
+        base = dns_name(topology.name)
+        image_res = by_name.get((IMAGE, f"{base}-image"))
+        if image_res is not None:
+            out.images.append(_image_spec(evaluation.directory, topology, reveal(image_res.inputs), python))
+        net = by_name.get((NETWORK, f"{base}-net"))
+        if net is None:
+            raise EngineError(f"{topology.pattern} {topology.name!r} rendered no docker network")
+        net_inputs = reveal(net.inputs)
+        labels = _labels(net_inputs.get("labels"))
+        labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
+        out.networks.append(NetworkSpec(net_inputs["name"], topology.name, labels, net_inputs.get("driver") or "bridge"))
+        for role in topology.roles:
+            for index in range(role.replicas):
+                res = by_name.get((CONTAINER, f"{role.name}-{index}"))
+                if res is None:
+                    raise EngineError(f"{topology.pattern} {topology.name!r} rendered no container for {role.name}-{index}")
+                entry = role.entry and index == 0
+                host_port = port if entry and first_entry else None
+                out.containers.append(
+                    _container_spec(out.project, topology, role.name, reveal(res.inputs), entry, host_port)
+                )
+                if entry:
+                    first_entry = False
+    if not out.containers:
+        raise EngineError(f"{evaluation.directory} declares no patterns for the docker target")
+    return out
+
+
+def _image_spec(directory: Path, topology: Topology, inputs: Mapping[str, Any], python: Optional[str]) -> ImageSpec:
+    build = inputs.get("build") or {}
+    args = {k: str(v) for k, v in (build.get("args") or {}).items()}
+    if python is not None:
+        pickled = sorted({r.function.python for r in topology.roles if r.function is not None and r.function.by_value})
+        wrong = [v for v in pickled if v != python]
+        if wrong:
+            raise EngineError(
+                f"{topology.pattern} {topology.name!r}: functions shipped by value were pickled by Python "
+                f"{', '.join(wrong)} and load only there, not in a Python {python} image; define them in a "
+                "module of the program (they then travel by reference) or deploy with that Python"
+            )
+        args["PYTHON_VERSION"] = python
+    context = Path(build.get("context") or ".")
+    if not context.is_absolute():
+        context = Path(directory) / context
+    return ImageSpec(topology.name, str(inputs["imageName"]), context, args)
+
+
+def _labels(items: Any) -> dict[str, str]:
+    if isinstance(items, dict):
+        return {str(k): str(v) for k, v in items.items()}
+    return {str(i["label"]): str(i["value"]) for i in items or []}
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
+_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def duration_ns(text: str) -> int:
+    """A Go duration ("5s", "1m30s", "500ms") in nanoseconds, as the Engine API takes it."""
+    parts = _DURATION.findall(str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        raise EngineError(f"{text!r} is not a duration like 5s or 500ms")
+    return int(sum(float(n) * _NS[u] for n, u in parts))
+
+
+def _container_spec(
+    project: str, topology: Topology, role_name: str, inputs: Mapping[str, Any], entry: bool, host_port: Optional[int]
+) -> ContainerSpec:
+    unknown = sorted(set(inputs) - _APPLIED)
+    if unknown:
+        raise EngineError(f"container {inputs.get('name')}: the docker target sets {', '.join(unknown)}, which is not applied here")
+    (network,) = inputs["networksAdvanced"]
+    labels = _labels(inputs.get("labels"))
+    replica = str(inputs["hostname"])
+    labels.update({PROJECT_LABEL: project, PATTERN_LABEL: topology.name, ROLE_LABEL: role_name, REPLICA_LABEL: replica})
+    if entry:
+        labels[ENTRY_LABEL] = "true"
+    ports: dict[str, Any] = {}
+    for p in inputs.get("ports") or []:
+        internal = int(p["internal"])
+        chosen = host_port if internal == HTTP_PORT and host_port is not None else p.get("external")
+        ports[f"{internal}/{p.get('protocol') or 'tcp'}"] = (p.get("ip") or PUBLISH_HOST, int(chosen) if chosen else None)
+    options: dict[str, Any] = {
+        "hostname": replica,
+        "environment": list(inputs.get("envs") or []),
+        "user": inputs.get("user"),
+        "read_only": bool(inputs.get("readOnly")),
+        "tmpfs": dict(inputs.get("tmpfs") or {}),
+        "security_opt": list(inputs.get("securityOpts") or []),
+        "ports": ports,
+    }
+    caps = inputs.get("capabilities") or {}
+    if caps.get("drops"):
+        options["cap_drop"] = list(caps["drops"])
+    if caps.get("adds"):
+        options["cap_add"] = list(caps["adds"])
+    if inputs.get("memory"):
+        options["mem_limit"] = f"{int(inputs['memory'])}m"
+    if inputs.get("cpus"):
+        options["nano_cpus"] = int(float(inputs["cpus"]) * 1e9)
+    if inputs.get("restart") and inputs["restart"] != "no":
+        options["restart_policy"] = {"Name": inputs["restart"]}
+    probe: tuple[str, ...] = tuple(PROBE)
+    check = inputs.get("healthcheck")
+    if check:
+        test = list(check["tests"])
+        options["healthcheck"] = {
+            "test": test,
+            **{k: duration_ns(check[src]) for k, src in (("interval", "interval"), ("timeout", "timeout"), ("start_period", "startPeriod")) if check.get(src)},
+            **({"retries": int(check["retries"])} if check.get("retries") else {}),
+        }
+        if test and test[0] == "CMD":
+            probe = tuple(test[1:])
+    return ContainerSpec(
+        name=str(inputs["name"]),
+        pattern=topology.name,
+        role=role_name,
+        replica=replica,
+        image=str(inputs["image"]),
+        network=str(network["name"]),
+        aliases=tuple(network.get("aliases") or ()),
+        labels=labels,
+        options=options,
+        probe=probe,
+        stop_timeout=int(inputs.get("stopTimeout") or 30),
+        entry=entry,
+    )
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    id: str
+    #: Bytes, as the engine reports the image's size.
+    size: int
+    seconds: float
+    #: Build steps, and how many of them came from the layer cache.
+    steps: int
+    cache_hits: int
+    python: str
+
+    @property
+    def cached(self) -> bool:
+        """Every step after FROM came from the layer cache."""
+        return self.steps > 0 and self.cache_hits >= self.steps - 1
+
+
+_STEP = re.compile(r"^(STEP|Step) \d+/\d+\s?:")
+
+
+def build(
+    client: "docker.DockerClient",
+    spec: ImageSpec,
+    *,
+    project: str,
+    on_line: Optional[LineSink] = None,
+) -> BuiltImage:
+    """Builds `spec` with the runtime's Dockerfile through the Engine API, streaming its output.
+
+    The image is labelled with the project only: podman turns build labels into LABEL steps in an
+    unspecified order, so a second label would make every rebuild miss the cache. An unchanged
+    context rebuilds from the cache into the same image id.
+    """
+    from docker.errors import APIError, DockerException
+
+    if not (spec.context / "Dockerfile").is_file():
+        raise EngineError(f"no build context at {spec.context}")
+    start = time.monotonic()
+    steps = hits = 0
+    image_id: Optional[str] = None
+    tail: deque[str] = deque(maxlen=12)
+    try:
+        stream = client.api.build(
+            path=str(spec.context),
+            tag=spec.name,
+            buildargs=dict(spec.build_args),
+            labels={PROJECT_LABEL: project},
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+            if error:
+                raise EngineError(_build_failure(spec, str(error), tail))
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and aux.get("ID"):
+                image_id = aux["ID"]
+            for line in str(chunk.get("stream") or "").splitlines():
+                line = line.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                if _STEP.match(line):
+                    steps += 1
+                elif "Using cache" in line:
+                    hits += 1
+                if on_line is not None:
+                    on_line(line)
+        image = client.images.get(spec.name)
+    except APIError as exc:
+        raise EngineError(_build_failure(spec, _first_line(exc), tail)) from None
+    except DockerException as exc:
+        raise _api_error(f"building {spec.name}", exc) from None
+    if image_id and not image.id.endswith(image_id.split(":")[-1]):
+        raise EngineError(f"building {spec.name}: the engine tagged {image.id}, not the image it built ({image_id})")
+    prune_dangling(client, project)
+    return BuiltImage(
+        name=spec.name,
+        id=image.id,
+        size=int(image.attrs.get("Size") or 0),
+        seconds=time.monotonic() - start,
+        steps=steps,
+        cache_hits=hits,
+        python=spec.build_args.get("PYTHON_VERSION", ""),
+    )
+
+
+def _build_failure(spec: ImageSpec, error: str, tail: Iterable[str]) -> str:
+    message = f"building {spec.name} failed: {error.strip()}"
+    python = spec.build_args.get("PYTHON_VERSION")
+    lowered = error.lower()
+    if python and f"python:{python}" in lowered:
+        message += (
+            f"\nthe base image python:{python}-slim is not available to the engine: pull it, or build on "
+            "another Python with --python-version (by-value functions load only on the Python that pickled them)"
+        )
+    lines = "\n".join(tail)
+    return f"{message}\n{lines}" if lines else message
+
+
+def build_runtime_image(
+    client: "docker.DockerClient", *, python_version: Optional[str] = None, on_line: Optional[LineSink] = None
+) -> BuiltImage:
+    """The runtime alone (no program) built with the same Dockerfile: the layers every pattern's
+    image starts from, tagged `metaparticle-runtime:<content hash>`."""
+    python = python_version or deploying_python()
+    with tempfile.TemporaryDirectory(prefix="metaparticle-runtime-") as tmp:
+        empty = Path(tmp) / "program"
+        empty.mkdir()
+        context = write_build_context(Topology("runtime", "Runtime", (), source_dir=str(empty)), Path(tmp) / "context")
+        (context.path / "app").mkdir(exist_ok=True)
+        spec = ImageSpec(
+            "runtime",
+            f"{RUNTIME_PROJECT}:{context.tag}",
+            context.path,
+            {"PYTHON_VERSION": python, "CLOUDPICKLE_VERSION": cloudpickle.__version__},
+        )
+        return build(client, spec, project=RUNTIME_PROJECT, on_line=on_line)
+
+
+def prune_dangling(client: "docker.DockerClient", project: str) -> list[str]:
+    """Removes the project's untagged images (a tag that moved to a newer build leaves one)."""
+    from docker.errors import APIError
+
+    removed = []
+    for image in client.images.list(filters={"dangling": True, "label": f"{PROJECT_LABEL}={project}"}):
+        try:
+            client.images.remove(image.id, noprune=False)
+            removed.append(image.id)
+        except APIError:  # still used by a container, or already gone
+            continue
+    return removed
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+class ContainerFailed(EngineError):
+    """A container exited (or keeps restarting) before it served."""
+
+    def __init__(self, spec: ContainerSpec, reason: str, logs: list[str]) -> None:
+        self.spec = spec
+        self.logs = logs
+        super().__init__(f"{spec.replica} {reason}" + ("\n" + "\n".join(logs) if logs else ""))
+
+
+class Deployment:
+    """The images, networks and containers of one plan on one engine."""
+
+    def __init__(self, client: "docker.DockerClient", plan: Plan) -> None:
+        self.client = client
+        self.plan = plan
+        self.containers: dict[str, Any] = {}
+        self.networks: dict[str, Any] = {}
+        self.built: list[BuiltImage] = []
+        self._streams: list[Any] = []
+        self._threads: list[threading.Thread] = []
+
+    # -- build ---------------------------------------------------------------------------------------
+    def build(
+        self, on_image: Optional[Callable[[ImageSpec], None]] = None, on_line: Optional[LineSink] = None
+    ) -> list[BuiltImage]:
+        """Builds every image of the plan; pulls prebuilt ones the engine does not have."""
+        from docker.errors import DockerException, ImageNotFound
+
+        self.built = []
+        for spec in self.plan.images:
+            if on_image is not None:
+                on_image(spec)
+            self.built.append(build(self.client, spec, project=self.plan.project, on_line=on_line))
+        built = {s.name for s in self.plan.images}
+        for name in sorted({c.image for c in self.plan.containers} - built):
+            try:
+                self.client.images.get(name)
+            except ImageNotFound:
+                try:
+                    self.client.images.pull(name)
+                except DockerException as exc:
+                    raise _api_error(f"pulling {name}", exc) from None
+        return self.built
+
+    # -- start -----------------------------------------------------------------------------------------
+    def existing(self) -> list[str]:
+        """Names of containers of this project already on the engine (an earlier run left running)."""
+        found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.plan.project}"})
+        return sorted(c.name for c in found)
+
+    def start(self, on_started: Optional[Callable[[ContainerSpec], None]] = None) -> None:
+        """Creates the networks and starts every container; on failure removes what it created."""
+        from docker.errors import DockerException
+
+        try:
+            for net in self.plan.networks:
+                try:
+                    self.networks[net.name] = self.client.networks.create(
+                        net.name, driver=net.driver, labels=dict(net.labels), check_duplicate=True
+                    )
+                except DockerException as exc:
+                    raise _api_error(f"creating network {net.name}", exc) from None
+            for spec in self.plan.containers:
+                self._start_one(spec)
+                if on_started is not None:
+                    on_started(spec)
+        except BaseException:
+            self.stop(grace=0)
+            raise
+
+    def _start_one(self, spec: ContainerSpec) -> None:
+        from docker.errors import DockerException
+
+        options = dict(spec.options)
+        try:
+            container = self.client.containers.create(
+                spec.image,
+                name=spec.name,
+                labels=dict(spec.labels),
+                network=spec.network,
+                networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
+                detach=True,
+                **options,
+            )
+        except DockerException as exc:
+            raise _api_error(f"creating container {spec.name}", exc) from None
+        self.containers[spec.name] = container
+        try:
+            container.start()
+        except DockerException as exc:
+            raise _api_error(f"starting container {spec.name}", exc) from None
+
+    # -- health ------------------------------------------------------------------------------------------
+    def probe(self, spec: ContainerSpec) -> bool:
+        """Runs the container's probe command inside it: whether it exits 0."""
+        return exec_probe(self.containers[spec.name], spec.probe)
+
+    def check(self, spec: ContainerSpec) -> None:
+        """Raises ContainerFailed when the container exited or restarted."""
+        container = self.containers[spec.name]
+        container.reload()
+        state = container.attrs.get("State") or {}
+        restarts = int(container.attrs.get("RestartCount") or 0)
+        if state.get("Status") in ("exited", "dead") or restarts:
+            code = state.get("ExitCode")
+            reason = f"exited with code {code}" if not restarts else f"restarted {restarts} times (exit code {code})"
+            raise ContainerFailed(spec, reason, self.logs(spec, 12))
+
+    def wait_ready(
+        self,
+        timeout: float,
+        on_ready: Optional[Callable[[ContainerSpec], None]] = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        interval: float = 0.25,
+    ) -> list[ContainerSpec]:
+        """Probes every container until it serves; the ones that did not within `timeout`.
+        Raises ContainerFailed as soon as one exits."""
+        pending = list(self.plan.containers)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline and not should_stop():
+            for spec in list(pending):
+                self.check(spec)
+                if self.probe(spec):
+                    pending.remove(spec)
+                    if on_ready is not None:
+                        on_ready(spec)
+            if pending:
+                time.sleep(interval)
+        return pending
+
+    # -- addresses ---------------------------------------------------------------------------------------
+    def published(self, spec: ContainerSpec, port: int) -> Optional[str]:
+        """`127.0.0.1:<host port>` the container's `port` is published on."""
+        container = self.containers[spec.name]
+        container.reload()
+        bindings = ((container.attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostPort"):
+                return f"{binding.get('HostIp') or PUBLISH_HOST}:{binding['HostPort']}"
+        return None
+
+    def endpoints(self) -> dict[str, Any]:
+        """Every pattern's entry URLs and each role's containers (machine-readable)."""
+        patterns = []
+        for topology in self.plan.topologies:
+            entry = next(c for c in self.plan.containers if c.pattern == topology.name and c.entry)
+            http, grpc_ = self.published(entry, HTTP_PORT), self.published(entry, GRPC_PORT)
+            patterns.append(
+                {
+                    "name": topology.name,
+                    "pattern": topology.pattern,
+                    "url": f"http://{http}" if http else "",
+                    "grpc_url": f"grpc://{grpc_}" if grpc_ else "",
+                    "network": entry.network,
+                    "roles": [
+                        {
+                            "name": role.name,
+                            "kind": role.kind,
+                            "component": role.component,
+                            "entry": role.entry,
+                            "containers": [c.name for c in self.plan.containers if c.pattern == topology.name and c.role == role.name],
+                        }
+                        for role in topology.roles
+                    ],
+                }
+            )
+        return {"project": self.plan.project, "target": "docker", "patterns": patterns}
+
+    # -- logs ----------------------------------------------------------------------------------------------
+    def logs(self, spec: ContainerSpec, lines: int = 20) -> list[str]:
+        try:
+            raw = self.containers[spec.name].logs(stdout=True, stderr=True, tail=lines)
+        except Exception:  # noqa: BLE001 - logs are best effort once a container is gone
+            return []
+        return raw.decode("utf-8", "replace").splitlines()[-lines:]
+
+    def follow_logs(self, log: LogSink) -> None:
+        """Streams every container's output to `log(replica, line)`, one thread per container."""
+        for spec in self.plan.containers:
+            container = self.containers.get(spec.name)
+            if container is None:
+                continue
+            stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
+            self._streams.append(stream)
+            thread = threading.Thread(target=_pump, args=(stream, spec.replica, log), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    # -- stop --------------------------------------------------------------------------------------------
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stops every container (SIGTERM, then SIGKILL after its stop timeout or `grace`), removes
+        the containers and networks, and the project's dangling images."""
+        containers = list(self.containers.values())
+        specs = {c.name: c for c in self.plan.containers}
+
+        def stop_one(container: Any) -> None:
+            timeout = grace if grace is not None else specs[container.name].stop_timeout if container.name in specs else 10
+            _stop_and_remove(container, int(timeout))
+
+        if containers:
+            with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+                list(pool.map(stop_one, containers))
+        self.containers.clear()
+        for stream in self._streams:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - already closed by the engine
+                pass
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        self._streams.clear()
+        self._threads.clear()
+        for network in self.networks.values():
+            _remove_network(network)
+        self.networks.clear()
+        prune_dangling(self.client, self.plan.project)
+
+
+def wait_healthz(url: str, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> bool:
+    """Polls GET `url`/healthz until it answers 200 (the entry sees its whole topology serving)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline or should_stop():
+            return False
+        time.sleep(0.1)
+
+
+def exec_probe(container: Any, command: Iterable[str] = PROBE) -> bool:
+    """Runs a probe command inside a running container: whether it exits 0."""
+    from docker.errors import DockerException
+
+    try:
+        result = container.exec_run(list(command), stdout=True, stderr=True)
+    except DockerException:
+        return False
+    return result.exit_code == 0
+
+
+def _pump(stream: Any, name: str, log: LogSink) -> None:
+    from .supervisor import format_log_line
+
+    buffer = b""
+    try:
+        for chunk in stream:
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line:
+                    log(name, format_log_line(line))
+    except Exception:  # noqa: BLE001 - the stream ends when the container goes away
+        pass
+    if buffer.strip():
+        log(name, format_log_line(buffer.decode("utf-8", "replace").rstrip()))
+
+
+def _stop_and_remove(container: Any, timeout: int) -> None:
+    from docker.errors import DockerException, NotFound
+
+    try:
+        container.stop(timeout=max(0, timeout))
+    except NotFound:
+        return
+    except DockerException:
+        pass
+    try:
+        container.remove(force=True, v=True)
+    except NotFound:
+        pass
+
+
+def _remove_network(network: Any) -> None:
+    from docker.errors import DockerException, NotFound
+
+    for _ in range(10):
+        try:
+            network.remove()
+            return
+        except NotFound:
+            return
+        except DockerException:  # an endpoint is still being torn down
+            time.sleep(0.2)
+    network.remove()
+
+
+# --- delete and leftovers ---------------------------------------------------------------------------
+
+
+@dataclass
+class Leftovers:
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    dangling_images: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.networks or self.dangling_images)
+
+
+def leftovers(client: "docker.DockerClient", project: str) -> Leftovers:
+    """What of the project is on the engine: containers, networks, dangling and tagged images."""
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    return Leftovers(
+        containers=sorted(c.name for c in client.containers.list(all=True, filters=label)),
+        networks=sorted(n.name for n in client.networks.list(filters=label)),
+        dangling_images=sorted(i.id for i in client.images.list(filters={**label, "dangling": True})),
+        images=sorted(t for i in client.images.list(filters=label) for t in i.tags),
+    )
+
+
+def delete(client: "docker.DockerClient", project: str, *, images: bool = False, grace: int = 30) -> Leftovers:
+    """Removes every container and network labelled with `project` (and its images with `images`);
+    what was removed."""
+    from docker.errors import DockerException
+
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    removed = Leftovers()
+    containers = client.containers.list(all=True, filters=label)
+    if containers:
+        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
+            list(pool.map(lambda c: _stop_and_remove(c, grace), containers))
+    removed.containers = sorted(c.name for c in containers)
+    for network in client.networks.list(filters=label):
+        try:
+            _remove_network(network)
+            removed.networks.append(network.name)
+        except DockerException as exc:
+            raise _api_error(f"removing network {network.name}", exc) from None
+    removed.dangling_images = prune_dangling(client, project)
+    if images:
+        for image in client.images.list(filters=label):
+            try:
+                client.images.remove(image.id, force=True)
+                removed.images.extend(image.tags)
+            except DockerException as exc:
+                raise _api_error(f"removing image {', '.join(image.tags) or image.id}", exc) from None
+    return removed
+
+
+__all__ = [
+    "BuiltImage", "ContainerFailed", "ContainerSpec", "Deployment", "EngineError", "ImageSpec", "Leftovers",
+    "NetworkSpec", "Plan", "build", "build_runtime_image", "connect", "delete", "engine_description",
+    "exec_probe", "leftovers", "plan", "prune_dangling", "wait_healthz",
+]
