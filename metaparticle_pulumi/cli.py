@@ -101,7 +101,7 @@ def run(
     if detach or python_version:
         raise fail("--detach and --python-version apply to --target docker", 2)
     evaluation = _load(directory, target="local", port=port)
-    from .supervisor import Supervisor
+    from .supervisor import Supervisor, format_log_line
 
     stop = threading.Event()
 
@@ -143,7 +143,7 @@ def run(
             broken = supervisor.failed_early()
             if broken or pending:
                 who = broken or pending[0]
-                tail = "\n".join(who.last_lines[-8:])
+                tail = "\n".join(format_log_line(line) for line in who.last_lines[-8:])
                 reason = f"exited with code {who.exit_codes[-1]}" if who.exit_codes else f"not serving after {ready_timeout:.0f}s"
                 raise fail(f"{who.spec.name} {reason}\n{tail}", 1)
             if not _wait_entries(evaluation, ready_timeout, stop):

@@ -62,10 +62,15 @@ def _call_grpc(address: str, body: bytes, timeout: float) -> Answer:
         try:
             reply = stub(wrap(body), timeout=timeout)
         except grpc.RpcError as err:
-            document: Any = {"error": err.details(), "code": err.code().name}
+            document: Any = None
             for key, value in err.trailing_metadata() or ():
                 if key == ERROR_METADATA_KEY:
                     document = _json_or_text(value)
+            if document is None and err.code() == grpc.StatusCode.UNAVAILABLE:
+                # No runtime answered (an unavailable downstream role answers with its error document).
+                raise CallError(f"cannot reach grpc://{address}: {err.details()}", err.code().name) from None
+            if document is None:
+                document = {"error": err.details(), "code": err.code().name}
             raise CallError(f"{err.code().name}: {err.details()}", err.code().name, document) from None
     return Answer("OK", _json_or_text(unwrap(reply)))
 

@@ -49,6 +49,8 @@ class Replica:
     next_start: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
     last_lines: list[str] = field(default_factory=list)
+    #: The thread that copies the process's output into `last_lines` and the log.
+    pump: threading.Thread | None = None
 
     @property
     def pid(self) -> int | None:
@@ -85,6 +87,7 @@ class Supervisor:
         replica.started_at = time.monotonic()
         thread = threading.Thread(target=self._pump, args=(replica, replica.process), daemon=True)
         thread.start()
+        replica.pump = thread
         self._threads.append(thread)
 
     def _pump(self, replica: Replica, process: subprocess.Popen[bytes]) -> None:
@@ -121,6 +124,11 @@ class Supervisor:
     def failed_early(self) -> Replica | None:
         """A replica that exited before ever becoming ready (bad program, import error...)."""
         for replica in self.replicas:
+            proc = replica.process
+            if not replica.exit_codes and proc is not None and proc.poll() is not None:
+                replica.exit_codes.append(proc.returncode)
+                if replica.pump is not None:
+                    replica.pump.join(timeout=1.0)  # its last output lines say why
             if replica.exit_codes:
                 return replica
         return None
