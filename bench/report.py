@@ -238,9 +238,10 @@ WHY = """\
 - **uvloop.** The runtime uses uvloop when it is installed (`MP_EVENT_LOOP=auto`, the default;
   `asyncio` or `uvloop` force one). The router-CPU row "uvloop / asyncio" is measured in this run
   with a second router forced to the asyncio loop. It stays optional: the runtime runs without it.
-- **No sync (thread-pool) router.** A prototype sync gRPC proxy (grpc.server + thread pool +
-  sync channel, 16 or 64 threads) measured on this machine in the same layout: 263-302 us CPU per
-  request against 334-366 us for the grpc.aio router and ~306-310 us for grpc.aio on uvloop, at the
+- **No sync (thread-pool) router.** A throw-away sync gRPC proxy (grpc.server + thread pool +
+  sync channel, 16 or 64 threads; not kept in the tree) was measured once during the investigation,
+  in the same layout and against the same replicas, two interleaved repeats: 263-302 us CPU per
+  request, against 334-366 us for the grpc.aio router and 306-310 us for grpc.aio on uvloop, at the
   same ~2,000 req/s (nginx: 36-53 us). That is 10-20% below aio+uvloop, not "far better", and a
   second server implementation would have to re-do deadlines, error mapping with mp-error-bin,
   the in-flight limit, health, the HTTP entry and graceful stop; so the router stays on grpc.aio.

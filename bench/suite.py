@@ -269,8 +269,8 @@ def profile_router(pid: int, specs: list[dict[str, Any]], workdir: Path, seconds
             kinds["other threads (gRPC's completion-queue poller)"] += count
         elif "metaparticle_runtime" in leaf:
             kinds["our runtime's Python code (self time)"] += count
-        elif leaf.startswith("Handle._run"):
-            kinds["gRPC's Cython/C core called from the event loop"] += count
+        elif leaf.startswith("Handle._run") or "uvloop" in leaf:
+            kinds["native code run by the event loop (gRPC's Cython/C core; uvloop)"] += count
         elif "grpc/" in leaf:
             kinds["gRPC's Python layer (grpc.aio)"] += count
         elif "asyncio" in leaf or "selectors" in leaf:
