@@ -263,6 +263,17 @@ def test_a_dead_spread_replica_costs_no_request_because_the_router_retries_anoth
     wait_restarted(faults, "api-replica", dead, 0)
 
 
+def test_a_spread_with_every_replica_down_is_503(faults):
+    dead = [kill_replica(faults, "api-replica", i) for i in range(3)]
+    reply = post_json(url(faults, "api"), {"i": 1})
+    doc = assert_http_error(reply, 503, "UNAVAILABLE")
+    assert "api-replica" in doc["error"]
+    assert reply.seconds < 3.0
+    for i, identity in enumerate(dead):
+        wait_restarted(faults, "api-replica", identity, i)
+    assert wait_until(lambda: post_json(url(faults, "api"), {"i": 2}).status == 200, 8.0, 0.1)
+
+
 # -- 504 ------------------------------------------------------------------------------------------
 
 
@@ -361,3 +372,16 @@ def test_an_unknown_grpc_method_is_unimplemented(faults):
 def test_healthz_of_a_serving_pattern_is_200_naming_its_entry(faults, pattern, role):
     reply = http(url(faults, pattern), None, method="GET", path="/healthz")
     assert reply.status == 200 and reply.body == {"status": "SERVING", "role": role}
+
+
+def test_a_crashed_entry_is_restarted_and_answers_on_the_same_address_again(faults):
+    dead = kill_replica(faults, "api-router")
+
+    def answered() -> bool:
+        try:
+            return post_json(url(faults, "api"), {"after": "restart"}).status == 200
+        except OSError:  # connection refused while the entry is down
+            return False
+
+    assert wait_until(answered, 8.0, 0.1)
+    assert wait_restarted(faults, "api-router", dead) != dead[0]
