@@ -153,7 +153,8 @@ def pid_listening_on(port: int, among: list[int]) -> int | None:
     if psutil is not None:
         for pid in among:
             try:
-                conns = psutil.Process(pid).net_connections(kind="tcp")
+                proc = psutil.Process(pid)
+                conns = (getattr(proc, "net_connections", None) or proc.connections)(kind="tcp")  # psutil < 6
             except psutil.Error:
                 continue
             if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
