@@ -1,0 +1,564 @@
+"""Real containers on a Docker-compatible engine: the images, `metaparticle run --target docker`, and
+the rendered Kubernetes manifests run pod by pod.
+
+Each example is copied (under a per-session project name, so concurrent sessions on one engine
+never meet) and its image built once per session; the local target's answers to the same requests
+are the reference every container run must give. The conformance test plays the kubelet and the
+cluster DNS: every Deployment's pod template runs as containers with exactly the rendered env,
+ports, user, read-only root filesystem and /tmp emptyDir, on one network where each Service's name
+(short and `<name>.<namespace>.svc.cluster.local`) resolves to the pods it selects.
+
+Without an engine these tests skip, unless MP_REQUIRE_CONTAINERS=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from metaparticle_pulumi import containers
+from metaparticle_pulumi.containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
+from metaparticle_pulumi.manifests import render_manifests
+from metaparticle_pulumi.program import evaluate
+from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT, role_env
+
+from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until
+from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, matches
+
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+
+#: Keeps this session's projects, containers and networks apart from any other session's on the engine.
+SESSION = uuid.uuid4().hex[:6]
+EXAMPLES = list(EXAMPLE_ROLES)
+#: The requests every example answers, on the local target and in containers alike.
+REQUESTS: dict[str, list[Any]] = {
+    "hello_world": [{"x": 1}, {"name": "metaparticle", "n": [1, 2, 3]}],
+    "spread": [{"hello": "world", "i": i} for i in range(6)],
+    "shard": [{"user": u} for u in ("alice", "bob", "carol", "dave", "erin", "frank")] * 2,
+    "scatter_gather": [{"q": "pulumi"}, {"q": "leaf"}, {"q": "code"}, {"q": "nothing-matches"}],
+}
+
+
+# --- the engine and the images -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    try:
+        client = containers.connect()
+    except EngineError as exc:
+        if os.environ.get("MP_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"MP_REQUIRE_CONTAINERS=1, but {exc}")
+        pytest.skip(f"no container engine reachable: {exc}")
+    yield client
+    client.close()
+
+
+@dataclass
+class Example:
+    name: str
+    directory: Path
+    project: str
+    image: containers.ImageSpec
+    built: containers.BuiltImage
+
+
+def _rename_project(program: Path, project: str) -> None:
+    file = program / "Pulumi.yaml"
+    doc = yaml.safe_load(file.read_text())
+    doc["name"] = project
+    file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="session")
+def runtime_image(engine: Any) -> containers.BuiltImage:
+    """The runtime alone: built first, so every example's build starts from its cached layers."""
+    return containers.build_runtime_image(engine)
+
+
+@pytest.fixture(scope="session")
+def examples(engine: Any, runtime_image: containers.BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Example]]:
+    """Each example copied under a session-unique project name, its image built once."""
+    root = tmp_path_factory.mktemp("container-examples")
+    out: dict[str, Example] = {}
+    try:
+        for name in EXAMPLES:
+            program = copy_program(name, root)
+            project = f"{name.replace('_', '-')}-{SESSION}"
+            _rename_project(program, project)
+            (image,) = containers.plan(evaluate(program, target="docker")).images
+            out[name] = Example(name, program, project, image, containers.build(engine, image, project=project))
+        yield out
+    finally:
+        for example in out.values():
+            containers.delete(engine, example.project, images=True, grace=2)
+
+
+@pytest.fixture(scope="session")
+def local_answers(examples: dict[str, Example], tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
+    """What the local target answers to each example's requests: the reference."""
+    out = {}
+    for name, example in examples.items():
+        with run_program(example.directory, tmp=tmp_path_factory.mktemp(f"local-{name}")) as running:
+            out[name] = [_answer(running.url, request) for request in REQUESTS[name]]
+    return out
+
+
+def _answer(url: str, request: Any) -> Any:
+    reply = post_json(url, request, timeout=15)
+    assert reply.status == 200, f"{url} answered {reply.status}: {reply.body}"
+    return reply.body
+
+
+def _comparable(example: str, answer: Any) -> Any:
+    """An answer without the replica's name (a process, a container and a pod are named differently)."""
+    if isinstance(answer, dict) and "replica" in answer:
+        return {k: v for k, v in answer.items() if k != "replica"}
+    return answer
+
+
+def check_answers(example: str, requests: list[Any], answers: list[Any], reference: list[Any]) -> None:
+    """The same answers as the local target's, and what each pattern promises."""
+    assert [_comparable(example, a) for a in answers] == [_comparable(example, a) for a in reference]
+    if example == "hello_world":
+        assert answers == [{"A": r} for r in requests]
+    elif example == "spread":
+        assert all(set(a) == {"replica", "echo"} and a["echo"] == r for a, r in zip(answers, requests))
+        replicas = {a["replica"] for a in answers}
+        assert all(r.startswith("api-replica-") for r in replicas), replicas
+        assert len(replicas) >= 2, f"every request went to one replica: {replicas}"
+    elif example == "shard":
+        shard_of: dict[str, int] = {}
+        for a, r in zip(answers, requests):
+            assert a["user"] == r["user"]
+            assert shard_of.setdefault(r["user"], a["shard"]) == a["shard"], f"{r['user']} moved shards"
+            assert a["replica"].startswith(f"users-shard-{a['shard']}"), a
+        assert len(set(shard_of.values())) >= 2
+    elif example == "scatter_gather":
+        assert all(a["leaves"] == [0, 1, 2, 3] for a in answers)
+        assert answers[0]["count"] >= 1
+
+
+# --- unit tests of the plan (no engine) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
+    """Same env (role_env with dns:///<role>:50051), aliases, user and lock-down as targets/docker.py."""
+    program = copy_program(example, tmp_path)
+    evaluation = evaluate(program, target="docker")
+    plan = containers.plan(evaluation, port=18080)
+    (topology,) = plan.topologies
+    addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
+    expected = {f"{role}-{i}" for role, n in EXAMPLE_ROLES[example].items() for i in range(n)}
+    assert {c.replica for c in plan.containers} == expected
+    (network,) = plan.networks
+    assert network.labels[containers.PROJECT_LABEL] == evaluation.project
+    for spec in plan.containers:
+        role = topology.role(spec.role)
+        env = dict(e.split("=", 1) for e in spec.options["environment"])
+        fn = role.function
+        fn_file = f"/app/.metaparticle/functions/{fn.file_name}" if fn is not None and fn.by_value else None
+        assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app"), "MP_DRAIN_SECONDS": "1"}
+        assert spec.aliases == (role.name,)
+        assert spec.network == network.name
+        assert spec.options["user"] == "10001:10001" and spec.options["read_only"] is True
+        assert spec.options["cap_drop"] == ["ALL"] and "/tmp" in spec.options["tmpfs"]
+        assert spec.labels[containers.PROJECT_LABEL] == evaluation.project
+        assert spec.labels[containers.ROLE_LABEL] == role.name
+        assert spec.probe == ("python", "-m", "metaparticle_runtime.probe", "--port", str(GRPC_PORT))
+        if spec.entry:
+            assert spec.replica == f"{EXAMPLE_ENTRY[example]}-0"
+            assert spec.options["ports"][f"{HTTP_PORT}/tcp"] == ("127.0.0.1", 18080)
+            assert spec.options["ports"][f"{GRPC_PORT}/tcp"] == ("127.0.0.1", None)
+        else:
+            assert not spec.options["ports"]
+    (image,) = plan.images
+    assert image.build_args["PYTHON_VERSION"] == containers.deploying_python()
+    assert (image.context / "Dockerfile").is_file()
+
+
+def test_another_python_is_refused_for_functions_shipped_by_value(tmp_path):
+    evaluation = evaluate(copy_program("spread", tmp_path), target="docker")  # handler defined in __main__
+    with pytest.raises(EngineError, match="pickled by Python"):
+        containers.plan(evaluation, python_version="3.99")
+    # By reference (scatter_gather's functions live in search.py): any Python may run them.
+    evaluation = evaluate(copy_program("scatter_gather", tmp_path), target="docker")
+    (image,) = containers.plan(evaluation, python_version="3.12").images
+    assert image.build_args["PYTHON_VERSION"] == "3.12"
+
+
+def test_durations_are_go_durations():
+    assert containers.duration_ns("5s") == 5 * 10**9
+    assert containers.duration_ns("1m30s") == 90 * 10**9
+    assert containers.duration_ns("500ms") == 5 * 10**8
+    with pytest.raises(EngineError):
+        containers.duration_ns("5 seconds")
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+
+def test_the_runtime_image_rebuilds_from_the_cache_into_the_same_image(engine, runtime_image):
+    again = containers.build_runtime_image(engine)
+    assert again.id == runtime_image.id
+    assert again.cached, f"only {again.cache_hits} of {again.steps} steps came from the cache"
+    assert runtime_image.size > 0
+    print(f"\nruntime image: {runtime_image.size / 1e6:.0f} MB, built in {runtime_image.seconds:.1f}s, rebuilt in {again.seconds:.1f}s")
+
+
+def test_rebuilding_an_unchanged_program_gives_the_same_image(engine, examples):
+    example = examples["spread"]
+    (image,) = containers.plan(evaluate(example.directory, target="docker")).images
+    assert image.name == example.image.name  # the same context, so the same content tag
+    again = containers.build(engine, image, project=example.project)
+    assert again.id == example.built.id
+    assert again.cached, f"only {again.cache_hits} of {again.steps} steps came from the cache"
+    assert engine.images.get(image.name).attrs.get("RepoDigests") == engine.images.get(example.built.id).attrs.get("RepoDigests")
+    assert not containers.leftovers(engine, example.project).dangling_images
+    for e in examples.values():
+        print(f"\n{e.image.name}: {e.built.size / 1e6:.0f} MB, built in {e.built.seconds:.1f}s ({e.built.cache_hits}/{e.built.steps} steps cached)")
+    print(f"rebuilt unchanged: {again.seconds:.1f}s")
+
+
+def test_the_image_runs_the_deploying_pythons_minor_version_and_loads_by_value_functions(engine, examples):
+    example = examples["spread"]  # its handler is defined in __main__: shipped by value
+    (plan_spec,) = [c for c in containers.plan(evaluate(example.directory, target="docker")).containers if c.role == "api-replica"][:1]
+    env = dict(e.split("=", 1) for e in plan_spec.options["environment"])
+    script = (
+        "import sys, cloudpickle; print('%d.%d' % sys.version_info[:2]); "
+        f"fn = cloudpickle.load(open({env['MP_FUNCTION_FILE']!r}, 'rb')); print(fn.__name__)"
+    )
+    output = engine.containers.run(
+        example.built.id, ["python", "-c", script], remove=True, user="10001:10001", read_only=True, network_disabled=True
+    )
+    python, name = output.decode().split()
+    assert python == containers.deploying_python() == env["MP_FUNCTION_PYTHON"]
+    assert name == "handler"
+
+
+# --- metaparticle run --target docker ---------------------------------------------------------------
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([METAPARTICLE, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], port: int) -> None:
+    """Every container serves (its probe, run inside it), joined the pattern's network under its
+    role's name, runs the image built for the session, and only the entry publishes, on loopback."""
+    (pattern,) = endpoints["patterns"]
+    assert pattern["url"] == f"http://127.0.0.1:{port}"
+    for role in pattern["roles"]:
+        assert len(role["containers"]) == EXAMPLE_ROLES[example.name][role["name"]]
+        for name in role["containers"]:
+            container = engine.containers.get(name)
+            assert container.labels[containers.PROJECT_LABEL] == example.project
+            if container.attrs["Config"]["Image"].endswith(example.image.name):  # else the sources changed meanwhile
+                assert container.image.id == example.built.id, "an unchanged program was not rebuilt from the cache"
+            assert containers.exec_probe(container), f"{name}: the health probe fails inside the container"
+            network = container.attrs["NetworkSettings"]["Networks"][pattern["network"]]
+            assert role["name"] in (network.get("Aliases") or []), f"{name} is not reachable as {role['name']}"
+            published = {k: v for k, v in container.attrs["NetworkSettings"]["Ports"].items() if v}
+            if role["entry"]:
+                assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
+                assert published[f"{HTTP_PORT}/tcp"][0]["HostPort"] == str(port)
+            else:
+                assert not published
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_run_target_docker_answers_as_the_local_target_and_leaves_nothing(engine, examples, local_answers, example, tmp_path):
+    ex = examples[example]
+    port = free_port()
+    endpoints_file = tmp_path / "endpoints.json"
+    detached = example in ("hello_world", "shard")  # run-then-delete; the others stop with Ctrl-C
+    args = ["run", str(ex.directory), "--target", "docker", "--port", str(port), "--endpoints-json", str(endpoints_file)]
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([METAPARTICLE, *args, *(["--detach"] if detached else [])], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        ok = wait_until(lambda: endpoints_file.exists() or process.poll() is not None, 240, 0.1)
+        assert ok and endpoints_file.exists(), f"not serving:\n{log_path.read_text()[-3000:]}"
+        if detached:
+            assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
+            assert f"http://127.0.0.1:{port}" in log_path.read_text()
+        endpoints = json.loads(endpoints_file.read_text())
+        _check_running(engine, ex, endpoints, port)
+        answers = [_answer(endpoints["patterns"][0]["url"], r) for r in REQUESTS[example]]
+        check_answers(example, REQUESTS[example], answers, local_answers[example])
+        if detached:
+            deleted = _cli("delete", str(ex.directory))
+            assert deleted.returncode == 0, deleted.stderr
+            assert "removed container" in deleted.stdout
+        else:
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=90) == 0, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        left = containers.leftovers(engine, ex.project)
+        containers.delete(engine, ex.project, grace=2)
+    assert not left, f"left behind: {left}"
+    assert re.search(r"built \S+ \(\d+ MB", log_path.read_text()), log_path.read_text()[-2000:]
+
+
+def test_a_second_run_of_a_running_program_is_refused(engine, examples, tmp_path):
+    ex = examples["hello_world"]
+    first = _cli("run", str(ex.directory), "--target", "docker", "--port", str(free_port()), "--detach", timeout=240)
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        second = _cli("run", str(ex.directory), "--target", "docker", "--port", str(free_port()))
+        assert second.returncode == 2
+        assert "already runs" in second.stderr and "metaparticle delete" in second.stderr
+    finally:
+        deleted = _cli("delete", str(ex.directory))
+    assert deleted.returncode == 0
+    assert not containers.leftovers(engine, ex.project)
+    nothing = _cli("delete", str(ex.directory))
+    assert nothing.returncode == 0 and "nothing of" in nothing.stdout
+
+
+# --- the rendered Kubernetes manifests, pod by pod -------------------------------------------------
+
+#: Container fields the emulation applies; any other one fails the test (it would be ignored silently).
+POD_CONTAINER_FIELDS = {
+    "name", "image", "imagePullPolicy", "ports", "env", "resources", "startupProbe", "readinessProbe",
+    "livenessProbe", "securityContext", "volumeMounts", "command", "args", "workingDir",
+}
+CLUSTER_DOMAIN = "cluster.local"
+_QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9, "m": 1e-3}
+
+
+def _quantity(value: Any) -> float:
+    number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value)).groups()  # type: ignore[union-attr]
+    return float(number) * _QUANTITY[unit]
+
+
+@dataclass
+class Pod:
+    spec: ContainerSpec
+    deployment: str
+    #: Commands of the container's probes, by probe name.
+    probes: dict[str, list[str]]
+    env: dict[str, str]
+    container: dict[str, Any]
+    security: dict[str, Any]
+
+
+def _probe_command(probe: dict[str, Any], ports: dict[str, int]) -> list[str]:
+    """What the kubelet would check, as a command run inside the container."""
+    def port_of(value: Any) -> int:
+        return ports[value] if isinstance(value, str) else int(value)
+
+    if "grpc" in probe:
+        command = list(containers.PROBE) + ["--port", str(port_of(probe["grpc"]["port"]))]
+        if probe["grpc"].get("service"):
+            command += ["--service", probe["grpc"]["service"]]
+        return command
+    if "tcpSocket" in probe:
+        port = port_of(probe["tcpSocket"]["port"])
+        return ["python", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 2).close()"]
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        url = f"http://127.0.0.1:{port_of(get['port'])}{get.get('path', '/')}"
+        return ["python", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"]
+    if "exec" in probe:
+        return list(probe["exec"]["command"])
+    raise AssertionError(f"unsupported probe {probe}")
+
+
+def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Plan, list[Pod], dict[str, str]]:
+    """Every Deployment's pod template as containers on one network (the kubelet and the cluster DNS
+    played by the engine); the entry Services' published HTTP addresses, by Service name."""
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
+    network = f"mpk8s-{project}"
+    labels = {containers.PROJECT_LABEL: project}
+    plan = Plan(project, networks=[NetworkSpec(network, project, labels)])
+    pods: list[Pod] = []
+    entries: dict[str, str] = {}
+    for service in services:
+        assert any(
+            matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in deployments
+        ), f"Service {service['metadata']['name']} selects no pods"
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        namespace = deployment["metadata"].get("namespace", "default")
+        template = deployment["spec"]["template"]
+        pod_labels = template["metadata"]["labels"]
+        assert matches(deployment["spec"]["selector"]["matchLabels"], pod_labels), f"{name} does not select its own pods"
+        pod_spec = template["spec"]
+        (container,) = pod_spec["containers"]
+        unknown = set(container) - POD_CONTAINER_FIELDS
+        assert not unknown, f"{name}: the emulation does not apply {sorted(unknown)}"
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", []) if p.get("name")}
+        selecting = [s for s in services if matches(s["spec"]["selector"], pod_labels)]
+        aliases: list[str] = []
+        published: dict[str, Any] = {}
+        for service in selecting:
+            svc, ns = service["metadata"]["name"], service["metadata"].get("namespace", "default")
+            aliases += [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.{CLUSTER_DOMAIN}"]
+            for port in service["spec"]["ports"]:
+                target = port.get("targetPort", port["port"])
+                container_port = ports[target] if isinstance(target, str) else int(target)
+                # Names resolve straight to the pods here, so callers reach a pod on the Service's port.
+                assert container_port == port["port"], f"Service {svc} maps {port['port']} to {container_port}"
+                if service["spec"].get("clusterIP") != "None":
+                    published[f"{container_port}/{port.get('protocol', 'TCP').lower()}"] = ("127.0.0.1", None)
+        security = {**pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
+        uid, gid = security.get("runAsUser"), security.get("runAsGroup")
+        if security.get("runAsNonRoot"):
+            assert uid not in (None, 0), f"{name}: runAsNonRoot needs a non-zero runAsUser (the image's USER is not checked here)"
+        volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+        tmpfs = {}
+        for mount in container.get("volumeMounts", []):
+            volume = volumes[mount["name"]]
+            assert "emptyDir" in volume, f"{name}: only emptyDir volumes are emulated, not {volume}"
+            size = volume["emptyDir"].get("sizeLimit")
+            tmpfs[mount["mountPath"]] = "rw,mode=1777" + (f",size={int(_quantity(size))}" if size else "")
+        limits = (container.get("resources") or {}).get("limits") or {}
+        for i in range(deployment["spec"].get("replicas", 1)):
+            pod = f"{name}-{SESSION}-{i}"
+            env: dict[str, str] = {}
+            for item in container.get("env", []):
+                if "value" in item:
+                    env[item["name"]] = str(item["value"])
+                    continue
+                source = item["valueFrom"]
+                if "fieldRef" in source:
+                    field = source["fieldRef"]["fieldPath"]
+                    env[item["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[field]
+                elif "secretKeyRef" in source:
+                    ref = source["secretKeyRef"]
+                    env[item["name"]] = str(secrets[ref["name"]].get("stringData", {})[ref["key"]])
+                else:
+                    raise AssertionError(f"{name}: unsupported env source {source}")
+            options: dict[str, Any] = {
+                "hostname": pod,
+                "environment": env,
+                "user": f"{uid}:{gid}" if uid is not None and gid is not None else (str(uid) if uid is not None else None),
+                "read_only": bool(security.get("readOnlyRootFilesystem")),
+                "tmpfs": tmpfs,
+                "cap_drop": list((security.get("capabilities") or {}).get("drop") or []),
+                "cap_add": list((security.get("capabilities") or {}).get("add") or []),
+                "security_opt": ["no-new-privileges"] if security.get("allowPrivilegeEscalation") is False else [],
+                "privileged": bool(security.get("privileged")),
+                "ports": published,
+            }
+            if "command" in container:
+                options["entrypoint"] = container["command"]
+            if "args" in container:
+                options["command"] = container["args"]
+            if "workingDir" in container:
+                options["working_dir"] = container["workingDir"]
+            if "memory" in limits:
+                options["mem_limit"] = int(_quantity(limits["memory"]))
+            if "cpu" in limits:
+                options["nano_cpus"] = int(_quantity(limits["cpu"]) * 1e9)
+            probes = {
+                kind: _probe_command(container[kind], ports)
+                for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+                if kind in container
+            }
+            assert probes, f"{name} has no probes"
+            spec = ContainerSpec(
+                name=pod,
+                pattern=project,
+                role=name,
+                replica=pod,
+                image=image,
+                network=network,
+                aliases=tuple(aliases),
+                labels={**labels, **pod_labels},
+                options=options,
+                probe=tuple(probes.get("readinessProbe") or next(iter(probes.values()))),
+                stop_timeout=int(pod_spec.get("terminationGracePeriodSeconds", 30)),
+                entry=bool(published),
+            )
+            plan.containers.append(spec)
+            pods.append(Pod(spec, name, probes, env, container, security))
+        for service in selecting:
+            if service["spec"].get("clusterIP") != "None" and any(p.get("name") == "http" for p in service["spec"]["ports"]):
+                entries.setdefault(service["metadata"]["name"], f"{name}-{SESSION}-0")
+    return plan, pods, entries
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_rendered_manifests_run_as_containers_and_answer_as_the_local_target(engine, examples, local_answers, example, tmp_path):
+    ex = examples[example]
+    written = render_manifests(ex.directory, tmp_path / "manifests")
+    objects = [yaml.safe_load(p.read_text()) for p in written]
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == EXAMPLE_ROLES[example]
+    images = {c["image"] for d in deployments for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {ex.image.name}, "the manifests reference another image than the one built from the program"
+    plan, pods, entries = pods_of(objects, ex.built.id, f"{ex.project}-k8s")
+    assert list(entries) == [EXAMPLE_ENTRY[example]]
+    deployment = Deployment(engine, plan)
+    try:
+        deployment.start()
+        pending = deployment.wait_ready(120)
+        assert not pending, f"not serving: {[p.name for p in pending]}\n" + "\n".join(deployment.logs(pending[0], 20))
+        entry = plan.container(next(iter(entries.values())))
+        url = f"http://{deployment.published(entry, HTTP_PORT)}"
+        assert containers.wait_healthz(url, 60), f"{url}/healthz: the entry does not see its topology serving"
+        for pod in pods:
+            _check_pod(deployment, pod)
+        answers = [_answer(url, r) for r in REQUESTS[example]]
+        check_answers(example, REQUESTS[example], answers, local_answers[example])
+    finally:
+        deployment.stop(grace=2)
+        left = containers.leftovers(engine, plan.project)
+    assert not left, f"left behind: {left}"
+
+
+def _check_pod(deployment: Deployment, pod: Pod) -> None:
+    """Every probe passes once the pod serves; the ports the manifests name are the runtime's; the
+    user and the read-only root filesystem apply; upstream Service names resolve (one exec per pod)."""
+    ports = {p["name"]: p["containerPort"] for p in pod.container.get("ports", [])}
+    assert ports["grpc"] == int(pod.env["MP_GRPC_PORT"])
+    for probe in (pod.container.get(k) for k in ("startupProbe", "readinessProbe", "livenessProbe")):
+        if probe and "grpc" in probe:
+            assert probe["grpc"]["port"] in (int(pod.env["MP_GRPC_PORT"]), "grpc"), "the gRPC probe checks another port than the runtime's"
+    if "http" in ports:
+        assert ports["http"] == int(pod.env["MP_HTTP_PORT"])
+    else:
+        assert "MP_HTTP_PORT" not in pod.env
+    hosts = [a.removeprefix("dns:///").rsplit(":", 1)[0] for a in json.loads(pod.env.get("MP_UPSTREAMS", "[]"))]
+    checks = [(kind, shlex.join(command)) for kind, command in pod.probes.items()]
+    checks += [("rootfs-writable", "touch /rofs-check"), ("tmp-writable", "touch /tmp/check")]
+    checks += [
+        (f"resolve {host}", shlex.join(["python", "-c", f"import socket; socket.getaddrinfo({host!r}, None)"]))
+        for host in hosts
+    ]
+    script = "echo uid=$(id -u) gid=$(id -g)\n" + "".join(
+        f"if {command} >/dev/null 2>&1; then echo {shlex.quote(kind)}=ok; else echo {shlex.quote(kind)}=fail; fi\n"
+        for kind, command in checks
+    )
+    result = deployment.containers[pod.spec.name].exec_run(["sh", "-c", script])
+    lines = result.output.decode(errors="replace").splitlines()
+    identity = dict(item.split("=") for item in lines[0].split())
+    outcome = dict(line.rsplit("=", 1) for line in lines[1:])
+    assert (int(identity["uid"]), int(identity["gid"])) == (pod.security["runAsUser"], pod.security["runAsGroup"])
+    for kind in pod.probes:
+        assert outcome[kind] == "ok", f"{pod.spec.name}: {kind} {pod.probes[kind]} fails once the pod serves"
+    assert outcome["rootfs-writable"] == ("fail" if pod.security.get("readOnlyRootFilesystem") else "ok")
+    assert outcome["tmp-writable"] == "ok", "the emptyDir /tmp is not writable"
+    for host in hosts:
+        assert outcome[f"resolve {host}"] == "ok", f"{pod.spec.name} cannot resolve {host}"
