@@ -36,6 +36,11 @@ class PatternArgs:
     max_in_flight: int = 256
     #: Extra attempts on another replica when one is unavailable.
     retries: int = 2
+    #: Whether running the function twice for one request does no harm. When a replica dies with a
+    #: request in flight, the router re-sends it to another replica (up to `retries` times) and the
+    #: function may have started on the one that died. With False only requests that provably reached
+    #: no replica are re-sent (as with retries=0).
+    idempotent: bool = True
     #: "kubernetes", "docker" or "local"; default: Pulumi config `metaparticle:target`, else kubernetes.
     target: Optional[Target] = None
     #: A prebuilt image (skips the build); else the program's directory is built on the runtime image.
@@ -59,13 +64,17 @@ class PatternArgs:
     autoscale: Optional[tuple[int, int, int]] = None
     #: Mutual TLS between roles: name of a Kubernetes Secret with tls.crt, tls.key and ca.crt.
     tls_secret: Optional[str] = None
+    #: Mutual TLS between roles on the local target: (cert, key, ca) PEM file paths. Every role serves
+    #: and calls with this certificate (it needs the IP SAN 127.0.0.1) and accepts only peers whose
+    #: certificate the CA signed. The HTTP entry stays plain HTTP on 127.0.0.1.
+    tls: Optional[tuple[str, str, str]] = None
 
     def settings(self, **extra: Any) -> Settings:
         return Settings(
             timeout=self.timeout,
             max_request_bytes=self.max_request_bytes,
             max_in_flight=self.max_in_flight,
-            retries=self.retries,
+            retries=self.retries if self.idempotent else 0,
             **extra,
         )
 

@@ -155,8 +155,18 @@ class Supervisor:
 
     # -- health ----------------------------------------------------------------------------------------
     def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
+        env = replica.spec.env
+        target = f"{HOST}:{replica.spec.grpc_port}"
         try:
-            with grpc.insecure_channel(f"{HOST}:{replica.spec.grpc_port}") as channel:
+            if env.get("MP_TLS_CERT"):
+                # Roles with mutual TLS answer only peers with a certificate: present the roles' own.
+                from metaparticle_runtime.tls import channel_credentials
+
+                creds = channel_credentials(env.get("MP_TLS_CERT"), env.get("MP_TLS_KEY"), env.get("MP_TLS_CA"))
+                channel = grpc.secure_channel(target, creds)
+            else:
+                channel = grpc.insecure_channel(target)
+            with channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
             return False

@@ -58,6 +58,8 @@ class LocalPlan:
     grpc_ports: dict[str, list[int]] = field(default_factory=dict)
     http_port: int | None = None
     function_dir: str | None = None
+    #: Mutual TLS between roles: (cert, key, ca) absolute PEM file paths, or None.
+    tls: tuple[str, str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -92,6 +94,8 @@ class LocalPlan:
                     function_file=fn_file,
                     source_dir=topo.source_dir,
                 )
+                if self.tls is not None:
+                    env.update(zip(("MP_TLS_CERT", "MP_TLS_KEY", "MP_TLS_CA"), self.tls))
                 specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, env))
         return specs
 
@@ -108,6 +112,21 @@ def _write_function(role: Role, function_dir: str) -> str | None:
     return path
 
 
+def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
+    """The pattern's `tls=(cert, key, ca)` as absolute paths of files that exist."""
+    from ..patterns import PatternError
+
+    if tls is None:
+        return None
+    if not isinstance(tls, (tuple, list)) or len(tls) != 3 or not all(isinstance(p, (str, os.PathLike)) for p in tls):
+        raise PatternError(f"{where}: tls must be (cert, key, ca) file paths, got {tls!r}")
+    paths = tuple(os.path.abspath(os.fspath(p)) for p in tls)
+    for what, path in zip(("certificate", "key", "CA certificate"), paths):
+        if not os.path.isfile(path):
+            raise PatternError(f"{where}: tls {what} {path} does not exist")
+    return paths  # type: ignore[return-value]
+
+
 _plans: list[LocalPlan] = []
 _entry_port: int | None = None
 
@@ -117,6 +136,9 @@ def reset(entry_port: int | None) -> None:
     global _entry_port
     _plans.clear()
     _entry_port = entry_port
+    if entry_port is not None:
+        # Nothing is bound to it until the entry starts: never hand it out as a gRPC port meanwhile.
+        _handed_out.add(entry_port)
 
 
 def plans() -> list[LocalPlan]:
@@ -125,7 +147,7 @@ def plans() -> list[LocalPlan]:
 
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     global _entry_port
-    plan = LocalPlan(topology)
+    plan = LocalPlan(topology, tls=_tls_files(args.tls, f"{type(component).__name__} {topology.name!r}"))
     for role in topology.roles:
         plan.grpc_ports[role.name] = [free_port() for _ in range(role.replicas)]
     if _entry_port is not None:
@@ -134,6 +156,3 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         plan.http_port = free_port()
     _plans.append(plan)
     return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))
-    if entry_port is not None:
-        # Nothing is bound to it until the entry starts: never hand it out as a gRPC port meanwhile.
-        _handed_out.add(entry_port)

@@ -42,7 +42,8 @@ class Config:
     function_file: str | None = None
     function_python: str | None = None
     source_dir: str | None = None
-    drain_seconds: float = 0.0
+    #: Seconds between turning NOT_SERVING (routers stop sending) and refusing new calls on SIGTERM.
+    drain_seconds: float = 0.5
     threads: int = 16
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -100,7 +101,7 @@ class Config:
             function_file=get("MP_FUNCTION_FILE"),
             function_python=get("MP_FUNCTION_PYTHON"),
             source_dir=get("MP_SOURCE_DIR"),
-            drain_seconds=number("MP_DRAIN_SECONDS", float, 0.0),
+            drain_seconds=number("MP_DRAIN_SECONDS", float, 0.5),
             threads=number("MP_THREADS", int, 16),
             tls_cert=get("MP_TLS_CERT"),
             tls_key=get("MP_TLS_KEY"),

@@ -17,6 +17,7 @@ from . import SERVICE_NAME
 from . import http_entry
 from .config import Config
 from .errors import RoleError
+from .healthwatch import HealthServicer
 from .roles import Role, build_role
 from .tls import server_credentials
 
@@ -34,7 +35,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="mp-fn")
         self.role: Role = build_role(cfg, self.executor)
         self.in_flight = 0
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.ready = asyncio.Event()
         self.stopping = False
         self._server: grpc.aio.Server | None = None
@@ -53,6 +54,16 @@ class Runtime:
         self.in_flight += 1
         try:
             return await self.role.call(message, deadline)
+        except RoleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer a JSON error, not crash
+            log.exception("%s failed: %s: %s", self.cfg.role_name, type(exc).__name__, exc)
+            raise RoleError(
+                grpc.StatusCode.INTERNAL,
+                f"{self.cfg.role_name} failed: {type(exc).__name__}",
+                role=self.cfg.role_name,
+                replica=self.cfg.replica,
+            ) from None
         finally:
             self.in_flight -= 1
 
@@ -139,7 +150,9 @@ class Runtime:
         )
 
     async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING first, then finish in-flight calls within the deadline."""
+        """Graceful stop (SIGTERM): turn NOT_SERVING, so routers watching our health send no new
+        calls; keep accepting calls for `drain_seconds` (those already on their way); then refuse
+        new calls and finish the ones in flight, within the request deadline."""
         if self.stopping:
             return
         self.stopping = True
@@ -149,6 +162,7 @@ class Runtime:
             self._watch.cancel()
         if self.cfg.drain_seconds > 0:
             await asyncio.sleep(self.cfg.drain_seconds)
+        await self.health.close_watches()
         if self._http is not None:
             await self._http.shutdown()
         if self._server is not None:

@@ -20,9 +20,22 @@ from .errors import RoleError
 from .tls import channel_credentials
 
 
-def service_config(retries: int) -> dict[str, Any]:
-    """Round robin per call; UNAVAILABLE retried on another replica, throttled to a 10% budget."""
-    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+def service_config(retries: int, burst: int = 256) -> dict[str, Any]:
+    """Round robin per call over the replicas that report SERVING; UNAVAILABLE retried elsewhere.
+
+    gRPC watches every replica's health (`healthCheckConfig`), so a replica that turns NOT_SERVING
+    (it was told to stop, and drains) gets no new calls. A call that failed UNAVAILABLE (its replica
+    died or refused it) is sent to another replica, up to `retries` more times; such a call may have
+    started on the replica that died, which is why `retries` > 0 requires idempotent functions (a
+    pattern declared `idempotent=False` runs with retries 0). Calls that provably never reached a
+    replica are retried transparently by gRPC in any case. Retries are throttled: a burst of up to
+    `burst` failed calls (every call in flight on a replica that died) is retried, after that
+    only while fewer than about 1 call in 10 fails, so a dead group is not hammered with retries.
+    """
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+    }
     if retries > 0:
         config["methodConfig"] = [
             {
@@ -36,14 +49,16 @@ def service_config(retries: int) -> dict[str, Any]:
                 },
             }
         ]
-        config["retryThrottling"] = {"maxTokens": 20, "tokenRatio": 0.1}
+        # Retries stop while tokens <= maxTokens / 2; each failure costs 1, each success gives 0.1.
+        config["retryThrottling"] = {"maxTokens": min(1000, 2 * max(burst, 10) + 20), "tokenRatio": 0.1}
     return config
 
 
-def channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any]]:
+def channel_options(retries: int, max_message_bytes: int, burst: int = 256) -> list[tuple[str, Any]]:
     return [
-        ("grpc.service_config", json.dumps(service_config(retries))),
-        ("grpc.enable_retries", 1 if retries > 0 else 0),
+        ("grpc.service_config", json.dumps(service_config(retries, burst))),
+        # On even with retries 0: gRPC's transparent retries only resend calls no replica received.
+        ("grpc.enable_retries", 1),
         ("grpc.max_send_message_length", max_message_bytes + 1024),
         ("grpc.max_receive_message_length", max_message_bytes + 1024),
         # A restarted replica must take traffic again within seconds, not after gRPC's 2-minute backoff.
@@ -53,6 +68,20 @@ def channel_options(retries: int, max_message_bytes: int) -> list[tuple[str, Any
         ("grpc.dns_min_time_between_resolutions_ms", 1000),
         ("grpc.keepalive_time_ms", 20000),
     ]
+
+
+def tls_server_name(target: str) -> str | None:
+    """The name a peer's certificate must carry, for targets that list addresses.
+
+    gRPC would verify `ipv4:127.0.0.1:5001,127.0.0.1:5002` as one host name; every replica of a
+    local group listens on the same host, so its certificate needs that host (an IP SAN) instead.
+    """
+    for scheme in ("ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            first = target[len(scheme) :].split(",")[0]
+            host = first.rsplit(":", 1)[0] if first.count(":") == 1 or first.startswith("[") else first
+            return host.strip("[]") or None
+    return None
 
 
 class Upstream:
@@ -66,6 +95,7 @@ class Upstream:
         role_name: str,
         retries: int,
         max_message_bytes: int,
+        burst: int = 256,
         details: dict[str, Any] | None = None,
         tls: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> None:
@@ -74,8 +104,11 @@ class Upstream:
         self.role_name = role_name
         self.details = dict(details or {})
         self.details.setdefault("role", role_name)
-        options = channel_options(retries, max_message_bytes)
+        options = channel_options(retries, max_message_bytes, burst)
         creds = channel_credentials(*tls)
+        name = tls_server_name(target) if creds is not None else None
+        if name is not None:
+            options.append(("grpc.ssl_target_name_override", name))
         if creds is None:
             self.channel = grpc.aio.insecure_channel(target, options=options)
         else:

@@ -48,6 +48,7 @@ def make_upstreams(cfg: Config, label: str | None) -> list[Upstream]:
                 role_name=name,
                 retries=cfg.retries,
                 max_message_bytes=cfg.max_request_bytes,
+                burst=cfg.max_in_flight,
                 details=details,
                 tls=(cfg.tls_cert, cfg.tls_key, cfg.tls_ca),
             )

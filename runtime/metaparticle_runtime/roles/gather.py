@@ -102,19 +102,24 @@ class GatherRoot:
             self.latency.add(time.monotonic() - start)
 
     async def call(self, message: bytes, deadline: float) -> bytes:
-        request = None
-        if self.with_context:
-            request = decode(unwrap(message), max_bytes=self.cfg.max_request_bytes, max_depth=self.cfg.max_json_depth)
-        tasks = [
-            asyncio.ensure_future(self._leaf(i, up, message, deadline)) for i, up in enumerate(self.upstreams)
-        ]
+        # Bad input is refused here, once, rather than by every leaf (and never reads as a missing leaf).
+        request = decode(unwrap(message), max_bytes=self.cfg.max_request_bytes, max_depth=self.cfg.max_json_depth)
         partial = self.cfg.on_missing == "partial"
+        leaf_deadline = deadline
+        if partial:
+            # Keep a little of the deadline for merging what arrived: a slow leaf is reported missing
+            # instead of taking the whole request past its deadline.
+            leaf_deadline = deadline - min(0.1, 0.1 * max(0.0, deadline - time.monotonic()))
+        tasks = [
+            asyncio.ensure_future(self._leaf(i, up, message, leaf_deadline)) for i, up in enumerate(self.upstreams)
+        ]
         try:
             if not partial:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for task in tasks:
-                    if task.done() and task.exception() is not None:
-                        raise task.exception()  # the first failing leaf, in leaf order
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                # Read every finished leaf's error (so none is reported as never retrieved).
+                failed = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+                if failed:
+                    raise failed[0]  # the first failing leaf, in leaf order
             else:
                 await asyncio.wait(tasks)
         finally:
@@ -135,6 +140,10 @@ class GatherRoot:
             results.append(self._decode_leaf(i, task.result()))
             present.append(i)
         if not present:
+            codes = {getattr(task.exception(), "code", None) for task in tasks}
+            if len(codes) == 1 and codes <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}:
+                # Every leaf refused the request or failed on it the same way: that is the answer.
+                raise tasks[0].exception()  # type: ignore[misc]
             raise RoleError(grpc.StatusCode.UNAVAILABLE, "no leaf answered", missing=missing)
 
         args: tuple[Any, ...] = (results,)

@@ -1,0 +1,51 @@
+"""The gRPC health service, with a `Watch` that routers can rely on while a replica drains.
+
+Routers balance only over replicas whose health `Watch` stream says SERVING (gRPC client-side health
+checking), so a replica told to stop turns NOT_SERVING and gets no new calls while it drains.
+grpc's asyncio servicer forgets every other watcher of a service when one watch ends (a router
+reconnecting is enough), after which NOT_SERVING reaches no one; and its watches never end, so a
+stopping server either waits its whole grace period for them or has them cancelled under it.
+This one notifies every watcher of every change and ends all watches on `close_watches()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from grpc_health.v1 import health, health_pb2
+
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+
+
+class HealthServicer(health.aio.HealthServicer):
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = asyncio.Condition()
+        self._closing = False
+
+    async def _set(self, service: str, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        async with self._changed:
+            self._server_status[service] = status
+            self._changed.notify_all()
+
+    def _status(self, service: str) -> "health_pb2.HealthCheckResponse.ServingStatus":
+        return self._server_status.get(service, SERVICE_UNKNOWN)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:  # noqa: N802 - gRPC's name
+        last = None
+        while True:
+            status = self._status(request.service)
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                last = status
+            async with self._changed:
+                if self._closing:
+                    return
+                if self._status(request.service) == last:
+                    await self._changed.wait()
+
+    async def close_watches(self) -> None:
+        """Ends every Watch stream (after the last status was sent): for a graceful stop."""
+        async with self._changed:
+            self._closing = True
+            self._changed.notify_all()
