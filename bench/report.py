@@ -85,9 +85,15 @@ def render(r: dict[str, Any]) -> str:
         w(f"| Spread, 3 replicas: throughput entry / direct | {f(sp['entry_over_direct'])} | >= 0.90 | {goal(sp['entry_over_direct'], lambda x: x >= 0.9)} |")
         w(f"| Spread: throughput nginx round robin / direct | {f(sp['nginx_over_direct'])} | (baseline) | |")
         modes = sp["modes"]
-        w(f"| Spread: router CPU per request (us) next to nginx's | ours {cpu(modes['entry'], 'proxy')}, nginx {cpu(modes['nginx'], 'proxy')} | | |")
+        rate = sp.get("fixed_rate")
+        w(f"| Spread: router CPU per request (us) next to nginx's, at saturation | ours {cpu(modes['entry'], 'proxy')}, nginx {cpu(modes['nginx'], 'proxy')} | | |")
+        if rate and f"entry@{rate}/s" in modes:
+            w(
+                f"| Spread: router CPU per request (us) next to nginx's, both at {rate} req/s | ours {cpu(modes[f'entry@{rate}/s'], 'proxy')}, "
+                f"nginx {cpu(modes[f'nginx@{rate}/s'], 'proxy')}; ratio {f(sp.get('router_cpu_over_nginx_at_fixed_rate'), 1)} | | |"
+            )
         if "router_cpu_uvloop_over_asyncio" in sp:
-            w(f"| Spread: router CPU, uvloop / asyncio loop | {f(sp['router_cpu_uvloop_over_asyncio'])} | < 1 | {goal(sp['router_cpu_uvloop_over_asyncio'], lambda x: x < 1)} |")
+            w(f"| Spread: router CPU per request, uvloop / asyncio loop (at {rate} req/s) | {f(sp['router_cpu_uvloop_over_asyncio'])} | < 1 | {goal(sp['router_cpu_uvloop_over_asyncio'], lambda x: x < 1)} |")
         w(f"| HTTP/JSON entry throughput / gRPC entry (Spread) | {f(sp['http_over_grpc_entry'])} | | |")
     if "entry_over_direct" in sh:
         w(f"| Shard, 3 shards keyed by a JSON field: entry / direct | {f(sh['entry_over_direct'])} | >= 0.85 | {goal(sh['entry_over_direct'], lambda x: x >= 0.85)} |")
@@ -123,16 +129,18 @@ def render(r: dict[str, Any]) -> str:
     w(_error(sp) or "")
     if "modes" in sp:
         w("Function servers on CPU 0; h2load and the proxy under test on CPU 1. `direct`: one h2load per replica, 22 streams each.\n")
-        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | h2load CPU us/req | failed | real-client check |")
-        w("|---|---|---|---|---|---|---|---|---|")
+        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | h2load CPU us/req | other programs' CPU | failed | real-client check |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
         for name, mode in sp["modes"].items():
             w(
                 f"| {name} | {f(mode['rps'], 0)} | {f(mode['p50_ms'], 1)} | {f(mode['p99_ms'], 1)} | {cpu(mode, 'proxy')} | "
-                f"{cpu(mode, 'servers')} | {f(mode['h2load_cpu_us_per_request'], 0)} | {mode['failed']} | {verified(mode)} |"
+                f"{cpu(mode, 'servers')} | {f(mode['h2load_cpu_us_per_request'], 0)} | {pct(mode.get('other_cpu_share'), 0)} | {mode['failed']} | {verified(mode)} |"
             )
         w("")
         w(f"Event loop of the runtime processes: {sp.get('event_loop')}; `entry_asyncio_loop` is a second router with `MP_EVENT_LOOP=asyncio`. "
-          "`http_entry` is `h2load --h1` with 66 HTTP/1.1 connections to the router's JSON entry (`POST /`).\n")
+          "`http_entry` is `h2load --h1` with 66 HTTP/1.1 connections to the router's JSON entry (`POST /`). "
+          "Setups named `@N/s` offer a fixed N req/s (h2load --rps) instead of saturating, so CPU per request is compared at equal load. "
+          "\"Other programs' CPU\" is the share of both CPUs used during the run by processes outside the benchmark.\n")
         prof = sp.get("profile")
         if prof and "by_kind" in prof:
             w(f"Where the router's CPU goes under the entry load (py-spy, {prof['samples']} samples):\n")
@@ -153,12 +161,12 @@ def render(r: dict[str, Any]) -> str:
             f"through nginx each sends an `x-shard` header that nginx's consistent hash maps to a different shard ({', '.join(sh['nginx_header_values'])}); "
             "`direct` sends each stream of keys straight to its shard. The real-client check asserts the answer came from the owning shard.\n"
         )
-        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | failed | real-client check |")
-        w("|---|---|---|---|---|---|---|---|")
+        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | other programs' CPU | failed | real-client check |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for name, mode in sh["modes"].items():
             w(
                 f"| {name} | {f(mode['rps'], 0)} | {f(mode['p50_ms'], 1)} | {f(mode['p99_ms'], 1)} | {cpu(mode, 'proxy')} | "
-                f"{cpu(mode, 'servers')} | {mode['failed']} | {verified(mode)} |"
+                f"{cpu(mode, 'servers')} | {pct(mode.get('other_cpu_share'), 0)} | {mode['failed']} | {verified(mode)} |"
             )
         b = sh["balance"]
         w(f"\nKey balance: {b['keys']} keys `user-N` over {b['shards']} shards: max/mean {b['max_over_mean']:.4f}, min/mean {b['min_over_mean']:.4f}; "

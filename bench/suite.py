@@ -47,6 +47,8 @@ class Settings:
     expansion_counts: list[int] = field(default_factory=lambda: [10, 100, 1000])
     kubernetes_counts: list[int] = field(default_factory=lambda: [10, 100, 1000])
     balance_keys: int = 100_000
+    #: Offered load (req/s) of the fixed-rate runs that compare proxies' CPU per request.
+    fixed_rate: int = 900
 
     @classmethod
     def make(cls, quick: bool) -> "Settings":
@@ -109,6 +111,9 @@ def measure(
     result = h2load(specs, duration=st.duration, cpus=GEN_CPUS, workdir=workdir, timeout=st.duration + 60)
     used = meter.stop()
     done = max(1, result.succeeded)
+    # CPU that the rest of the machine used meanwhile (other programs), as a share of all CPUs.
+    ours = sum(used.values()) + result.h2load_cpu
+    other = max(0.0, meter.busy - ours) / max(1e-9, meter.wall * (os.cpu_count() or 1))
     out = {
         "rps": result.rps,
         "succeeded": result.succeeded,
@@ -118,6 +123,7 @@ def measure(
         "cpu_us_per_request": {k: v / done * 1e6 for k, v in used.items()},
         "h2load_cpu_us_per_request": result.h2load_cpu / done * 1e6,
         "loadavg": loadavg(),
+        "other_cpu_share": other,
     }
     if check is not None:
         out["verified"] = checked or {"calls": 0, "ok": 0, "errors": ["the check did not finish"]}
@@ -127,7 +133,7 @@ def measure(
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """min/median/max over repeats of every number in the runs."""
     out: dict[str, Any] = {}
-    for key in ("rps", "p50_ms", "p99_ms", "h2load_cpu_us_per_request"):
+    for key in ("rps", "p50_ms", "p99_ms", "h2load_cpu_us_per_request", "other_cpu_share"):
         out[key] = spread([r[key] for r in runs])
     cpu_keys = runs[0]["cpu_us_per_request"].keys() if runs else []
     out["cpu_us_per_request"] = {k: spread([r["cpu_us_per_request"][k] for r in runs]) for k in cpu_keys}
@@ -196,24 +202,45 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             {"servers": servers, "proxy": router},
             lambda: tools.verify_http(http_url, body, expect, st.verify_calls),
         )
-        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in modes}
+        # The same proxies at one fixed offered rate, below every setup's capacity: CPU per request
+        # compared at equal load (at saturation it also depends on how much each batches).
+        fixed: dict[str, tuple[list[dict[str, Any]], dict[str, list[int]], None]] = {}
+        per_client = st.fixed_rate / 6
+        for name in ("nginx", "entry", "entry_asyncio_loop"):
+            if name in modes:
+                specs = [dict(sp_, c=2, rate=per_client) for sp_ in modes[name][0]]
+                fixed[f"{name}@{st.fixed_rate}/s"] = (specs, modes[name][1], None)
+        fixed[f"http_entry@{st.fixed_rate}/s"] = (
+            [dict(modes["http_entry"][0][0], c=6, rate=per_client)],
+            modes["http_entry"][1],
+            None,
+        )
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in list(modes) + list(fixed)}
         for rep in range(st.repeats):
-            for name, (specs, groups, check) in modes.items():
+            for name, (specs, groups, check) in list(modes.items()) + list(fixed.items()):
                 log(f"spread: repeat {rep + 1}/{st.repeats} {name}")
                 runs[name].append(measure(specs, groups, st, workdir, check))
-        result: dict[str, Any] = {"modes": {k: summarize(v) for k, v in runs.items()}, "runs": runs}
+        result: dict[str, Any] = {"modes": {k: summarize(v) for k, v in runs.items()}, "runs": runs, "fixed_rate": st.fixed_rate}
         result["entry_over_direct"] = ratios(runs["entry"], runs["direct"])
         result["nginx_over_direct"] = ratios(runs["nginx"], runs["direct"])
         result["http_over_grpc_entry"] = ratios(runs["http_entry"], runs["entry"])
         if "entry_asyncio_loop" in runs:
             result["asyncio_loop_over_direct"] = ratios(runs["entry_asyncio_loop"], runs["direct"])
+            a_runs, b_runs = runs[f"entry@{st.fixed_rate}/s"], runs[f"entry_asyncio_loop@{st.fixed_rate}/s"]
             result["router_cpu_uvloop_over_asyncio"] = spread(
                 [
                     a["cpu_us_per_request"]["proxy"] / b["cpu_us_per_request"]["proxy"]
-                    for a, b in zip(runs["entry"], runs["entry_asyncio_loop"])
+                    for a, b in zip(a_runs, b_runs)
                     if b["cpu_us_per_request"]["proxy"]
                 ]
             )
+        result["router_cpu_over_nginx_at_fixed_rate"] = spread(
+            [
+                a["cpu_us_per_request"]["proxy"] / b["cpu_us_per_request"]["proxy"]
+                for a, b in zip(runs[f"entry@{st.fixed_rate}/s"], runs[f"nginx@{st.fixed_rate}/s"])
+                if b["cpu_us_per_request"]["proxy"]
+            ]
+        )
         result["event_loop"] = "uvloop" if uvloop_installed() else "asyncio"
         if not st.quick:
             specs, _, _ = modes["entry"]
@@ -269,7 +296,7 @@ def profile_router(pid: int, specs: list[dict[str, Any]], workdir: Path, seconds
             kinds["other threads (gRPC's completion-queue poller)"] += count
         elif "metaparticle_runtime" in leaf:
             kinds["our runtime's Python code (self time)"] += count
-        elif leaf.startswith("Handle._run") or "uvloop" in leaf:
+        elif leaf.startswith(("Handle._run", "Runner.run", "BaseEventLoop.run_until_complete")) or "uvloop" in leaf:
             kinds["native code run by the event loop (gRPC's Cython/C core; uvloop)"] += count
         elif "grpc/" in leaf:
             kinds["gRPC's Python layer (grpc.aio)"] += count

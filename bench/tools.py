@@ -124,6 +124,14 @@ def pin(pid: int, cpus: Iterable[int] | None) -> None:
             pass
 
 
+def busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all CPUs, not idle or iowait), in seconds."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 class CpuMeter:
     """CPU seconds used by named groups of processes between start() and stop()."""
 
@@ -137,10 +145,14 @@ class CpuMeter:
 
     def start(self) -> None:
         self._start = self._read()
+        self._busy = busy_seconds()
+        self._t0 = time.monotonic()
 
     def stop(self) -> dict[str, float]:
         end = self._read()
         self.used = {name: end[name] - self._start.get(name, 0.0) for name in end}
+        self.busy = busy_seconds() - self._busy
+        self.wall = time.monotonic() - self._t0
         return self.used
 
 
@@ -203,6 +215,8 @@ def h2load(
             cmd += ["-n", str(count)]
         if spec.get("h1"):
             cmd += ["--h1"]
+        if spec.get("rate"):
+            cmd += [f"--rps={spec['rate']:g}"]
         for header in spec.get("headers", ()):
             cmd += ["-H", header]
         cmd += ["-d", str(spec["body"]), spec["url"]]
