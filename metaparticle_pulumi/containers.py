@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
-import cloudpickle
-
-from .image import write_build_context
+from .image import build_args, write_build_context
 from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -210,8 +208,12 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
         out.topologies.append(topology)
         base = dns_name(topology.name)
         image_res = by_name.get((IMAGE, f"{base}-image"))
+        renamed: dict[str, str] = {}
         if image_res is not None:
-            out.images.append(_image_spec(evaluation.directory, topology, reveal(image_res.inputs), python))
+            inputs = reveal(image_res.inputs)
+            spec = _image_spec(evaluation.directory, topology, inputs, python)
+            renamed[str(inputs["imageName"])] = spec.name
+            out.images.append(spec)
         net = by_name.get((NETWORK, f"{base}-net"))
         if net is None:
             raise EngineError(f"{topology.pattern} {topology.name!r} rendered no docker network")
@@ -226,9 +228,9 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
                     raise EngineError(f"{topology.pattern} {topology.name!r} rendered no container for {role.name}-{index}")
                 entry = role.entry and index == 0
                 host_port = port if entry and first_entry else None
-                out.containers.append(
-                    _container_spec(out.project, topology, role.name, reveal(res.inputs), entry, host_port)
-                )
+                inputs = reveal(res.inputs)
+                inputs["image"] = renamed.get(str(inputs["image"]), inputs["image"])
+                out.containers.append(_container_spec(out.project, topology, role.name, inputs, entry, host_port))
                 if entry:
                     first_entry = False
     if not out.containers:
@@ -248,11 +250,15 @@ def _image_spec(directory: Path, topology: Topology, inputs: Mapping[str, Any], 
                 f"{', '.join(wrong)} and load only there, not in a Python {python} image; define them in a "
                 "module of the program (they then travel by reference) or deploy with that Python"
             )
+    name = str(inputs["imageName"])
+    if python is not None and python != args.get("PYTHON_VERSION"):
+        # The content tag stands for the default build args: another Python is another image.
         args["PYTHON_VERSION"] = python
+        name = f"{name}-py{python}"
     context = Path(build.get("context") or ".")
     if not context.is_absolute():
         context = Path(directory) / context
-    return ImageSpec(topology.name, str(inputs["imageName"]), context, args)
+    return ImageSpec(topology.name, name, context, args)
 
 
 def _labels(items: Any) -> dict[str, str]:
@@ -447,18 +453,17 @@ def build_runtime_image(
 ) -> BuiltImage:
     """The runtime alone (no program) built with the same Dockerfile: the layers every pattern's
     image starts from, tagged `metaparticle-runtime:<content hash>`."""
-    python = python_version or deploying_python()
+    args = build_args()
     with tempfile.TemporaryDirectory(prefix="metaparticle-runtime-") as tmp:
         empty = Path(tmp) / "program"
         empty.mkdir()
         context = write_build_context(Topology("runtime", "Runtime", (), source_dir=str(empty)), Path(tmp) / "context")
         (context.path / "app").mkdir(exist_ok=True)
-        spec = ImageSpec(
-            "runtime",
-            f"{RUNTIME_PROJECT}:{context.tag}",
-            context.path,
-            {"PYTHON_VERSION": python, "CLOUDPICKLE_VERSION": cloudpickle.__version__},
-        )
+        name = f"{RUNTIME_PROJECT}:{context.tag}"
+        if python_version and python_version != args["PYTHON_VERSION"]:
+            args["PYTHON_VERSION"] = python_version
+            name = f"{name}-py{python_version}"
+        spec = ImageSpec("runtime", name, context.path, args)
         return build(client, spec, project=RUNTIME_PROJECT, on_line=on_line)
 
 

@@ -69,6 +69,12 @@ def function_path(spec: Optional[FunctionSpec]) -> Optional[str]:
     return f"{FUNCTIONS_DIR}/{spec.file_name}"
 
 
+def build_args() -> dict[str, str]:
+    """The Dockerfile's build args: the deploying Python's minor version (by-value functions load
+    only there) and its cloudpickle version."""
+    return {"PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}", "CLOUDPICKLE_VERSION": cloudpickle.__version__}
+
+
 def dockerfile_text() -> str:
     """The runtime's Dockerfile (runtime/Dockerfile)."""
     if not _DOCKERFILE.is_file():
@@ -244,6 +250,9 @@ def write_build_context(topology: Topology, directory: str | os.PathLike[str] | 
     out.mkdir(parents=True, exist_ok=True)
     (out / "functions").mkdir(exist_ok=True)
     digest = hashlib.sha256()
+    # The tag names the image, not just the files: another Python or cloudpickle is another image.
+    for key, value in sorted(build_args().items()):
+        digest.update(f"ARG {key}={value}\0".encode())
     for rel in sorted(files):
         data = _content(files[rel])
         mode = _mode(files[rel])
@@ -350,10 +359,7 @@ def container_image(
         context=context_dir,
         dockerfile=f"{context_dir}/Dockerfile",
         platform=platform,
-        args={
-            "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
-            "CLOUDPICKLE_VERSION": cloudpickle.__version__,
-        },
+        args=build_args(),
     )
     registry_args = None
     username = cfg.get("registryUsername")

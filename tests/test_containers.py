@@ -197,8 +197,24 @@ def test_another_python_is_refused_for_functions_shipped_by_value(tmp_path):
         containers.plan(evaluation, python_version="3.99")
     # By reference (scatter_gather's functions live in search.py): any Python may run them.
     evaluation = evaluate(copy_program("scatter_gather", tmp_path), target="docker")
-    (image,) = containers.plan(evaluation, python_version="3.12").images
+    default = containers.plan(evaluation)
+    plan = containers.plan(evaluation, python_version="3.12")
+    (image,) = plan.images
     assert image.build_args["PYTHON_VERSION"] == "3.12"
+    assert image.name == f"{default.images[0].name}-py3.12"  # another image, so another tag
+    assert {c.image for c in plan.containers} == {image.name}
+
+
+def test_the_content_tag_changes_with_the_build_args(tmp_path, monkeypatch):
+    """An image built for another Python (or cloudpickle) never takes the tag of the one before."""
+    from metaparticle_pulumi import image as image_module
+    from metaparticle_pulumi.image import write_build_context
+
+    (pattern,) = evaluate(copy_program("scatter_gather", tmp_path), target="kubernetes").patterns
+    before = write_build_context(pattern.topology).tag
+    assert write_build_context(pattern.topology).tag == before
+    monkeypatch.setattr(image_module, "build_args", lambda: {"PYTHON_VERSION": "3.99", "CLOUDPICKLE_VERSION": "9"})
+    assert write_build_context(pattern.topology).tag != before
 
 
 def test_durations_are_go_durations():
