@@ -157,6 +157,10 @@ class _Pattern(pulumi.ComponentResource):
                 raise
             raise PatternError(f"{kind} {resource_name!r}: {exc}") from None
         self.target = _resolve_target(args.target, f"{kind} {resource_name!r}")
+        if args.tls is not None and self.target != "local":
+            raise PatternError(
+                f"{kind} {resource_name!r}: tls=(cert, key, ca) is for the local target; on {self.target} use tls_secret"
+            )
 
         from .targets import render
 

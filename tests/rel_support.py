@@ -514,3 +514,145 @@ def make_certs(directory: str | Path) -> Certs:
         )
     p = lambda name: str(Path(d, name).resolve())  # noqa: E731
     return Certs(p("ca.crt"), p("role.crt"), p("role.key"), p("rogue-ca.crt"), p("rogue-role.crt"), p("rogue-role.key"))
+
+
+# -- the tables of docs/reliability.md --------------------------------------------------------------
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The fault and bad-input tables of docs/reliability.md from tests/.results/reliability.json:
+    `python tests/rel_support.py` prints them after a test run."""
+
+    def get(section: str, key: str, default: Any = "n/a") -> Any:
+        return doc.get(section, {}).get(key, default)
+
+    rows = []
+    s = "spread_sigkill"
+    if s in doc:
+        rows.append((
+            "Spread (3 replicas): SIGKILL one replica a third of the way in",
+            f"{get(s, 'requests')} requests, gRPC, 64 concurrent, 10 ms function",
+            f"{get(s, 'failed')} failed ({get(s, 'in_flight_at_kill')} requests in flight at the kill)",
+            f"restarted replica answering {get(s, 'recovery_seconds')} s after the kill",
+        ))
+    s = "spread_rolling_sigterm"
+    if s in doc:
+        rows.append((
+            "Spread (3 replicas): rolling SIGTERM of every replica, one after the other",
+            f"{get(s, 'requests')} requests, HTTP, 64 concurrent, 50 ms function",
+            f"{get(s, 'failed')} failed; each replica reported NOT_SERVING and finished its in-flight calls "
+            f"({get(s, 'in_flight_finished_after_sigterm')} answered after SIGTERM)",
+            "each replica answering again " + ", ".join(f"{x} s" for x in get(s, "back_after_seconds", [])) + " after its SIGTERM",
+        ))
+    s = "shard_only_replica_killed"
+    if s in doc:
+        rows.append((
+            "Shard (3 shards, 1 replica each): SIGKILL shard 1's only replica",
+            f"{get(s, 'requests')} requests over 300 keys, HTTP + gRPC, 32 concurrent",
+            f"other shards: {get(s, 'other_shards_failed')} of {get(s, 'other_shards_requests')} failed; shard 1: "
+            f"{get(s, 'dead_shard_failed')} of {get(s, 'dead_shard_requests')} failed while down, every one 503/UNAVAILABLE "
+            f"naming shard 1, in at most {get(s, 'dead_shard_failure_max_ms')} ms",
+            f"shard 1 answering {get(s, 'recovery_seconds')} s after the kill",
+        ))
+    s = "shard_replica_killed_2_per_shard"
+    if s in doc:
+        rows.append((
+            "Shard (3 shards, 2 replicas each): SIGKILL one replica of shard 1",
+            f"{get(s, 'requests')} requests, HTTP + gRPC, 32 concurrent",
+            f"{get(s, 'failed')} failed",
+            f"restarted replica answering {get(s, 'recovery_seconds')} s after the kill",
+        ))
+    s = "scatter_dead_leaf_fail"
+    if s in doc:
+        rows.append((
+            "Scatter/gather (3 leaves): SIGKILL leaf 1 (on_missing=\"fail\")",
+            f"{get(s, 'requests_while_dead')} requests while the leaf was down",
+            f"all {get(s, 'failed_naming_leaf')} failed 503/UNAVAILABLE naming leaf 1, in at most {get(s, 'max_latency_ms')} ms",
+            "leaf restarted by the supervisor",
+        ))
+    s = "scatter_dead_leaf_partial"
+    if s in doc:
+        rows.append((
+            "Scatter/gather: SIGKILL leaf 1 (on_missing=\"partial\")",
+            f"{get(s, 'requests_while_dead')} requests while the leaf was down",
+            f"0 failed: {get(s, 'partial_answers')} merged answers of leaves 0 and 2 with \"missing\": [leaf 1], "
+            f"in at most {get(s, 'max_latency_ms')} ms",
+            "leaf restarted by the supervisor",
+        ))
+    s = "scatter_slow_leaf_fail"
+    if s in doc:
+        rows.append((
+            "Scatter/gather: leaf 2 takes 3 s, deadline 1 s (on_missing=\"fail\")",
+            f"{get(s, 'requests')} concurrent requests, HTTP + gRPC",
+            f"all 504/DEADLINE_EXCEEDED naming leaf 2, the slowest after {get(s, 'max_latency_ms')} ms",
+            "n/a",
+        ))
+    s = "scatter_slow_leaf_partial"
+    if s in doc:
+        rows.append((
+            "Scatter/gather: leaf 2 takes 3 s, deadline 1 s (on_missing=\"partial\")",
+            f"{get(s, 'requests')} concurrent requests, HTTP + gRPC",
+            f"0 failed: merged answers of leaves 0 and 1 with leaf 2 missing (DEADLINE_EXCEEDED), "
+            f"the slowest after {get(s, 'max_latency_ms')} ms",
+            "n/a",
+        ))
+    s = "overload"
+    if s in doc:
+        rows.append((
+            f"Overload: {get(s, 'offered_rps')} requests/s offered to a function that sustains {get(s, 'sustainable_rps')}/s "
+            "(4 in flight x 50 ms)",
+            f"{get(s, 'requests')} requests in 3 s, open loop, HTTP + gRPC",
+            f"served {get(s, 'served')}, refused {get(s, 'refused')} with 429/RESOURCE_EXHAUSTED "
+            f"(p50 {get(s, 'refused_p50_ms')} ms, p99 {get(s, 'refused_p99_ms')} ms), {get(s, 'other_failures')} other failures",
+            f"RSS {get(s, 'rss_baseline_mib')} MiB before, {get(s, 'rss_peak_mib')} MiB at most during",
+        ))
+    lines = ["| Fault | Load | Failures seen | Recovery |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines.append("")
+    lines += ["| Bad input | Tried | Answers | Crashes |", "|---|---|---|---|"]
+    s = "bad_input"
+    if s in doc:
+        statuses = get(s, "statuses", {})
+        http = ", ".join(f"{k}: {v}" for k, v in statuses.items() if k.isdigit())
+        grpc_ = ", ".join(f"{k}: {v}" for k, v in statuses.items() if not k.isdigit())
+        lines.append(
+            f"| Generated (hypothesis) and corpus requests to the HTTP and gRPC entry of every pattern "
+            f"({get(s, 'entries')} entries) | {get(s, 'requests')} ({get(s, 'generated_requests')} generated, "
+            f"{get(s, 'corpus_requests')} corpus) | HTTP {http}; gRPC {grpc_}. All documented statuses; every error "
+            f"carries a JSON document except {get(s, 'grpc_oversize_refused_by_transport', 0)} gRPC messages far over the "
+            f"limit that gRPC refused before the runtime saw them (and {get(s, 'grpc_oversize_reset_by_goaway', 0)} reset "
+            f"while their connection closed) | {get(s, 'crashes')} (restarts: {get(s, 'restarts')}) |"
+        )
+    s = "invalid_pattern_arguments"
+    if s in doc:
+        lines.append(
+            f"| Invalid pattern arguments at deploy time | {get(s, 'cases')} cases ({get(s, 'cli_cases')} through "
+            "`metaparticle run`) | one clear `error:` line, exit code 2 | 0 |"
+        )
+    s = "security_pickle"
+    if s in doc:
+        lines.append(
+            f"| Pickle payloads (HTTP body, gRPC payload, raw gRPC message, inside JSON) | {get(s, 'requests')} | "
+            f"{get(s, 'refused_400')} refused 400/INVALID_ARGUMENT, the rest echoed as data; unpickled: {get(s, 'unpickled')} | 0 |"
+        )
+    s = "security_limits"
+    if s in doc:
+        lines.append(
+            f"| Bodies over the limit ({get(s, 'max_request_bytes')} bytes, up to 64 MiB), JSON nested deeper than "
+            f"{get(s, 'max_json_depth')} | {get(s, 'requests')} | 413/RESOURCE_EXHAUSTED, 400/INVALID_ARGUMENT; RSS +{get(s, 'rss_growth_mib_with_3_64mib_bodies')} MiB "
+            "after three 64 MiB bodies | 0 |"
+        )
+    s = "security_mtls"
+    if s in doc:
+        lines.append(
+            f"| Mutual TLS: {', '.join(get(s, 'refused_kinds', []))} | {get(s, 'refused_connections')} connections | all refused "
+            f"(UNAVAILABLE); callers with the CA's certificate served | 0 |"
+        )
+    s = "security_bind"
+    if s in doc:
+        lines.append(f"| Listening sockets of a local topology | {get(s, 'listening_sockets')} | all on 127.0.0.1 | n/a |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(json.loads(RESULTS_FILE.read_text())))

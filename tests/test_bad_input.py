@@ -138,6 +138,8 @@ def problems(pattern: str, protocol: str, body: bytes, outcome: rs.Outcome) -> l
             return [f"undocumented gRPC status {status}: {outcome.body!r:.300}"]
         # Far over the limit, gRPC itself refuses the message before the runtime sees it: no document.
         transport_refusal = status == "RESOURCE_EXHAUSTED" and len(body) > limit + 512
+        if transport_refusal and not outcome.json_error:
+            COUNTS["grpc_oversize_refused_by_transport"] += 1
         if status != "OK" and not outcome.json_error and not transport_refusal:
             found.append(f"gRPC {status} without a JSON error document: {outcome.body!r:.300}")
         if status != "OK" and outcome.json_error and outcome.body.get("code") != status:
@@ -483,6 +485,7 @@ def test_no_replica_crashed_and_every_entry_still_serves(harness: Harness) -> No
             "entries": len(PATTERNS) * 2,
             "statuses": {k.split(":", 1)[1]: v for k, v in sorted(COUNTS.items()) if k.startswith("status:")},
             "grpc_oversize_reset_by_goaway": COUNTS["oversize_reset_by_goaway"],
+            "grpc_oversize_refused_by_transport": COUNTS["grpc_oversize_refused_by_transport"],
             "crashes": 0,
             "restarts": 0,
         },
@@ -535,8 +538,14 @@ def test_more_invalid_pattern_arguments_are_one_line_program_errors(case: str, m
     from metaparticle_pulumi.program import ProgramError, evaluate
 
     monkeypatch.setenv("REL_BAD_CASE", case)
-    with pytest.raises(ProgramError) as info:
-        evaluate(rs.PROGRAMS / "rel_bad_args", target="local", port=rs.free_port())
+    loop = asyncio.new_event_loop()  # Pulumi's evaluation wants a current event loop
+    asyncio.set_event_loop(loop)
+    try:
+        with pytest.raises(ProgramError) as info:
+            evaluate(rs.PROGRAMS / "rel_bad_args", target="local", port=rs.free_port())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     assert str(info.value) == MORE_BAD_ARGS[case] or str(info.value).startswith(MORE_BAD_ARGS[case]), str(info.value)
     assert "\n" not in str(info.value)
     if case == sorted(MORE_BAD_ARGS)[-1]:

@@ -111,6 +111,7 @@ def test_request_size_and_nesting_limits(sec: rs.Topology) -> None:
             await grpc_client.close()
 
     o = asyncio.run(run())
+    sent = len(o) + 2  # three 64 MiB bodies under one key
     growth = rss["after"] - rss["before"]
     assert o["http at limit"].status == 200 and o["grpc at limit"].status == "OK"
     for key in ("http limit+1", "http 64 MiB", "grpc limit+1"):
@@ -123,7 +124,7 @@ def test_request_size_and_nesting_limits(sec: rs.Topology) -> None:
     assert growth < 48 * 1024, f"RSS grew by {growth} KiB with 64 MiB bodies"
     rs.record(
         "security_limits",
-        {"max_request_bytes": LIMIT, "max_json_depth": 64, "rss_growth_mib_with_3_64mib_bodies": round(growth / 1024, 1)},
+        {"requests": sent, "max_request_bytes": LIMIT, "max_json_depth": 64, "rss_growth_mib_with_3_64mib_bodies": round(growth / 1024, 1)},
     )
 
 
@@ -233,3 +234,20 @@ def test_roles_talk_mutual_tls_and_refuse_peers_without_a_valid_certificate(tls_
         "security_mtls",
         {"roles": replicas, "refused_connections": len(refused), "refused_kinds": sorted(clients), "valid_certificate_calls_ok": replicas},
     )
+
+
+def test_the_tls_argument_is_refused_off_the_local_target(monkeypatch, certs: rs.Certs) -> None:
+    import metaparticle_pulumi as mp
+    from metaparticle_pulumi.program import ProgramError, evaluate
+
+    monkeypatch.setenv("REL_TLS_DIR", os.path.dirname(certs.ca))
+    loop = asyncio.new_event_loop()  # Pulumi's evaluation wants a current event loop
+    asyncio.set_event_loop(loop)
+    try:
+        with pytest.raises(ProgramError) as info:
+            evaluate(rs.PROGRAMS / "rel_tls", target="kubernetes")
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    assert "tls=(cert, key, ca) is for the local target; on kubernetes use tls_secret" in str(info.value)
+    assert mp.SpreadArgs(function=len, tls=(certs.cert, certs.key, certs.ca)).tls == (certs.cert, certs.key, certs.ca)
