@@ -71,6 +71,15 @@ def connect(timeout: float = 120.0) -> "docker.DockerClient":
         raise EngineError("the docker Python package is not installed: pip install docker") from None
     where = os.environ.get("DOCKER_HOST") or "the default Docker socket"
     try:
+        if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+            # No Docker: podman's Docker-compatible API socket, where it serves one.
+            runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+            for sock in ("/run/podman/podman.sock", f"{runtime_dir}/podman/podman.sock"):
+                if os.path.exists(sock):
+                    where = f"unix://{sock}"
+                    client = docker.DockerClient(base_url=where, timeout=int(timeout))
+                    client.ping()
+                    return client
         client = docker.from_env(timeout=int(timeout))
         client.ping()
     except (DockerException, OSError) as exc:
@@ -464,7 +473,23 @@ def build_runtime_image(
             args["PYTHON_VERSION"] = python_version
             name = f"{name}-py{python_version}"
         spec = ImageSpec("runtime", name, context.path, args)
-        return build(client, spec, project=RUNTIME_PROJECT, on_line=on_line)
+        built = build(client, spec, project=RUNTIME_PROJECT, on_line=on_line)
+    _untag_others(client, RUNTIME_PROJECT, built.name)
+    return built
+
+
+def _untag_others(client: "docker.DockerClient", project: str, keep: str) -> None:
+    """Drops the project's other tags of `keep`'s repository (earlier builds); best effort."""
+    from docker.errors import DockerException
+
+    repository = keep.rsplit(":", 1)[0]
+    for image in client.images.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+        for tag in image.tags:
+            if tag.rsplit(":", 1)[0].split("/")[-1] == repository and not tag.endswith(f"/{keep}") and tag != keep:
+                try:
+                    client.images.remove(tag)
+                except DockerException:  # in use, or the parent of another image
+                    pass
 
 
 def prune_dangling(client: "docker.DockerClient", project: str) -> list[str]:

@@ -285,7 +285,8 @@ def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], por
             assert container.labels[containers.PROJECT_LABEL] == example.project
             if container.attrs["Config"]["Image"].endswith(example.image.name):  # else the sources changed meanwhile
                 assert container.image.id == example.built.id, "an unchanged program was not rebuilt from the cache"
-            assert containers.exec_probe(container), f"{name}: the health probe fails inside the container"
+            # A probe that times out once on a loaded machine is retried, as a kubelet or Docker would.
+            assert wait_until(lambda: containers.exec_probe(container), 20, 1.0), f"{name}: the health probe fails inside the container"
             network = container.attrs["NetworkSettings"]["Networks"][pattern["network"]]
             assert role["name"] in (network.get("Aliases") or []), f"{name} is not reachable as {role['name']}"
             published = {k: v for k, v in container.attrs["NetworkSettings"]["Ports"].items() if v}
@@ -313,9 +314,12 @@ def test_run_target_docker_answers_as_the_local_target_and_leaves_nothing(engine
             assert process.wait(timeout=30) == 0, log_path.read_text()[-3000:]
             assert f"http://127.0.0.1:{port}" in log_path.read_text()
         endpoints = json.loads(endpoints_file.read_text())
-        _check_running(engine, ex, endpoints, port)
-        answers = [_answer(endpoints["patterns"][0]["url"], r) for r in REQUESTS[example]]
-        check_answers(example, REQUESTS[example], answers, local_answers[example])
+        try:
+            _check_running(engine, ex, endpoints, port)
+            answers = [_answer(endpoints["patterns"][0]["url"], r) for r in REQUESTS[example]]
+            check_answers(example, REQUESTS[example], answers, local_answers[example])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- metaparticle run ---\n{log_path.read_text()[-3000:]}") from None
         if detached:
             deleted = _cli("delete", str(ex.directory))
             assert deleted.returncode == 0, deleted.stderr
@@ -383,6 +387,7 @@ def _probe_command(probe: dict[str, Any], ports: dict[str, int]) -> list[str]:
 
     if "grpc" in probe:
         command = list(containers.PROBE) + ["--port", str(port_of(probe["grpc"]["port"]))]
+        command += ["--timeout", str(probe.get("timeoutSeconds", 1))]
         if probe["grpc"].get("service"):
             command += ["--service", probe["grpc"]["service"]]
         return command
@@ -567,10 +572,14 @@ def _check_pod(deployment: Deployment, pod: Pod) -> None:
         f"if {command} >/dev/null 2>&1; then echo {shlex.quote(kind)}=ok; else echo {shlex.quote(kind)}=fail; fi\n"
         for kind, command in checks
     )
-    result = deployment.containers[pod.spec.name].exec_run(["sh", "-c", script])
-    lines = result.output.decode(errors="replace").splitlines()
-    identity = dict(item.split("=") for item in lines[0].split())
-    outcome = dict(line.rsplit("=", 1) for line in lines[1:])
+    container = deployment.containers[pod.spec.name]
+    for _ in range(3):  # a probe fails a pod only after failureThreshold misses: retry a miss on a loaded machine
+        lines = container.exec_run(["sh", "-c", script]).output.decode(errors="replace").splitlines()
+        identity = dict(item.split("=") for item in lines[0].split())
+        outcome = dict(line.rsplit("=", 1) for line in lines[1:])
+        if all(outcome.get(kind) == "ok" for kind in pod.probes):
+            break
+        time.sleep(1.0)
     assert (int(identity["uid"]), int(identity["gid"])) == (pod.security["runAsUser"], pod.security["runAsGroup"])
     for kind in pod.probes:
         assert outcome[kind] == "ok", f"{pod.spec.name}: {kind} {pod.probes[kind]} fails once the pod serves"
