@@ -219,8 +219,10 @@ class Harness:
             for client in [*self.grpc.values(), *self.http.values()]:
                 await client.close()
 
-        self.loop.run_until_complete(close())
-        self.loop.close()
+        try:
+            self.loop.run_until_complete(close())
+        finally:
+            self.loop.close()
 
 
 @pytest.fixture(scope="module")
