@@ -243,7 +243,7 @@ def test_rebuilding_an_unchanged_program_gives_the_same_image(engine, examples):
     again = containers.build(engine, image, project=example.project)
     assert again.id == example.built.id
     assert again.cached, f"only {again.cache_hits} of {again.steps} steps came from the cache"
-    assert engine.images.get(image.name).attrs.get("RepoDigests") == engine.images.get(example.built.id).attrs.get("RepoDigests")
+    assert engine.images.get(image.name).id == example.built.id  # the tag still names that very image
     assert not containers.leftovers(engine, example.project).dangling_images
     for e in examples.values():
         print(f"\n{e.image.name}: {e.built.size / 1e6:.0f} MB, built in {e.built.seconds:.1f}s ({e.built.cache_hits}/{e.built.steps} steps cached)")
