@@ -220,10 +220,12 @@ def render(r: dict[str, Any]) -> str:
 
 WHY = """\
 - **Pinning.** Function servers on CPU 0, h2load plus the proxy under test on CPU 1 (the method of
-  shared/notes/perf-anchors.md). The servers are then the bottleneck in every setup, so entry/direct
-  measures how much server capacity is left once a proxy sits in front, while the proxy's own
-  cost is its CPU per request. On a shared core the ratio would instead be
-  (server cost) / (server cost + router cost); the CPU columns give that directly.
+  shared/notes/perf-anchors.md). The replicas' core is the limit of `direct`; a proxy that keeps
+  up on CPU 1 leaves entry/direct near 1, one that does not (its CPU per request times the rate,
+  plus h2load and whatever else runs on CPU 1, exceeds one core) pulls it down: that is what the
+  ratio detects, and the proxy's CPU per request says why. On a core shared with the servers the
+  ratio would instead be about (server cost) / (server cost + proxy cost); the CPU columns give
+  that directly. The "other programs' CPU" column shows how much the machine was shared.
 - **Direct baseline.** h2load sends every request to the authority of its first URI (later URIs
   only contribute paths), so "direct" runs one h2load per replica/shard concurrently, 22 streams
   each. The other setups use the same three h2load processes (same generator cost), all pointed
@@ -245,7 +247,20 @@ WHY = """\
   percent, so it was not done.
 - **uvloop.** The runtime uses uvloop when it is installed (`MP_EVENT_LOOP=auto`, the default;
   `asyncio` or `uvloop` force one). The router-CPU row "uvloop / asyncio" is measured in this run
-  with a second router forced to the asyncio loop. It stays optional: the runtime runs without it.
+  with a second router forced to the asyncio loop, both at the same fixed rate. During the
+  investigation, 6 interleaved pairs at 900 req/s gave uvloop/asyncio 0.92-0.98 (median 0.945),
+  every pair below 1: a small, consistent gain for one optional import, so it is the default
+  when installed. It stays optional: the runtime runs without it (bench/setup.sh installs it).
+- **Where the router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same router
+  and the same upstream client; compare `http_entry@N/s` with `entry@N/s` in the Spread table:
+  the gRPC entry costs more per request, so grpc.aio's server side is dearer than aiohttp's
+  HTTP/1.1 server, and the profile puts most of the rest in gRPC's client call and its poller
+  thread. None of it is Python of ours that could be trimmed.
+- **Hedging figures.** The extra-leaf-calls column separates two causes: `hedged/plain` shows how
+  many calls the p95 trigger hedges with no straggler at all; `hedged/straggler` minus that is
+  what the stragglers added. Where that difference is well under the 1% of calls that straggle,
+  some stragglers were not hedged (the 5% budget is shared with the ordinary calls that cross
+  p95), and the p99 ratio misses its 1.5x goal in those runs.
 - **No sync (thread-pool) router.** A throw-away sync gRPC proxy (grpc.server + thread pool +
   sync channel, 16 or 64 threads; not kept in the tree) was measured once during the investigation,
   in the same layout and against the same replicas, two interleaved repeats: 263-302 us CPU per
