@@ -68,8 +68,23 @@ class Supervisor:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Starts every replica whose upstreams serve; `wait_ready` starts the routers in turn.
+
+        Routers start once the replicas they call serve, so their first connections succeed and
+        every replica takes its share from the first request (instead of after a reconnect backoff).
+        """
         for replica in self.replicas:
-            self._spawn(replica)
+            if not self._upstream_roles(replica):
+                self._spawn(replica)
+
+    @staticmethod
+    def _upstream_roles(replica: Replica) -> set[str]:
+        return set(json.loads(replica.spec.env.get("MP_UPSTREAM_NAMES", "[]")))
+
+    def _start_routers_whose_upstreams_serve(self, serving_roles: set[str]) -> None:
+        for replica in self.replicas:
+            if replica.process is None and self._upstream_roles(replica) <= serving_roles:
+                self._spawn(replica)
 
     def _spawn(self, replica: Replica) -> None:
         env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
@@ -178,10 +193,12 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline and not should_stop():
             for replica in list(pending):
-                if self.serving(replica):
+                if replica.process is not None and self.serving(replica):
                     pending.remove(replica)
                     if on_ready:
                         on_ready(replica)
+            waiting_roles = {r.spec.role for r in pending}
+            self._start_routers_whose_upstreams_serve({r.spec.role for r in self.replicas} - waiting_roles)
             if self.failed_early():
                 break
             if pending:
