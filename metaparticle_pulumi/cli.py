@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -69,6 +69,35 @@ def _read_json_argument(value: Optional[str]) -> bytes:
     return text.encode()
 
 
+def _role_logs(names: list[str]) -> tuple[Callable[[str, str], None], threading.Event]:
+    """A log sink printing `name | line` in a colour per role, and the switch that turns it on.
+
+    Until the switch is set (while starting), only errors and exits are shown.
+    """
+    colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(names)}
+    width = max(len(name) for name in names)
+    show_logs = threading.Event()
+
+    def log(name: str, line: str) -> None:
+        if show_logs.is_set() or "error" in line or "exited" in line:
+            console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
+
+    return log, show_logs
+
+
+def _progress() -> Progress:
+    """The progress display shown while images build and roles start (on stderr, then cleared)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
 @app.command()
 def run(
     directory: Path = typer.Argument(..., help="The Pulumi program's directory (with Pulumi.yaml and __main__.py)."),
@@ -113,26 +142,12 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="metaparticle-") as function_dir:
         specs = [spec for plan in evaluation.plans for spec in plan.processes(function_dir)]
-        colors = {spec.name: _COLORS[i % len(_COLORS)] for i, spec in enumerate(specs)}
-        width = max(len(s.name) for s in specs)
-        show_logs = threading.Event()
-
-        def log(name: str, line: str) -> None:
-            if show_logs.is_set() or "error" in line or "exited" in line:
-                console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
+        log, show_logs = _role_logs([spec.name for spec in specs])
 
         supervisor = Supervisor(specs, log=log)
         exit_code = 0
         try:
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as progress:
+            with _progress() as progress:
                 task = progress.add_task(f"starting {len(specs)} processes of {evaluation.project}", total=len(specs))
                 supervisor.start()
                 pending = supervisor.wait_ready(
@@ -200,26 +215,12 @@ def _run_containers(
             2,
         )
     specs = deployment.plan.containers
-    colors = {spec.replica: _COLORS[i % len(_COLORS)] for i, spec in enumerate(specs)}
-    width = max(len(s.replica) for s in specs)
-    show_logs = threading.Event()
-
-    def log(name: str, line: str) -> None:
-        if show_logs.is_set() or "error" in line or "exited" in line:
-            console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
+    log, show_logs = _role_logs([spec.replica for spec in specs])
 
     exit_code = 0
     leave_running = False
     try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        ) as progress:
+        with _progress() as progress:
             images = deployment.plan.images
             building = progress.add_task(f"building {len(images)} images", total=len(images))
             current = {"name": ""}
