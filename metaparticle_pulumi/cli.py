@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -353,21 +353,23 @@ def _write_endpoints(path: Path, evaluation: Evaluation) -> None:
         raise fail(f"cannot write {path}: {exc.strerror or exc}", 2) from None
 
 
-def _table(evaluation: Evaluation) -> Table:
-    table = Table(title=f"{evaluation.project}: local topology", title_justify="left")
-    table.add_column("pattern")
-    table.add_column("role", no_wrap=True)
-    table.add_column("kind")
-    table.add_column("replicas", justify="right")
-    table.add_column("endpoints", overflow="fold", no_wrap=False)
+def _table(evaluation: Evaluation) -> Group:
+    """One table per pattern: its roles, their replicas and endpoints (the entry's URL first)."""
+    tables = []
     for plan in evaluation.plans:
         topo = plan.topology
+        table = Table(title=f"{topo.pattern} {topo.name!r}  {plan.url}", title_justify="left", title_style="bold")
+        table.add_column("role", no_wrap=True)
+        table.add_column("kind")
+        table.add_column("replicas", justify="right")
+        table.add_column("endpoints", no_wrap=True)
         for role in topo.roles:
             ports = "\n".join(f"grpc://127.0.0.1:{p}" for p in plan.grpc_ports[role.name])
             if role.entry:
                 ports = f"[bold]{plan.url}[/]\n{ports}"
-            table.add_row(f"{topo.pattern} {topo.name}", role.name, role.component, str(role.replicas), ports)
-    return table
+            table.add_row(role.name, role.component, str(role.replicas), ports)
+        tables.append(table)
+    return Group(*tables)
 
 
 def _send(url: str, body: bytes, timeout: float = 30.0) -> int:
