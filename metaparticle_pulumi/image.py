@@ -49,7 +49,11 @@ ALWAYS_IGNORED = (
 DEPLOY_ONLY = re.compile(r"^(pulumi([-_].*)?|metaparticle[-_]pulumi)$", re.IGNORECASE)
 
 _RUNTIME_DIR = Path(metaparticle_runtime.__file__).resolve().parent
-_DOCKERFILE = _RUNTIME_DIR.parent / "Dockerfile"
+# runtime/Dockerfile in a checkout; the package's copy of it (package data) in an installed wheel.
+_DOCKERFILE = next(
+    (p for p in (_RUNTIME_DIR.parent / "Dockerfile", _RUNTIME_DIR / "Dockerfile") if p.is_file()),
+    _RUNTIME_DIR.parent / "Dockerfile",
+)
 
 #: The image has no Pulumi: a function shipped by value that refers to `metaparticle_pulumi`
 #: (`mp.BadRequest`) unpickles against this stand-in, which holds what runs inside a replica.
@@ -217,7 +221,7 @@ def build_files(topology: Topology) -> dict[str, bytes | Path]:
     files: dict[str, bytes | Path] = {"Dockerfile": dockerfile_text().encode(), "requirements.txt": _requirements(source)}
     for path in sorted(_RUNTIME_DIR.rglob("*")):
         rel = path.relative_to(_RUNTIME_DIR).as_posix()
-        if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc":
+        if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc" and rel != "Dockerfile":
             files[f"runtime/metaparticle_runtime/{rel}"] = path
     files["runtime/metaparticle_pulumi/__init__.py"] = RUNTIME_SHIM
     for rel, path in _program_files(source).items():
