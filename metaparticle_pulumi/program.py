@@ -55,6 +55,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self, preview: bool = False) -> None:
         self.resources: list[MockResource] = []
         self.preview = preview
+        self._next_host_port = 32768
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
@@ -69,6 +70,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
             meta.setdefault("name", args.name)
             meta.setdefault("namespace", "default")
             outputs["metadata"] = meta
+        if args.typ == "docker:index/container:Container" and not self.preview:
+            # The host ports Docker assigns to published ports that name none.
+            ports = []
+            for port in outputs.get("ports") or []:
+                port = dict(port)
+                if not port.get("external"):
+                    port["external"] = self._next_host_port
+                    self._next_host_port += 1
+                ports.append(port)
+            outputs["ports"] = ports
         if args.typ == "kubernetes:core/v1:Service":
             spec = outputs.get("spec") or {}
             if spec.get("type") == "LoadBalancer":

@@ -51,25 +51,8 @@ def reveal(value: Any) -> Any:
     return value
 
 
-class Mocks(RecordingMocks):
-    """RecordingMocks plus what a real engine would add: host ports Docker assigns."""
-
-    def __init__(self, preview: bool = False) -> None:
-        super().__init__(preview=preview)
-        self._next_port = 32768
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        rid, outputs = super().new_resource(args)
-        if args.typ == "docker:index/container:Container" and not self.preview:
-            ports = []
-            for port in outputs.get("ports") or []:
-                port = dict(port)
-                if not port.get("external"):
-                    port["external"] = self._next_port
-                    self._next_port += 1
-                ports.append(port)
-            outputs["ports"] = ports
-        return rid, outputs
+#: The mocks `mocked()` and `evaluate()` use: every registration recorded, plausible computed values.
+Mocks = RecordingMocks
 
 
 @dataclass
