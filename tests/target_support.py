@@ -78,3 +78,13 @@ def by_name(objects: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def evaluate_examples(tmp_path_factory: Any, target: str) -> dict[str, Any]:
+    """Every example, copied out of the repo, evaluated once for `target` (as `pulumi up` would run it)."""
+    from metaparticle_pulumi import testing
+
+    return {
+        name: testing.evaluate(copy_program(name, tmp_path_factory.mktemp(name)), target)
+        for name in EXAMPLE_ROLES
+    }

@@ -14,7 +14,7 @@ from metaparticle_pulumi import testing
 from metaparticle_pulumi.image import FUNCTIONS_DIR
 from metaparticle_pulumi.topology import role_env
 
-from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, dumps
+from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, dumps, evaluate_examples
 
 PATTERNS = list(EXAMPLE_ROLES)
 CONTAINER = "docker:index/container:Container"
@@ -26,11 +26,7 @@ def handler(request):
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
-    out = {}
-    for name in PATTERNS:
-        program = copy_program(name, tmp_path_factory.mktemp(name))
-        out[name] = testing.evaluate(program, "docker")
-    return out
+    return evaluate_examples(tmp_path_factory, "docker")
 
 
 def containers(stack) -> dict[str, dict]:

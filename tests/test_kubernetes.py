@@ -25,6 +25,7 @@ from target_support import (
     copy_program,
     dumps,
     env_of,
+    evaluate_examples,
     matches,
 )
 
@@ -38,12 +39,7 @@ def handler(request):
 
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory):
-    """Every example evaluated once for the kubernetes target (as `pulumi up` would run it)."""
-    out = {}
-    for name in PATTERNS:
-        program = copy_program(name, tmp_path_factory.mktemp(name))
-        out[name] = testing.evaluate(program, "kubernetes")
-    return out
+    return evaluate_examples(tmp_path_factory, "kubernetes")
 
 
 def kinds(stack) -> dict[str, int]:
