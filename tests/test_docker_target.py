@@ -14,7 +14,7 @@ from metaparticle_pulumi import testing
 from metaparticle_pulumi.image import FUNCTIONS_DIR
 from metaparticle_pulumi.topology import role_env
 
-from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, dumps, evaluate_examples
+from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, dumps, evaluate_examples
 
 PATTERNS = list(EXAMPLE_ROLES)
 CONTAINER = "docker:index/container:Container"

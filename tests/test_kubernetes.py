@@ -22,7 +22,6 @@ from target_support import (
     FAKE_DIGEST,
     by_name,
     container_of,
-    copy_program,
     dumps,
     env_of,
     evaluate_examples,
