@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .client import CallError, call as call_entry
+from .client import CallError, call as call_entry, wait_healthz
 from .program import Evaluation, ProgramError, evaluate
 
 app = typer.Typer(
@@ -251,7 +251,7 @@ def _run_containers(
             raise fail(f"{who.replica} not serving after {ready_timeout:.0f}s\n" + "\n".join(deployment.logs(who, 8)), 1)
         endpoints = deployment.endpoints()
         for pattern in endpoints["patterns"]:
-            if not engine.wait_healthz(pattern["url"], ready_timeout, stop.is_set):
+            if not wait_healthz(pattern["url"], ready_timeout, stop.is_set):
                 raise fail(f"the entry of {pattern['name']} did not report the whole topology serving (GET /healthz)", 1)
         if endpoints_json is not None:
             tmp = endpoints_json.with_name(endpoints_json.name + ".tmp")
@@ -301,21 +301,9 @@ def _container_table(endpoints: dict[str, Any], deployment: Any) -> Table:
 
 
 def _wait_entries(evaluation: Evaluation, timeout: float, stop: threading.Event) -> bool:
-    import urllib.request
-
+    """Whether every pattern's entry reports its whole topology serving within `timeout` in all."""
     deadline = time.monotonic() + timeout
-    for plan in evaluation.plans:
-        while True:
-            try:
-                with urllib.request.urlopen(plan.url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or stop.is_set():
-                return False
-            time.sleep(0.1)
-    return True
+    return all(wait_healthz(plan.url, deadline - time.monotonic(), stop.is_set) for plan in evaluation.plans)
 
 
 def endpoints(evaluation: Evaluation) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import grpc
@@ -80,3 +81,18 @@ def _json_or_text(data: bytes) -> Any:
         return json.loads(data)
     except ValueError:
         return data.decode("utf-8", "replace")
+
+
+def wait_healthz(url: str, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> bool:
+    """Polls GET `url`/healthz until it answers 200 (the entry sees its whole topology serving)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() > deadline or should_stop():
+            return False
+        time.sleep(0.1)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
+from .client import wait_healthz
 from .image import build_args, write_build_context
 from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 
@@ -725,23 +726,6 @@ class Deployment:
             _remove_network(network)
         self.networks.clear()
         prune_dangling(self.client, self.plan.project)
-
-
-def wait_healthz(url: str, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> bool:
-    """Polls GET `url`/healthz until it answers 200 (the entry sees its whole topology serving)."""
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        if time.monotonic() > deadline or should_stop():
-            return False
-        time.sleep(0.1)
 
 
 def exec_probe(container: Any, command: Iterable[str] = PROBE) -> bool:

@@ -11,7 +11,6 @@ reference or file it was started with.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 import os
 import sys
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import cloudpickle
+
+from metaparticle_runtime.loader import import_qualname
 
 
 class FunctionShippingError(ValueError):
@@ -110,9 +111,7 @@ def _import_reference(fn: Any, source_dir: str | os.PathLike[str]) -> str | None
     if not module or not qualname or module == "__main__" or "<" in qualname:
         return None
     try:
-        obj: Any = importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj = import_qualname(module, qualname)
     except Exception:  # noqa: BLE001 - not importable by name: ship by value instead
         return None
     if obj is not fn:

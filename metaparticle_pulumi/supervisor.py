@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from metaparticle_runtime import probe
 
 from .targets.local import HOST, ProcessSpec
 
@@ -171,21 +173,13 @@ class Supervisor:
     # -- health ----------------------------------------------------------------------------------------
     def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
         env = replica.spec.env
-        target = f"{HOST}:{replica.spec.grpc_port}"
+        # Roles with mutual TLS answer only peers with a certificate: present the roles' own.
+        tls = (env.get("MP_TLS_CERT"), env.get("MP_TLS_KEY"), env.get("MP_TLS_CA")) if env.get("MP_TLS_CERT") else (None, None, None)
         try:
-            if env.get("MP_TLS_CERT"):
-                # Roles with mutual TLS answer only peers with a certificate: present the roles' own.
-                from metaparticle_runtime.tls import channel_credentials
-
-                creds = channel_credentials(env.get("MP_TLS_CERT"), env.get("MP_TLS_KEY"), env.get("MP_TLS_CA"))
-                channel = grpc.secure_channel(target, creds)
-            else:
-                channel = grpc.insecure_channel(target)
-            with channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            status = probe.check(f"{HOST}:{replica.spec.grpc_port}", timeout=timeout, tls=tls)
         except grpc.RpcError:
             return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return status == health_pb2.HealthCheckResponse.SERVING
 
     def wait_ready(self, timeout: float, on_ready: Callable[[Replica], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[Replica]:
         """Waits until every replica serves; returns those that never did within `timeout`."""

@@ -12,6 +12,14 @@ from typing import Any, Callable
 from .config import Config, ConfigError
 
 
+def import_qualname(module_name: str, qualname: str) -> Any:
+    """The object `qualname` (dotted, e.g. `Class.method`) of module `module_name`, imported."""
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def load_function(cfg: Config) -> Callable[..., Any]:
     """Imports `module:qualname`, or unpickles the deployer's file; never anything from a request."""
     if cfg.source_dir and cfg.source_dir not in sys.path:
@@ -21,12 +29,9 @@ def load_function(cfg: Config) -> Callable[..., Any]:
         if not module_name or not qualname:
             raise ConfigError(f"MP_FUNCTION must be module:qualname, got {cfg.function!r}")
         try:
-            obj: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
+            return import_qualname(module_name, qualname)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"cannot import {cfg.function}: {exc}") from None
-        return obj
     assert cfg.function_file
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     if cfg.function_python and cfg.function_python != running:

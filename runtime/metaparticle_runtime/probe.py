@@ -12,6 +12,26 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
+def check(
+    address: str,
+    *,
+    service: str = "",
+    timeout: float = 1.0,
+    tls: tuple[str | None, str | None, str | None] = (None, None, None),
+) -> int:
+    """The health status `address` reports for `service` (raises grpc.RpcError when it cannot answer).
+
+    With `tls` (cert, key, ca files) the check presents that certificate, as peers under mutual TLS do.
+    """
+    from .tls import channel_credentials
+
+    creds = channel_credentials(*tls)
+    channel = grpc.secure_channel(address, creds) if creds is not None else grpc.insecure_channel(address)
+    with channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    return reply.status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m metaparticle_runtime.probe", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("MP_GRPC_PORT", "50051")))
@@ -20,16 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1.0)
     args = parser.parse_args(argv)
     try:
-        with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-            )
+        status = check(f"{args.host}:{args.port}", service=args.service, timeout=args.timeout)
     except grpc.RpcError as err:
         print(f"not serving: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+    print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 if __name__ == "__main__":
