@@ -464,6 +464,80 @@ def delete(
     err_console.print(f"removed {len(removed.containers)} containers and {len(removed.networks)} networks of {project}")
 
 
+def _engine_result(result: Any, json_out: Optional[Path]) -> None:
+    """The change summary and outputs of an engine operation, on stderr; as JSON into `json_out`."""
+    changes = ", ".join(f"{count} {kind}" for kind, count in sorted(result.changes.items())) or "nothing"
+    err_console.print(f"{result.operation}: {changes}")
+    for key, value in sorted(result.outputs.items()):
+        console.print(f"{key}: {value}")
+    for key in result.secret_outputs:
+        console.print(f"{key}: [secret]", markup=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n")
+
+
+def _open_stack(directory: Path, stack: str, config: list[str], create: bool = True) -> Any:
+    from . import _engine
+
+    pairs: dict[str, str] = {}
+    for item in config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--config takes KEY=VALUE (e.g. metaparticle:namespace=prod or replicas=5), got {item!r}", 2)
+        pairs[key] = value
+    try:
+        project = _engine.Project.load(directory)
+        # As with `pulumi config set`: a key without a namespace is the project's own.
+        qualified = {k if ":" in k else f"{project.name}:{k}": v for k, v in pairs.items()}
+        return _engine.open_stack(project, stack, config=qualified, create=create)
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    except _engine.StackError as exc:
+        raise fail(str(exc), 1) from None
+
+
+@app.command()
+def up(
+    directory: Path = typer.Argument(..., help="The Pulumi project's directory (with Pulumi.yaml)."),
+    stack: str = typer.Option("dev", "--stack", "-s", help="The stack (created when missing)."),
+    config: list[str] = typer.Option(
+        [], "--config", "-c", help="Stack config KEY=VALUE (a KEY without namespace is the project's), kept in Pulumi.<stack>.yaml."
+    ),
+    preview_only: bool = typer.Option(False, "--preview", help="Show what would change and change nothing."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the change summary and outputs as JSON here."),
+) -> None:
+    """Deploy through the Pulumi engine (`pulumi up`), the program run in-process by the Automation API."""
+    from . import _engine
+
+    handle = _open_stack(directory, stack, config)
+    try:
+        if preview_only:
+            result = _engine.preview(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
+        else:
+            result = _engine.up(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
+    except _engine.StackError as exc:
+        raise fail(str(exc), 1) from None
+    _engine_result(result, json_out)
+
+
+@app.command()
+def destroy(
+    directory: Path = typer.Argument(..., help="The Pulumi project's directory (with Pulumi.yaml)."),
+    stack: str = typer.Option("dev", "--stack", "-s", help="The stack to empty."),
+    remove: bool = typer.Option(False, "--remove", help="Remove the stack and its config file afterwards (`pulumi stack rm`)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the change summary as JSON here."),
+) -> None:
+    """Delete every resource of the stack through the Pulumi engine (`pulumi destroy`)."""
+    from . import _engine
+
+    handle = _open_stack(directory, stack, [], create=False)
+    try:
+        result = _engine.destroy(handle, remove=remove, on_output=lambda line: console.print(line, markup=False, highlight=False))
+    except _engine.StackError as exc:
+        raise fail(str(exc), 1) from None
+    _engine_result(result, json_out)
+
+
 def main() -> None:
     app()
 

@@ -37,6 +37,11 @@ FUNCTIONS_DIR = f"{APP_DIR}/.metaparticle/functions"
 RUN_AS = 10001
 #: Where build contexts are written, relative to the program's directory.
 BUILD_DIR = Path(".metaparticle") / "build"
+#: Config key choosing who builds a pattern's image: "pulumi" (a `pulumi_docker.Image` child, built
+#: and pushed by `pulumi up`) or "external" (no image resource: workloads reference the content-tagged
+#: name, built beforehand by `metaparticle build`).
+IMAGE_BUILD_KEY = "imageBuild"
+IMAGE_BUILDERS = ("pulumi", "external")
 #: Platform images are built for unless config `metaparticle:platform` says otherwise.
 DEFAULT_PLATFORM = "linux/amd64"
 
@@ -353,8 +358,21 @@ def container_image(
     if skip_push is None:
         skip_push = registry is None
     platform = cfg.get("platform") or default_platform
+    builder = cfg.get(IMAGE_BUILD_KEY) or "pulumi"
+    if builder not in IMAGE_BUILDERS:
+        from .patterns import PatternError
+
+        raise PatternError(
+            f"{topology.pattern} {topology.name!r}: config metaparticle:{IMAGE_BUILD_KEY} must be one of "
+            f"{', '.join(IMAGE_BUILDERS)}, got {builder!r}"
+        )
     context = write_build_context(topology)
     name = f"{image_repository(topology, registry)}:{context.tag}"
+    if builder == "external":
+        # Built outside the engine (`metaparticle build`, a CI job) under the same content tag, so a
+        # changed program is still a changed image and an unchanged one no diff.
+        component.image = ContainerImage(name=name, ref=pulumi.Output.from_input(name), context=context)
+        return component.image
     context_dir = _relative(context.path)
 
     from pulumi_docker import DockerBuildArgs, Image, RegistryArgs
@@ -387,7 +405,8 @@ def container_image(
         ref = _digest_or(image.image_name, name)
     else:
         ref = _digest_or(image.repo_digest, name)
-    return ContainerImage(name=name, ref=ref, resource=image, context=context)
+    component.image = ContainerImage(name=name, ref=ref, resource=image, context=context)
+    return component.image
 
 
 def _relative(path: Path) -> str:

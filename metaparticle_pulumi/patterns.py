@@ -8,13 +8,16 @@ its target: Kubernetes and Docker resources for `pulumi up`, or local processes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
 
 import pulumi
 
 from . import _registry
 from .functions import FunctionShippingError, FunctionSpec, ship
 from .topology import Role, Settings, Topology, dns_name
+
+if TYPE_CHECKING:
+    from .image import ContainerImage
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
@@ -134,6 +137,8 @@ class _Pattern(pulumi.ComponentResource):
     grpc_url: pulumi.Output[str]
     #: The topology this component expands into (pure data).
     topology: Topology
+    #: The image its containers run, when the target builds one from the program (name and context).
+    image: Optional["ContainerImage"] = None
 
     _args_type: type[PatternArgs] = PatternArgs
 

@@ -187,6 +187,9 @@ def role_env(
     if role.upstreams:
         env["MP_UPSTREAMS"] = json.dumps([addresses[u] for u in role.upstreams])
         env["MP_UPSTREAM_NAMES"] = json.dumps(list(role.upstreams))
+    if role.kind == "gather":
+        # Hedging needs a second replica of a leaf to go to. Only the root reads this, so scaling
+        # the replicas of a Spread or a Shard never restarts its router.
         env["MP_UPSTREAM_REPLICAS"] = json.dumps([topology.role(u).replicas for u in role.upstreams])
     if role.kind == "shard" and role.key_path:
         env["MP_KEY_PATH"] = role.key_path

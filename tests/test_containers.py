@@ -4,7 +4,8 @@ the rendered Kubernetes manifests run pod by pod.
 Each example is copied (under a per-session project name, so concurrent sessions on one engine
 never meet) and its image built once per session; the local target's answers to the same requests
 are the reference every container run must give. The conformance test plays the kubelet and the
-cluster DNS: every Deployment's pod template runs as containers with exactly the rendered env,
+cluster DNS: every Pod that the local cluster's controller-manager created from our Deployments
+(`scripts/cluster`, deployed through the Pulumi engine) runs as a container with exactly its env,
 ports, user, read-only root filesystem and /tmp emptyDir, on one network where each Service's name
 (short and `<name>.<namespace>.svc.cluster.local`) resolves to the pods it selects.
 
@@ -13,6 +14,7 @@ Without an engine these tests skip, unless MP_REQUIRE_CONTAINERS=1 (CI), where t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,6 +38,7 @@ from metaparticle_pulumi.program import evaluate
 from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT, role_env
 
 from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until
+from engine_support import Cluster, cluster_environment
 from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, matches
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
@@ -360,6 +363,8 @@ POD_CONTAINER_FIELDS = {
     "name", "image", "imagePullPolicy", "ports", "env", "resources", "startupProbe", "readinessProbe",
     "livenessProbe", "securityContext", "volumeMounts", "command", "args", "workingDir",
 }
+#: Container fields the API server fills in that change nothing the emulation could show.
+API_SERVER_DEFAULTS = {"terminationMessagePath", "terminationMessagePolicy"}
 CLUSTER_DOMAIN = "cluster.local"
 _QUANTITY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 10**3, "M": 10**6, "G": 10**9, "m": 1e-3}
 
@@ -403,9 +408,36 @@ def _probe_command(probe: dict[str, Any], ports: dict[str, int]) -> list[str]:
     raise AssertionError(f"unsupported probe {probe}")
 
 
+def _instances(objects: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(deployment, pod name, pod template) of every pod to run: the Pod objects when the API server's
+    controllers made them, else each Deployment's template `replicas` times."""
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    live = [o for o in objects if o["kind"] == "Pod"]
+    if live:
+        owners = {d["metadata"]["name"] for d in deployments}
+        out = []
+        for pod in live:
+            owner = pod["metadata"]["labels"]["app.kubernetes.io/name"]
+            assert owner in owners, f"pod {pod['metadata']['name']} belongs to no Deployment"
+            out.append((owner, pod["metadata"]["name"], {"metadata": pod["metadata"], "spec": pod["spec"]}))
+        return out
+    return [
+        (d["metadata"]["name"], f"{d['metadata']['name']}-{SESSION}-{i}", d["spec"]["template"])
+        for d in deployments
+        for i in range(d["spec"].get("replicas", 1))
+    ]
+
+
+def _secret_value(secret: dict[str, Any], key: str) -> str:
+    if key in secret.get("stringData", {}):
+        return str(secret["stringData"][key])
+    return base64.b64decode(secret["data"][key]).decode()
+
+
 def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Plan, list[Pod], dict[str, str]]:
-    """Every Deployment's pod template as containers on one network (the kubelet and the cluster DNS
-    played by the engine); the entry Services' published HTTP addresses, by Service name."""
+    """Every pod as a container on one network (the kubelet and the cluster DNS played by the
+    engine): the Pod objects a real controller-manager created when `objects` hold them, else the
+    Deployments' templates; the entry Services' published HTTP addresses, by Service name."""
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     services = [o for o in objects if o["kind"] == "Service"]
     secrets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}
@@ -418,15 +450,15 @@ def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Pl
         assert any(
             matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in deployments
         ), f"Service {service['metadata']['name']} selects no pods"
-    for deployment in deployments:
-        name = deployment["metadata"]["name"]
+    by_deployment = {d["metadata"]["name"]: d for d in deployments}
+    for name, pod, template in _instances(objects):
+        deployment = by_deployment[name]
         namespace = deployment["metadata"].get("namespace", "default")
-        template = deployment["spec"]["template"]
         pod_labels = template["metadata"]["labels"]
         assert matches(deployment["spec"]["selector"]["matchLabels"], pod_labels), f"{name} does not select its own pods"
         pod_spec = template["spec"]
         (container,) = pod_spec["containers"]
-        unknown = set(container) - POD_CONTAINER_FIELDS
+        unknown = set(container) - POD_CONTAINER_FIELDS - API_SERVER_DEFAULTS
         assert not unknown, f"{name}: the emulation does not apply {sorted(unknown)}"
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", []) if p.get("name")}
         selecting = [s for s in services if matches(s["spec"]["selector"], pod_labels)]
@@ -454,81 +486,99 @@ def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Pl
             size = volume["emptyDir"].get("sizeLimit")
             tmpfs[mount["mountPath"]] = "rw,mode=1777" + (f",size={int(_quantity(size))}" if size else "")
         limits = (container.get("resources") or {}).get("limits") or {}
-        for i in range(deployment["spec"].get("replicas", 1)):
-            pod = f"{name}-{SESSION}-{i}"
-            env: dict[str, str] = {}
-            for item in container.get("env", []):
-                if "value" in item:
-                    env[item["name"]] = str(item["value"])
-                    continue
-                source = item["valueFrom"]
-                if "fieldRef" in source:
-                    field = source["fieldRef"]["fieldPath"]
-                    env[item["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[field]
-                elif "secretKeyRef" in source:
-                    ref = source["secretKeyRef"]
-                    env[item["name"]] = str(secrets[ref["name"]].get("stringData", {})[ref["key"]])
-                else:
-                    raise AssertionError(f"{name}: unsupported env source {source}")
-            options: dict[str, Any] = {
-                "hostname": pod,
-                "environment": env,
-                "user": f"{uid}:{gid}" if uid is not None and gid is not None else (str(uid) if uid is not None else None),
-                "read_only": bool(security.get("readOnlyRootFilesystem")),
-                "tmpfs": tmpfs,
-                "cap_drop": list((security.get("capabilities") or {}).get("drop") or []),
-                "cap_add": list((security.get("capabilities") or {}).get("add") or []),
-                "security_opt": ["no-new-privileges"] if security.get("allowPrivilegeEscalation") is False else [],
-                "privileged": bool(security.get("privileged")),
-                "ports": published,
-            }
-            if "command" in container:
-                options["entrypoint"] = container["command"]
-            if "args" in container:
-                options["command"] = container["args"]
-            if "workingDir" in container:
-                options["working_dir"] = container["workingDir"]
-            if "memory" in limits:
-                options["mem_limit"] = int(_quantity(limits["memory"]))
-            if "cpu" in limits:
-                options["nano_cpus"] = int(_quantity(limits["cpu"]) * 1e9)
-            probes = {
-                kind: _probe_command(container[kind], ports)
-                for kind in ("startupProbe", "readinessProbe", "livenessProbe")
-                if kind in container
-            }
-            assert probes, f"{name} has no probes"
-            spec = ContainerSpec(
-                name=pod,
-                pattern=project,
-                role=name,
-                replica=pod,
-                image=image,
-                network=network,
-                aliases=tuple(aliases),
-                labels={**labels, **pod_labels},
-                options=options,
-                probe=tuple(probes.get("readinessProbe") or next(iter(probes.values()))),
-                stop_timeout=int(pod_spec.get("terminationGracePeriodSeconds", 30)),
-                entry=bool(published),
-            )
-            plan.containers.append(spec)
-            pods.append(Pod(spec, name, probes, env, container, security))
+        env: dict[str, str] = {}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+                continue
+            source = item["valueFrom"]
+            if "fieldRef" in source:
+                field = source["fieldRef"]["fieldPath"]
+                env[item["name"]] = {"metadata.name": pod, "metadata.namespace": namespace}[field]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                env[item["name"]] = _secret_value(secrets[ref["name"]], ref["key"])
+            else:
+                raise AssertionError(f"{name}: unsupported env source {source}")
+        options: dict[str, Any] = {
+            "hostname": pod,
+            "environment": env,
+            "user": f"{uid}:{gid}" if uid is not None and gid is not None else (str(uid) if uid is not None else None),
+            "read_only": bool(security.get("readOnlyRootFilesystem")),
+            "tmpfs": tmpfs,
+            "cap_drop": list((security.get("capabilities") or {}).get("drop") or []),
+            "cap_add": list((security.get("capabilities") or {}).get("add") or []),
+            "security_opt": ["no-new-privileges"] if security.get("allowPrivilegeEscalation") is False else [],
+            "privileged": bool(security.get("privileged")),
+            "ports": published,
+        }
+        if "command" in container:
+            options["entrypoint"] = container["command"]
+        if "args" in container:
+            options["command"] = container["args"]
+        if "workingDir" in container:
+            options["working_dir"] = container["workingDir"]
+        if "memory" in limits:
+            options["mem_limit"] = int(_quantity(limits["memory"]))
+        if "cpu" in limits:
+            options["nano_cpus"] = int(_quantity(limits["cpu"]) * 1e9)
+        probes = {
+            kind: _probe_command(container[kind], ports)
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+            if kind in container
+        }
+        assert probes, f"{name} has no probes"
+        spec = ContainerSpec(
+            name=pod,
+            pattern=project,
+            role=name,
+            replica=pod,
+            image=image,
+            network=network,
+            aliases=tuple(aliases),
+            labels={**labels, **pod_labels},
+            options=options,
+            probe=tuple(probes.get("readinessProbe") or next(iter(probes.values()))),
+            stop_timeout=int(pod_spec.get("terminationGracePeriodSeconds", 30)),
+            entry=bool(published),
+        )
+        plan.containers.append(spec)
+        pods.append(Pod(spec, name, probes, env, container, security))
         for service in selecting:
             if service["spec"].get("clusterIP") != "None" and any(p.get("name") == "http" for p in service["spec"]["ports"]):
-                entries.setdefault(service["metadata"]["name"], f"{name}-{SESSION}-0")
+                entries.setdefault(service["metadata"]["name"], pod)
     return plan, pods, entries
 
 
+@pytest.fixture(scope="module")
+def cluster() -> Cluster:
+    return Cluster(cluster_environment())
+
+
+@pytest.mark.engine
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_rendered_manifests_run_as_containers_and_answer_as_the_local_target(engine, examples, local_answers, example, tmp_path):
+def test_the_pods_kubernetes_creates_run_as_containers_and_answer_as_the_local_target(
+    engine, examples, local_answers, cluster, example, tmp_path
+):
+    """`up` through the engine into the local cluster; then the Pod objects its controller-manager
+    made from our Deployments (with the API server's defaults) run as containers."""
     ex = examples[example]
-    written = render_manifests(ex.directory, tmp_path / "manifests")
-    objects = [yaml.safe_load(p.read_text()) for p in written]
+    namespace = cluster.namespace(f"mp-pods-{example.replace('_', '-')}")
+    stack = "pods"
+    try:
+        cluster.engine(
+            "up", ex.directory, stack, "-c", f"metaparticle:namespace={namespace}", "-c", "metaparticle:imageBuild=external", tmp=tmp_path
+        )
+        objects = cluster.objects(namespace, kinds="deployments,pods,services,secrets")
+    finally:
+        cluster.metaparticle("destroy", str(ex.directory), "--stack", stack, "--remove", check=False)
+        cluster.delete_namespace(namespace)
     deployments = [o for o in objects if o["kind"] == "Deployment"]
     assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == EXAMPLE_ROLES[example]
-    images = {c["image"] for d in deployments for c in d["spec"]["template"]["spec"]["containers"]}
-    assert images == {ex.image.name}, "the manifests reference another image than the one built from the program"
+    live = [o for o in objects if o["kind"] == "Pod"]
+    assert len(live) == sum(EXAMPLE_ROLES[example].values())
+    images = {c["image"] for p in live for c in p["spec"]["containers"]}
+    assert images == {ex.image.name}, "the pods run another image than the one built from the program"
     plan, pods, entries = pods_of(objects, ex.built.id, f"{ex.project}-k8s")
     assert list(entries) == [EXAMPLE_ENTRY[example]]
     deployment = Deployment(engine, plan)
@@ -547,6 +597,18 @@ def test_rendered_manifests_run_as_containers_and_answer_as_the_local_target(eng
         deployment.stop(grace=2)
         left = containers.leftovers(engine, plan.project)
     assert not left, f"left behind: {left}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_rendered_manifests_name_the_image_built_from_the_program(examples, example, tmp_path):
+    """`metaparticle render` (offline, no cluster) references the same content-tagged image."""
+    ex = examples[example]
+    written = render_manifests(ex.directory, tmp_path / "manifests")
+    objects = [yaml.safe_load(p.read_text()) for p in written]
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == EXAMPLE_ROLES[example]
+    images = {c["image"] for d in deployments for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {ex.image.name}, "the manifests reference another image than the one built from the program"
 
 
 def _check_pod(deployment: Deployment, pod: Pod) -> None:

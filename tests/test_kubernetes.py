@@ -149,7 +149,10 @@ def test_routers_call_the_headless_services_of_their_upstreams_in_order(stacks, 
     env = env_of(container_of(by_name(stack.objects(kind="Deployment"))[router]))
     assert json.loads(env["MP_UPSTREAMS"]) == [f"dns:///{u}.default.svc.cluster.local:50051" for u in upstreams]
     assert json.loads(env["MP_UPSTREAM_NAMES"]) == upstreams
-    assert json.loads(env["MP_UPSTREAM_REPLICAS"]) == [EXAMPLE_ROLES[example][u] for u in upstreams]
+    if example == "scatter_gather":
+        assert json.loads(env["MP_UPSTREAM_REPLICAS"]) == [EXAMPLE_ROLES[example][u] for u in upstreams]
+    else:
+        assert "MP_UPSTREAM_REPLICAS" not in env
     for u in upstreams:
         assert services[u]["spec"]["clusterIP"] == "None"
 
@@ -217,6 +220,43 @@ def test_a_prebuilt_image_skips_the_build():
         mp.Spread("api", function=handler, image="ghcr.io/me/api:1.2", replicas=2)
     assert stack.resources(type="docker:index/image:Image") == []
     assert {container_of(d)["image"] for d in stack.objects(kind="Deployment")} == {"ghcr.io/me/api:1.2"}
+
+
+def test_an_external_image_build_creates_no_image_resource_and_references_the_content_tag():
+    """metaparticle:imageBuild=external: the engine needs no Docker provider; the image is the one
+    `metaparticle build` (or CI) builds under the same content tag."""
+    with testing.mocked(config={"metaparticle:imageBuild": "external"}, project="shop") as stack:
+        api = mp.Spread("api", function=handler, replicas=2)
+    assert stack.resources(type="docker:index/image:Image") == []
+    images = {container_of(d)["image"] for d in stack.objects(kind="Deployment")}
+    assert images == {api.image.name}
+    assert api.image.name == f"shop-api:{api.image.context.tag}"
+    assert "Dockerfile" in api.image.context.files, "the context `metaparticle build` builds from"
+
+
+def test_an_unknown_image_builder_is_refused_by_name():
+    with pytest.raises(mp.PatternError, match="metaparticle:imageBuild must be one of pulumi, external, got 'kaniko'"):
+        with testing.mocked(config={"metaparticle:imageBuild": "kaniko"}):
+            mp.Service("cart", function=handler)
+
+
+@pytest.mark.parametrize("kind", ["Spread", "Shard"])
+def test_scaling_the_replicas_changes_only_their_own_deployments(kind):
+    """Found by the real engine: routers were told their upstreams' replica counts, so every scale
+    of a Spread or a Shard rolled its router too."""
+
+    def deployments(replicas: int) -> dict[str, dict]:
+        extra = {"key": "user"} if kind == "Shard" else {}
+        with testing.mocked(config={"metaparticle:imageBuild": "external"}) as stack:
+            getattr(mp, kind)("api", function=handler, replicas=replicas, **extra)
+        return by_name(stack.objects(kind="Deployment"))
+
+    before, after = deployments(2), deployments(5)
+    assert before["api-router"] == after["api-router"]
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed == {name for name in before if name != "api-router"}
+    for name in changed:
+        assert {**before[name], "spec": {**before[name]["spec"], "replicas": 5}} == after[name]
 
 
 def test_preview_with_an_unknown_digest_falls_back_to_the_image_name():

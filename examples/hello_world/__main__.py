@@ -11,3 +11,4 @@ def handler(request):
 
 hello = mp.Service("hello", function=handler)
 pulumi.export("url", hello.url)
+pulumi.export("grpc_url", hello.grpc_url)

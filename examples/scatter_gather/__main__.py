@@ -11,3 +11,4 @@ from search import merge, search_leaf
 search = mp.ScatterGather("search", leaf=search_leaf, gather=merge, leaves=4)
 
 pulumi.export("url", search.url)
+pulumi.export("grpc_url", search.grpc_url)
