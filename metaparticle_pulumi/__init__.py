@@ -3,11 +3,17 @@
     import metaparticle_pulumi as mp
     api = mp.Spread("api", function=handler, replicas=3)
     pulumi.export("url", api.url)
+
+Unit-testing helpers live in `metaparticle_pulumi.testing`, imported by whoever uses them.
 """
 
 from metaparticle_runtime.context import Context
 from metaparticle_runtime.errors import BadRequest
 
+from ._errors import Error, StackError
+from .client import CallError
+from .containers import EngineError
+from .functions import FunctionShippingError
 from .patterns import (
     PatternArgs,
     PatternError,
@@ -20,16 +26,20 @@ from .patterns import (
     Spread,
     SpreadArgs,
 )
-
-from . import testing
+from .program import ProgramError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadRequest",
+    "CallError",
     "Context",
+    "EngineError",
+    "Error",
+    "FunctionShippingError",
     "PatternArgs",
     "PatternError",
+    "ProgramError",
     "ScatterGather",
     "ScatterGatherArgs",
     "Service",
@@ -38,5 +48,5 @@ __all__ = [
     "ShardArgs",
     "Spread",
     "SpreadArgs",
-    "testing",
+    "StackError",
 ]

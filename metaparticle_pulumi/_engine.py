@@ -17,12 +17,9 @@ from typing import Any, Callable, Mapping, Optional
 
 from pulumi import automation as auto
 
+from ._errors import StackError
 from . import _registry
 from .program import ProgramError, _program_environment, read_project
-
-
-class StackError(Exception):
-    """The engine refused or failed an operation; the message carries what the CLI said."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ import grpc
 from metaparticle_runtime import CALL_METHOD, ERROR_METADATA_KEY
 from metaparticle_runtime.payload import unwrap, wrap
 
+from ._errors import Error
 
-class CallError(Exception):
+
+class CallError(Error):
     """The call could not be made or the pattern answered an error."""
 
     def __init__(self, message: str, status: int | str | None = None, document: Any = None) -> None:
@@ -59,7 +61,7 @@ def _call_http(url: str, body: bytes, timeout: float) -> Answer:
 
 def _call_grpc(address: str, body: bytes, timeout: float) -> Answer:
     with grpc.insecure_channel(address) as channel:
-        stub = channel.unary_unary(CALL_METHOD, _registered_method=True)
+        stub = channel.unary_unary(CALL_METHOD)
         try:
             reply = stub(wrap(body), timeout=timeout)
         except grpc.RpcError as err:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
+from ._errors import Error
 from .client import wait_healthz
 from .image import build_args, write_build_context
 from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
@@ -56,7 +57,7 @@ LineSink = Callable[[str], None]
 LogSink = Callable[[str, str], None]
 
 
-class EngineError(Exception):
+class EngineError(Error):
     """The container engine cannot do what was asked; the message is meant for the user."""
 
 

@@ -21,8 +21,10 @@ import cloudpickle
 
 from metaparticle_runtime.loader import import_qualname
 
+from ._errors import Error
 
-class FunctionShippingError(ValueError):
+
+class FunctionShippingError(Error, ValueError):
     """A function cannot be shipped to the runtime."""
 
 

@@ -8,7 +8,6 @@ gives the reference the workloads use: the pushed digest, else the content-tagge
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import re
@@ -94,58 +93,18 @@ def dockerfile_text() -> str:
 # --- .dockerignore --------------------------------------------------------------------------
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Docker's .dockerignore pattern (Go filepath.Match plus `**`) as a regex on a relative path."""
-    out, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if pattern.startswith("/", i):
-                    i += 1
-                    out += "(?:.*/)?"
-                else:
-                    out += ".*"
-                continue
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out += re.escape(c)
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("^"):
-                    body = "!" + body[1:]
-                out += "[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]"
-                i = end
-        elif c == "\\" and i + 1 < len(pattern):
-            i += 1
-            out += re.escape(pattern[i])
-        else:
-            out += re.escape(c)
-        i += 1
-    return re.compile(out + r"\Z")
-
-
 class DockerIgnore:
-    """The rules of a .dockerignore file: the last rule that matches a path (or a parent) decides."""
+    """The rules of a .dockerignore file, matched by the `docker` package's own matcher: the last
+    rule that matches a path (or one of its parents) decides, `!` rules bring paths back."""
 
     def __init__(self, lines: Iterable[str]) -> None:
-        self.rules: list[tuple[bool, re.Pattern[str]]] = []
-        for raw in lines:
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            if negate:
-                line = line[1:].strip()
-            line = os.path.normpath(line).replace(os.sep, "/").lstrip("/")
-            if line in ("", "."):
-                continue
-            self.rules.append((negate, _pattern_regex(line)))
+        from docker.utils.build import PatternMatcher  # the docker SDK loads only when an image is built
+
+        rules = [line.strip() for line in lines]
+        self.rules = [r for r in rules if r and not r.startswith("#")]
+        self._matcher = PatternMatcher(list(self.rules))
+        #: Whether a rule brings paths back (ignored directories must then still be walked).
+        self.negates = any(r.startswith("!") for r in self.rules)
 
     @classmethod
     def for_directory(cls, directory: Path) -> "DockerIgnore":
@@ -155,13 +114,7 @@ class DockerIgnore:
         return cls([*defaults, *user])
 
     def ignored(self, rel: str) -> bool:
-        parts = rel.split("/")
-        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-        result = False
-        for negate, regex in self.rules:
-            if any(regex.match(p) for p in prefixes):
-                result = not negate
-        return result
+        return bool(self._matcher.matches(rel))
 
 
 # --- build context --------------------------------------------------------------------------
@@ -190,7 +143,7 @@ def _program_files(source: Path) -> dict[str, Path]:
         rel_root = Path(root).relative_to(source).as_posix()
         rel_root = "" if rel_root == "." else rel_root + "/"
         # Prune ignored directories unless a later rule could bring a file inside them back.
-        if not any(neg for neg, _ in ignore.rules):
+        if not ignore.negates:
             dirs[:] = [d for d in dirs if not ignore.ignored(rel_root + d)]
         dirs.sort()
         for name in sorted(files):
@@ -301,24 +254,6 @@ class ContainerImage:
     context: Optional[BuildContext] = None
 
 
-def _digest_or(digest: pulumi.Output[Optional[str]], name: str) -> pulumi.Output[str]:
-    """`digest`, or `name` when the digest is empty (not pushed) or unknown (a preview).
-
-    Unlike `apply`, this stays known in a preview, and it keeps the image as a dependency.
-    """
-
-    async def value() -> str:
-        return (await digest.future()) or name
-
-    async def known() -> bool:
-        return True
-
-    async def secret() -> bool:
-        return await digest.is_secret()
-
-    return pulumi.Output(digest.resources(), asyncio.ensure_future(value()), asyncio.ensure_future(known()), asyncio.ensure_future(secret()))
-
-
 def image_repository(topology: Topology, registry: Optional[str]) -> str:
     """`<registry>/<project>-<pattern>` (no registry: a name in the local image store)."""
     repo = dns_name(f"{pulumi.get_project()}-{dns_name(topology.name)}")
@@ -402,9 +337,11 @@ def container_image(
     if by_name:
         ref = pulumi.Output.from_input(name)
     elif local:
-        ref = _digest_or(image.image_name, name)
+        ref = image.image_name.apply(lambda built: built or name)
     else:
-        ref = _digest_or(image.repo_digest, name)
+        # The pushed digest, so workloads change exactly when the image does; unknown in a preview
+        # while the image is to be (re)built, as with any image Pulumi builds. Not pushed: the name.
+        ref = image.repo_digest.apply(lambda digest: digest or name)
     component.image = ContainerImage(name=name, ref=ref, resource=image, context=context)
     return component.image
 

@@ -116,14 +116,8 @@ def render_manifests(
     return written
 
 
-def _tree_lines(resource: pulumi.Resource, prefix: str, lines: list[str]) -> None:
-    children = sorted(
-        getattr(resource, "_childResources", ()), key=lambda c: (c.pulumi_resource_type, c.pulumi_resource_name)
-    )
-    for i, child in enumerate(children):
-        last = i == len(children) - 1
-        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{child.pulumi_resource_type}  {child.pulumi_resource_name}")
-        _tree_lines(child, prefix + ("   " if last else "│  "), lines)
+def _pattern_type(pattern: Any) -> str:
+    return f"metaparticle:index:{type(pattern).__name__}"
 
 
 def preview_tree(
@@ -134,19 +128,15 @@ def preview_tree(
     """The resources `pulumi preview` would create for `target`: each pattern, then its children."""
     evaluation = evaluate(program_dir, target=target, config=config, preview=True)
     lines: list[str] = []
-    under_patterns = set()
-
-    def mark(resource: pulumi.Resource) -> None:
-        under_patterns.add((resource.pulumi_resource_type, resource.pulumi_resource_name))
-        for child in getattr(resource, "_childResources", ()):
-            mark(child)
-
+    under_patterns = {(_pattern_type(p), p.topology.name) for p in evaluation.patterns}
     for pattern in evaluation.patterns:
-        mark(pattern)
+        under_patterns.update(pattern.children)
     others = [r for r in evaluation.resources if (r.type, r.name) not in under_patterns]
     for r in others:
         lines.append(f"{r.type}  {r.name}")
     for pattern in evaluation.patterns:
-        lines.append(f"{pattern.pulumi_resource_type}  {pattern.pulumi_resource_name}")
-        _tree_lines(pattern, "", lines)
+        lines.append(f"{_pattern_type(pattern)}  {pattern.topology.name}")
+        children = sorted(pattern.children)
+        for i, (kind, name) in enumerate(children):
+            lines.append(f"{'└─ ' if i == len(children) - 1 else '├─ '}{kind}  {name}")
     return "\n".join(lines) + "\n"

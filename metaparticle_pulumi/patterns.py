@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Uni
 
 import pulumi
 
+from ._errors import Error
 from . import _registry
 from .functions import FunctionShippingError, FunctionSpec, ship
 from .topology import Role, Settings, Topology, dns_name
@@ -23,7 +24,7 @@ Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
 
 
-class PatternError(ValueError):
+class PatternError(Error, ValueError):
     """A pattern was declared with arguments it cannot run with."""
 
 
@@ -152,6 +153,8 @@ class _Pattern(pulumi.ComponentResource):
         kind = type(self).__name__
         args = _make_args(self._args_type, kind, resource_name, args, kwargs)
         super().__init__(f"metaparticle:index:{kind}", resource_name, None, opts)
+        #: (type, name) of every child resource, in the order they were declared.
+        self.children: list[tuple[str, str]] = []
         self.args = args
         self.source_dir = _registry.source_dir()
         try:

@@ -19,11 +19,12 @@ from typing import Any, Iterator, Mapping
 import pulumi
 import yaml
 
+from ._errors import Error
 from . import _registry
 from .targets import local
 
 
-class ProgramError(Exception):
+class ProgramError(Error):
     """The program cannot be evaluated; the message is one line meant for the user."""
 
 
@@ -160,13 +161,16 @@ def evaluate(
     code_dir = main.parent.resolve()
     _registry.reset(str(code_dir))
     local.reset(port)
-    from pulumi.runtime.mocks import _sync_await
-    from pulumi.runtime.stack import run_pulumi_func
+
+    # pulumi.runtime.test runs a function under the mocks and waits for everything it registered.
+    @pulumi.runtime.test
+    def run_program() -> None:
+        runpy.run_path(str(main), run_name="__main__")
 
     patterns: list[Any] = []
     try:
         with _program_environment(directory, code_dir):
-            _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+            run_program()
             patterns = _registry.declared()
     except SyntaxError as exc:
         where = f"{exc.filename}:{exc.lineno}" if exc.filename else str(main)

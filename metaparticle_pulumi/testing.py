@@ -15,9 +15,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +35,15 @@ from .targets import local
 __all__ = ["MockedStack", "Mocks", "evaluate", "is_secret", "mocked", "reveal"]
 
 
+#: How Pulumi's resource protocol marks a secret value: a mapping whose signature key holds the
+#: secret signature, the plain value under "value" (the same on every language SDK and the engine).
+SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
+
+
 def is_secret(value: Any) -> bool:
     """Whether a registered input value is marked secret (Pulumi keeps it encrypted in state)."""
-    from pulumi.runtime.rpc import _special_secret_sig, _special_sig_key
-
-    return isinstance(value, dict) and value.get(_special_sig_key) == _special_secret_sig
+    return isinstance(value, dict) and value.get(SIGNATURE_KEY) == SECRET_SIGNATURE
 
 
 def reveal(value: Any) -> Any:
@@ -91,18 +97,19 @@ class MockedStack:
 
     def value(self, output: Any) -> Any:
         """The value of an Output (None while unknown, as in a preview)."""
-        from pulumi.runtime.mocks import _sync_await
-
         if not isinstance(output, pulumi.Output):
             return output
-        return _sync_await(output.future())
+        return asyncio.get_event_loop().run_until_complete(output.future())
 
-    def settle(self) -> None:
-        """Waits until every registration the code made so far has completed."""
-        from pulumi.runtime.mocks import _sync_await
-        from pulumi.runtime.stack import wait_for_rpcs
-
-        _sync_await(wait_for_rpcs())
+    def settle(self, timeout: float = 60.0) -> None:
+        """Waits until every registration the code made so far has completed (at most `timeout` s)."""
+        loop = asyncio.get_event_loop()
+        deadline = time.monotonic() + timeout
+        while pending := [t for t in asyncio.all_tasks(loop) if not t.done()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{len(pending)} registrations still pending after {timeout} s")
+            loop.run_until_complete(asyncio.wait(pending, timeout=left))
         self.patterns = _registry.declared()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from types import SimpleNamespace
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -259,12 +260,15 @@ def test_scaling_the_replicas_changes_only_their_own_deployments(kind):
         assert {**before[name], "spec": {**before[name]["spec"], "replicas": 5}} == after[name]
 
 
-def test_preview_with_an_unknown_digest_falls_back_to_the_image_name():
+def test_a_preview_of_an_image_to_build_leaves_its_digest_unknown():
+    """As with any image Pulumi builds: the digest exists once pushed, so a preview shows it unknown
+    (the engine then reports the workloads' image as computed) while the entry's address is known."""
     with testing.mocked(preview=True) as stack:
         api = mp.Spread("api", function=handler, replicas=2)
     (image,) = stack.resources(type="docker:index/image:Image")
+    assert image.inputs["imageName"].startswith("test-api:")
     for d in stack.objects(kind="Deployment"):
-        assert container_of(d)["image"] == image.inputs["imageName"]
+        assert isinstance(container_of(d)["image"], pulumi.output.Unknown)
     assert stack.value(api.url) == "http://api-router.default.svc.cluster.local:8080"
 
 
@@ -536,7 +540,9 @@ def test_the_same_object_names_in_two_namespaces_are_fine():
 
 def test_former_child_names_become_aliases(monkeypatch):
     monkeypatch.setitem(_shared.FORMER_NAMES, ("kubernetes:apps/v1:Deployment", "{role}"), ("{role}-deployment",))
-    opts = _shared.child_opts(object(), "kubernetes:apps/v1:Deployment", "{role}", {"role": "api-router"})
+    component = SimpleNamespace(children=[])
+    opts = _shared.child_opts(component, "kubernetes:apps/v1:Deployment", "{role}", {"role": "api-router"})
     assert [a.name for a in opts.aliases] == ["api-router-deployment"]
-    plain = _shared.child_opts(object(), "kubernetes:core/v1:Service", "{role}", {"role": "api-router"})
+    plain = _shared.child_opts(component, "kubernetes:core/v1:Service", "{role}", {"role": "api-router"})
     assert not plain.aliases
+    assert component.children == [("kubernetes:apps/v1:Deployment", "api-router"), ("kubernetes:core/v1:Service", "api-router")]

@@ -41,8 +41,10 @@ def child_opts(
     component: "_Pattern", type_token: str, template: str, fields: Mapping[str, Any], **extra: Any
 ) -> pulumi.ResourceOptions:
     """Options of every child: parent=component (so providers and aliases of the parent reach it),
-    plus aliases for the names this child had before (FORMER_NAMES)."""
+    plus aliases for the names this child had before (FORMER_NAMES). The component records the
+    child's type and name (what `metaparticle preview` lists)."""
     aliases = [pulumi.Alias(name=former.format(**fields)) for former in FORMER_NAMES.get((type_token, template), ())]
+    component.children.append((type_token, template.format(**fields)))
     return pulumi.ResourceOptions(parent=component, aliases=aliases or None, **extra)
 
 

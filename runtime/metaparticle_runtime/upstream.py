@@ -113,7 +113,7 @@ class Upstream:
             self.channel = grpc.aio.insecure_channel(target, options=options)
         else:
             self.channel = grpc.aio.secure_channel(target, creds, options=options)
-        self._call = self.channel.unary_unary(CALL_METHOD, _registered_method=True)
+        self._call = self.channel.unary_unary(CALL_METHOD)
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self.serving = False
 
