@@ -57,13 +57,13 @@ class FunctionSpec:
     def file_name(self) -> str:
         return f"{self.purpose}-{self.digest}.pkl"
 
-    def env(self, function_file: str | None) -> dict[str, str]:
-        """The runtime's environment variables that locate this function."""
+    def location(self, function_file: str | None) -> dict[str, str]:
+        """The runtime settings (`RuntimeConfig` fields) that locate this function."""
         if self.ref is not None:
-            return {"MP_FUNCTION": self.ref}
+            return {"function": self.ref}
         if function_file is None:
             raise ValueError(f"{self.display}: a function shipped by value needs a file to load from")
-        return {"MP_FUNCTION_FILE": function_file, "MP_FUNCTION_PYTHON": self.python}
+        return {"function_file": function_file, "function_python": self.python}
 
 
 def ship(fn: Any, purpose: str, source_dir: str | os.PathLike[str]) -> FunctionSpec:

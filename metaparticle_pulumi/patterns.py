@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
 
 import pulumi
+from metaparticle_runtime.config import RuntimeConfig
 
-from ._errors import Error
 from . import _registry
+from ._errors import Error
 from .functions import FunctionShippingError, FunctionSpec, ship
 from .topology import Role, Settings, Topology, dns_name
 
@@ -33,13 +34,13 @@ class PatternArgs:
     """Settings every pattern accepts: runtime behaviour and where/how it is deployed."""
 
     #: Deadline of one request, in seconds.
-    timeout: float = 10.0
+    timeout: float = RuntimeConfig.timeout
     #: Largest request body accepted, in bytes.
-    max_request_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: int = RuntimeConfig.max_request_bytes
     #: Requests one replica serves at once before refusing more (429 / RESOURCE_EXHAUSTED).
-    max_in_flight: int = 256
+    max_in_flight: int = RuntimeConfig.max_in_flight
     #: Extra attempts on another replica when one is unavailable.
-    retries: int = 2
+    retries: int = RuntimeConfig.retries
     #: Whether running the function twice for one request does no harm. When a replica dies with a
     #: request in flight, the router re-sends it to another replica (up to `retries` times) and the
     #: function may have started on the one that died. With False only requests that provably reached
@@ -118,9 +119,9 @@ class ScatterGatherArgs(PatternArgs):
     #: Replicas of each leaf (enables hedging of slow leaves).
     replicas: int = 1
     #: "fail" the request when a leaf fails, or return a "partial" result with "missing".
-    on_missing: Literal["fail", "partial"] = "fail"
+    on_missing: Literal["fail", "partial"] = RuntimeConfig.on_missing  # type: ignore[assignment]
     #: Seconds before a slow leaf call is hedged to another replica (None: adaptive p95, 0: never).
-    hedge_after: Optional[float] = None
+    hedge_after: Optional[float] = RuntimeConfig.hedge_after
 
 
 def _positive_int(value: Any, what: str, pattern: str) -> int:

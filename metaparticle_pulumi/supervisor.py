@@ -81,7 +81,7 @@ class Supervisor:
 
     @staticmethod
     def _upstream_roles(replica: Replica) -> set[str]:
-        return set(json.loads(replica.spec.env.get("MP_UPSTREAM_NAMES", "[]")))
+        return set(replica.spec.config.upstream_names)
 
     def _start_routers_whose_upstreams_serve(self, serving_roles: set[str]) -> None:
         for replica in self.replicas:
@@ -172,9 +172,9 @@ class Supervisor:
 
     # -- health ----------------------------------------------------------------------------------------
     def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
-        env = replica.spec.env
+        config = replica.spec.config
         # Roles with mutual TLS answer only peers with a certificate: present the roles' own.
-        tls = (env.get("MP_TLS_CERT"), env.get("MP_TLS_KEY"), env.get("MP_TLS_CA")) if env.get("MP_TLS_CERT") else (None, None, None)
+        tls = (config.tls_cert, config.tls_key, config.tls_ca)
         try:
             status = probe.check(f"{HOST}:{replica.spec.grpc_port}", timeout=timeout, tls=tls)
         except grpc.RpcError:

@@ -8,10 +8,11 @@ behaves the same as a local process, a container and a Kubernetes pod.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
+
+from metaparticle_runtime.config import RuntimeConfig
 
 from .functions import FunctionSpec
 
@@ -39,20 +40,20 @@ class Settings:
     """Runtime settings of a pattern, shared by all its roles."""
 
     #: Deadline of one request at the entry, in seconds; routers pass what remains downstream.
-    timeout: float = 10.0
+    timeout: float = RuntimeConfig.timeout
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
-    max_request_bytes: int = 4 * 1024 * 1024
+    max_request_bytes: int = RuntimeConfig.max_request_bytes
     #: Deepest accepted JSON nesting of a request.
-    max_json_depth: int = 64
+    max_json_depth: int = RuntimeConfig.max_json_depth
     #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
-    max_in_flight: int = 256
+    max_in_flight: int = RuntimeConfig.max_in_flight
     #: Extra attempts a router makes on another replica when one is unavailable (0 disables).
-    retries: int = 2
+    retries: int = RuntimeConfig.retries
     #: Scatter/gather: "fail" a request when a leaf fails, or return a "partial" result.
-    on_missing: Literal["fail", "partial"] = "fail"
+    on_missing: Literal["fail", "partial"] = RuntimeConfig.on_missing  # type: ignore[assignment]
     #: Scatter/gather: send a hedged call to another replica of a slow leaf after this many seconds
     #: (None: after the observed 95th percentile once enough calls were seen; 0 disables hedging).
-    hedge_after: float | None = None
+    hedge_after: float | None = RuntimeConfig.hedge_after
 
     def validate(self) -> None:
         if not self.timeout > 0:
@@ -145,7 +146,7 @@ class Topology:
         self.settings.validate()
 
 
-def role_env(
+def role_config(
     topology: Topology,
     role: Role,
     addresses: Mapping[str, str],
@@ -156,49 +157,53 @@ def role_env(
     bind_host: str = "0.0.0.0",
     function_file: str | None = None,
     source_dir: str | None = None,
-) -> dict[str, str]:
-    """The runtime configuration (environment variables) of one replica of `role`.
+    **target_settings: Any,
+) -> RuntimeConfig:
+    """The runtime configuration of one replica of `role`.
 
     `addresses` maps each upstream role name to a gRPC target that reaches all its replicas
     (`ipv4:127.0.0.1:5001,127.0.0.1:5002` locally, `dns:///name:50051` on Kubernetes and Docker);
     the runtime balances every call over them. `function_file` is where the by-value copy of the
-    role's function lies, when it is shipped by value.
+    role's function lies, when it is shipped by value. `target_settings` are what the target adds
+    (drain_seconds, tls_cert, tls_key, tls_ca).
     """
     s = topology.settings
-    env = {
-        "MP_PATTERN": topology.pattern,
-        "MP_NAME": topology.name,
-        "MP_ROLE": role.kind,
-        "MP_ROLE_NAME": role.name,
-        "MP_REPLICA": replica,
-        "MP_BIND_HOST": bind_host,
-        "MP_GRPC_PORT": str(grpc_port),
-        "MP_TIMEOUT": repr(s.timeout),
-        "MP_MAX_REQUEST_BYTES": str(s.max_request_bytes),
-        "MP_MAX_JSON_DEPTH": str(s.max_json_depth),
-        "MP_MAX_IN_FLIGHT": str(s.max_in_flight),
-        "MP_RETRIES": str(s.retries),
-    }
-    if role.entry and http_port is not None:
-        env["MP_HTTP_PORT"] = str(http_port)
-    if role.index is not None:
-        env["MP_INDEX"] = str(role.index)
-        env["MP_COUNT"] = str(role.count)
-    if role.upstreams:
-        env["MP_UPSTREAMS"] = json.dumps([addresses[u] for u in role.upstreams])
-        env["MP_UPSTREAM_NAMES"] = json.dumps(list(role.upstreams))
+    extra: dict[str, Any] = {}
     if role.kind == "gather":
-        # Hedging needs a second replica of a leaf to go to. Only the root reads this, so scaling
-        # the replicas of a Spread or a Shard never restarts its router.
-        env["MP_UPSTREAM_REPLICAS"] = json.dumps([topology.role(u).replicas for u in role.upstreams])
-    if role.kind == "shard" and role.key_path:
-        env["MP_KEY_PATH"] = role.key_path
-    if role.kind == "gather":
-        env["MP_ON_MISSING"] = s.on_missing
-        if s.hedge_after is not None:
-            env["MP_HEDGE_AFTER"] = repr(s.hedge_after)
+        # Hedging needs a second replica of a leaf to go to. Only the root is told, so scaling the
+        # replicas of a Spread or a Shard never restarts its router.
+        extra.update(
+            upstream_replicas=tuple(topology.role(u).replicas for u in role.upstreams),
+            on_missing=s.on_missing,
+            hedge_after=s.hedge_after,
+        )
     if role.function is not None:
-        env.update(role.function.env(function_file))
-    if source_dir is not None:
-        env["MP_SOURCE_DIR"] = source_dir
-    return env
+        extra.update(role.function.location(function_file))
+    return RuntimeConfig(
+        role=role.kind,
+        pattern=topology.pattern,
+        name=topology.name,
+        role_name=role.name,
+        replica=replica,
+        bind_host=bind_host,
+        grpc_port=grpc_port,
+        http_port=http_port if role.entry else None,
+        timeout=s.timeout,
+        max_request_bytes=s.max_request_bytes,
+        max_json_depth=s.max_json_depth,
+        max_in_flight=s.max_in_flight,
+        retries=s.retries,
+        index=role.index,
+        count=role.count if role.index is not None else None,
+        upstreams=tuple(addresses[u] for u in role.upstreams),
+        upstream_names=tuple(role.upstreams),
+        key_path=role.key_path if role.kind == "shard" else None,
+        source_dir=source_dir,
+        **extra,
+        **target_settings,
+    )
+
+
+def role_env(topology: Topology, role: Role, addresses: Mapping[str, str], **kwargs: Any) -> dict[str, str]:
+    """`role_config(...)` as the environment variables a process, container or pod is given."""
+    return role_config(topology, role, addresses, **kwargs).to_env()

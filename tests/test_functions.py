@@ -13,7 +13,7 @@ import pytest
 
 from metaparticle_pulumi.functions import FunctionShippingError, ship
 from metaparticle_pulumi.program import ProgramError, evaluate
-from metaparticle_runtime.config import Config
+from metaparticle_runtime.config import RuntimeConfig
 from metaparticle_runtime.loader import load_function, wants_context
 from conftest import EXAMPLES, write_program
 
@@ -95,9 +95,9 @@ def test_a_by_value_function_runs_in_a_fresh_process_without_the_program(shipped
     path.write_bytes(spec.pickled)
     script = (
         "import json, sys\n"
-        "from metaparticle_runtime.config import Config\n"
+        "from metaparticle_runtime.config import RuntimeConfig\n"
         "from metaparticle_runtime.loader import load_function\n"
-        "fn = load_function(Config(role='function', function_file=sys.argv[1]))\n"
+        "fn = load_function(RuntimeConfig(role='function', function_file=sys.argv[1]))\n"
         "print(json.dumps(fn({'q': 1})))\n"
     )
     out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=30)
@@ -109,7 +109,7 @@ def test_a_by_reference_function_is_imported_from_the_source_dir(shipped, monkey
     monkeypatch.setattr(sys, "path", list(sys.path))  # load_function puts the source dir on it
     monkeypatch.delitem(sys.modules, "handlers", raising=False)
     spec = shipped["by-ref"]
-    fn = load_function(Config(role="function", function=spec.ref, source_dir=str(shipped["_dir"])))
+    fn = load_function(RuntimeConfig(role="function", function=spec.ref, source_dir=str(shipped["_dir"])))
     assert wants_context(fn)
     assert fn.__module__ == "handlers" and fn.__name__ == "handle"
     assert fn({"q": 1}, type("Ctx", (), {"index": 3})) == {"handled": {"q": 1}, "index": 3}
@@ -120,7 +120,7 @@ def test_a_by_value_file_from_another_python_version_is_refused(shipped, tmp_pat
     path = tmp_path / "fn.pkl"
     path.write_bytes(shipped["lambda"].pickled)
     with pytest.raises(ValueError) as info:
-        load_function(Config(role="function", function_file=str(path), function_python="2.7"))
+        load_function(RuntimeConfig(role="function", function_file=str(path), function_python="2.7"))
     assert "Python 2.7" in str(info.value)
 
 
@@ -235,5 +235,5 @@ def test_the_runtime_passes_a_context_only_to_functions_that_take_one():
 
 def test_the_runtime_refuses_a_reference_it_cannot_import(tmp_path):
     with pytest.raises(ValueError) as info:
-        load_function(Config(role="function", function="no_such_module_xyz:handler", source_dir=str(tmp_path)))
+        load_function(RuntimeConfig(role="function", function="no_such_module_xyz:handler", source_dir=str(tmp_path)))
     assert "cannot import no_such_module_xyz:handler" in str(info.value)

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from metaparticle_pulumi.program import Evaluation, ProgramError, evaluate
 from metaparticle_pulumi.topology import Topology, dns_name, role_env
-from metaparticle_runtime.config import Config
+from metaparticle_runtime.config import RuntimeConfig
 from conftest import write_program
 
 HANDLERS = '''
@@ -268,7 +268,7 @@ def test_the_runtime_accepts_the_env_of_every_role_of_every_pattern(tmp_path):
         topo = pattern.topology
         for role in topo.roles:
             env = role_env(topo, role, addresses(topo), replica=f"{role.name}-0", grpc_port=6000, http_port=6001)
-            cfg = Config.from_env(env)
+            cfg = RuntimeConfig.from_env(env)
             assert (cfg.role, cfg.role_name, cfg.pattern, cfg.name) == (role.kind, role.name, topo.pattern, topo.name)
             assert cfg.upstreams == tuple(f"dns:///{u}:50051" for u in role.upstreams)
             assert cfg.upstream_names == role.upstreams

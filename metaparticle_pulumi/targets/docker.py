@@ -98,8 +98,8 @@ def _container(
         replica=replica,
         function_file=function_path(role.function),
         source_dir=APP_DIR,
+        drain_seconds=DRAIN_SECONDS,
     )
-    env["MP_DRAIN_SECONDS"] = str(DRAIN_SECONDS)
     taken = sorted(set(args.env) & set(env))
     if taken:
         from ..patterns import PatternError

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
+from metaparticle_runtime.config import RuntimeConfig
 
 from ..image import APP_DIR, RUN_AS, ContainerImage, container_image, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_env
+from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
 from . import TargetOutputs
 from ._shared import (
     check_labels,
@@ -174,21 +175,22 @@ def _container_env(
     args: "PatternArgs",
     user_env: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The runtime's env from `role_env` (with the pod name as replica) plus the user's own."""
-    env = role_env(
+    """The runtime's configuration (with the pod's name as replica) plus the user's own env."""
+    tls = {"tls_cert": f"{TLS_DIR}/tls.crt", "tls_key": f"{TLS_DIR}/tls.key", "tls_ca": f"{TLS_DIR}/ca.crt"} if args.tls_secret else {}
+    config = role_config(
         topology,
         role,
         addresses,
         replica="",
         function_file=function_path(role.function),
         source_dir=APP_DIR,
+        drain_seconds=DRAIN_SECONDS,
+        **tls,
     )
-    env["MP_DRAIN_SECONDS"] = str(DRAIN_SECONDS)
-    if args.tls_secret:
-        env.update(MP_TLS_CERT=f"{TLS_DIR}/tls.crt", MP_TLS_KEY=f"{TLS_DIR}/tls.key", MP_TLS_CA=f"{TLS_DIR}/ca.crt")
+    replica = RuntimeConfig.env_name("replica")
     items: list[dict[str, Any]] = []
-    for key, value in env.items():
-        if key == "MP_REPLICA":
+    for key, value in config.to_env().items():
+        if key == replica:
             items.append({"name": key, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
         else:
             items.append({"name": key, "value": value})

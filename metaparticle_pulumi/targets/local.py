@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import pulumi
 
-from ..topology import Role, Topology, role_env
+from metaparticle_runtime.config import RuntimeConfig
+
+from ..topology import Role, Topology, role_config
 from . import TargetOutputs
 
 if TYPE_CHECKING:
@@ -47,7 +49,13 @@ class ProcessSpec:
     name: str
     grpc_port: int
     http_port: int | None
-    env: dict[str, str]
+    #: What the runtime in this process runs as.
+    config: RuntimeConfig
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The process's environment: its runtime configuration."""
+        return self.config.to_env()
 
 
 @dataclass
@@ -83,7 +91,8 @@ class LocalPlan:
             fn_file = _write_function(role, function_dir)
             for i, port in enumerate(self.grpc_ports[role.name]):
                 name = role.name if role.replicas == 1 else f"{role.name}-{i}"
-                env = role_env(
+                tls = dict(zip(("tls_cert", "tls_key", "tls_ca"), self.tls)) if self.tls is not None else {}
+                config = role_config(
                     topo,
                     role,
                     addresses,
@@ -93,10 +102,9 @@ class LocalPlan:
                     bind_host=HOST,
                     function_file=fn_file,
                     source_dir=topo.source_dir,
+                    **tls,
                 )
-                if self.tls is not None:
-                    env.update(zip(("MP_TLS_CERT", "MP_TLS_KEY", "MP_TLS_CA"), self.tls))
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, env))
+                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config))
         return specs
 
 

@@ -2,7 +2,7 @@
 
 Roles: the function server (runs the user's function), the spread router, the shard router and the
 scatter/gather root. The entry role also serves JSON over HTTP. Everything is configured by
-environment variables (see `config.Config`), so the same runtime runs as a local process, a
+environment variables (see `config.RuntimeConfig`), so the same runtime runs as a local process, a
 container or a Kubernetes pod. Install it alone (no Pulumi) for images.
 """
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import RuntimeConfig, ConfigError
 from .logs import configure
 from .server import serve
 
@@ -39,7 +39,7 @@ def _run(coro: Any) -> None:
 
 def main() -> int:
     try:
-        cfg = Config.from_env()
+        cfg = RuntimeConfig.from_env()
     except (ConfigError, ValueError) as exc:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,11 +1,12 @@
-"""The runtime's configuration, read from environment variables (the same for process, container, pod)."""
+"""The runtime's configuration and its one contract with deployers: `RuntimeConfig`, carried as
+environment variables (the same for a process, a container and a pod)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 ROLES = ("function", "spread", "shard", "gather")
@@ -15,8 +16,52 @@ class ConfigError(ValueError):
     """The runtime was started with a configuration it cannot run."""
 
 
+#: Every setting's environment variable: the whole contract between a deployer and the runtime.
+ENV: dict[str, str] = {
+    "pattern": "MP_PATTERN",
+    "name": "MP_NAME",
+    "role": "MP_ROLE",
+    "role_name": "MP_ROLE_NAME",
+    "replica": "MP_REPLICA",
+    "bind_host": "MP_BIND_HOST",
+    "grpc_port": "MP_GRPC_PORT",
+    "timeout": "MP_TIMEOUT",
+    "max_request_bytes": "MP_MAX_REQUEST_BYTES",
+    "max_json_depth": "MP_MAX_JSON_DEPTH",
+    "max_in_flight": "MP_MAX_IN_FLIGHT",
+    "retries": "MP_RETRIES",
+    "http_port": "MP_HTTP_PORT",
+    "index": "MP_INDEX",
+    "count": "MP_COUNT",
+    "upstreams": "MP_UPSTREAMS",
+    "upstream_names": "MP_UPSTREAM_NAMES",
+    "upstream_replicas": "MP_UPSTREAM_REPLICAS",
+    "key_path": "MP_KEY_PATH",
+    "on_missing": "MP_ON_MISSING",
+    "hedge_after": "MP_HEDGE_AFTER",
+    "function": "MP_FUNCTION",
+    "function_file": "MP_FUNCTION_FILE",
+    "function_python": "MP_FUNCTION_PYTHON",
+    "source_dir": "MP_SOURCE_DIR",
+    "drain_seconds": "MP_DRAIN_SECONDS",
+    "threads": "MP_THREADS",
+    "tls_cert": "MP_TLS_CERT",
+    "tls_key": "MP_TLS_KEY",
+    "tls_ca": "MP_TLS_CA",
+}
+#: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
+_ALWAYS = ("pattern", "name", "role", "role_name", "replica", "bind_host", "grpc_port", "timeout",
+           "max_request_bytes", "max_json_depth", "max_in_flight", "retries")
+
+
 @dataclass(frozen=True)
-class Config:
+class RuntimeConfig:
+    """How one replica of one role runs: the runtime's whole configuration, every default once.
+
+    Deployers build one per replica and give it to the process, container or pod as environment
+    variables (`to_env`); the runtime reads it back with `from_env`. The same for every target.
+    """
+
     role: str
     pattern: str = "Service"
     name: str = "service"
@@ -25,18 +70,26 @@ class Config:
     bind_host: str = "0.0.0.0"
     grpc_port: int = 50051
     http_port: int | None = None
+    #: Deadline of one request at the entry, in seconds; routers pass what remains downstream.
     timeout: float = 10.0
+    #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
     max_request_bytes: int = 4 * 1024 * 1024
+    #: Deepest accepted JSON nesting of a request.
     max_json_depth: int = 64
+    #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
     max_in_flight: int = 256
+    #: Extra attempts a router makes on another replica when one is unavailable (0 disables).
     retries: int = 2
     index: int | None = None
     count: int | None = None
     upstreams: tuple[str, ...] = ()
     upstream_names: tuple[str, ...] = ()
+    #: Scatter/gather: replicas of each leaf (hedging needs a second one to go to).
     upstream_replicas: tuple[int, ...] = ()
     key_path: str | None = None
+    #: Scatter/gather: "fail" a request when a leaf fails, or return a "partial" result.
     on_missing: str = "fail"
+    #: Scatter/gather: seconds before a slow leaf call is hedged (None: adaptive; 0: never).
     hedge_after: float | None = None
     function: str | None = None
     function_file: str | None = None
@@ -49,63 +102,93 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
 
+    @staticmethod
+    def env_name(setting: str) -> str:
+        """The environment variable that carries `setting` (a field name)."""
+        return ENV[setting]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make `from_env` give back this configuration."""
+        defaults = {f.name: f.default for f in fields(self)}
+        env: dict[str, str] = {}
+        for setting, variable in ENV.items():
+            value = getattr(self, setting)
+            if setting not in _ALWAYS and (value is None or value == () or value == defaults[setting]):
+                if not (setting == "on_missing" and self.role == "gather"):
+                    continue
+            if isinstance(value, tuple):
+                env[variable] = json.dumps(list(value))
+            elif isinstance(value, float):
+                env[variable] = repr(value)
+            else:
+                env[variable] = str(value)
+        return env
+
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "RuntimeConfig":
         env = os.environ if env is None else env
 
-        def get(key: str, default: str | None = None) -> str | None:
-            value = env.get(key)
-            return value if value not in (None, "") else default
+        def get(setting: str) -> str | None:
+            value = env.get(ENV[setting])
+            return value if value not in (None, "") else None
 
-        def number(key: str, kind: type, default: object) -> object:
-            raw = get(key)
+        def number(setting: str, kind: type) -> object:
+            raw = get(setting)
             if raw is None:
-                return default
+                return defaults[setting]
             try:
                 return kind(raw)
             except ValueError:
-                raise ConfigError(f"{key} must be a {kind.__name__}, got {raw!r}") from None
+                raise ConfigError(f"{ENV[setting]} must be a {kind.__name__}, got {raw!r}") from None
 
-        role = get("MP_ROLE")
+        def json_list(setting: str) -> tuple[object, ...]:
+            raw = get(setting)
+            try:
+                value = json.loads(raw) if raw is not None else []
+            except ValueError:
+                raise ConfigError(f"{ENV[setting]} must be a JSON list, got {raw!r}") from None
+            if not isinstance(value, list):
+                raise ConfigError(f"{ENV[setting]} must be a JSON list, got {raw!r}")
+            return tuple(value)
+
+        defaults = {f.name: f.default for f in fields(cls)}
+        role = get("role")
         if role not in ROLES:
             raise ConfigError(f"MP_ROLE must be one of {', '.join(ROLES)}, got {role!r}")
-        upstreams = tuple(json.loads(get("MP_UPSTREAMS", "[]")))
-        names = tuple(json.loads(get("MP_UPSTREAM_NAMES", "[]"))) or tuple(
-            f"upstream-{i}" for i in range(len(upstreams))
-        )
-        replicas = tuple(json.loads(get("MP_UPSTREAM_REPLICAS", "[]"))) or tuple(1 for _ in upstreams)
-        hedge = get("MP_HEDGE_AFTER")
+        upstreams = tuple(str(u) for u in json_list("upstreams"))
+        names = tuple(str(n) for n in json_list("upstream_names")) or tuple(f"upstream-{i}" for i in range(len(upstreams)))
+        replicas = tuple(int(r) for r in json_list("upstream_replicas"))  # type: ignore[call-overload]
         cfg = cls(
             role=role,
-            pattern=get("MP_PATTERN", "Service"),
-            name=get("MP_NAME", "service"),
-            role_name=get("MP_ROLE_NAME", role),
-            replica=get("MP_REPLICA") or socket.gethostname(),
-            bind_host=get("MP_BIND_HOST", "0.0.0.0"),
-            grpc_port=number("MP_GRPC_PORT", int, 50051),
-            http_port=number("MP_HTTP_PORT", int, None),
-            timeout=number("MP_TIMEOUT", float, 10.0),
-            max_request_bytes=number("MP_MAX_REQUEST_BYTES", int, 4 * 1024 * 1024),
-            max_json_depth=number("MP_MAX_JSON_DEPTH", int, 64),
-            max_in_flight=number("MP_MAX_IN_FLIGHT", int, 256),
-            retries=number("MP_RETRIES", int, 2),
-            index=number("MP_INDEX", int, None),
-            count=number("MP_COUNT", int, None),
+            pattern=get("pattern") or defaults["pattern"],
+            name=get("name") or defaults["name"],
+            role_name=get("role_name") or role,
+            replica=get("replica") or socket.gethostname(),
+            bind_host=get("bind_host") or defaults["bind_host"],
+            grpc_port=number("grpc_port", int),
+            http_port=number("http_port", int),
+            timeout=number("timeout", float),
+            max_request_bytes=number("max_request_bytes", int),
+            max_json_depth=number("max_json_depth", int),
+            max_in_flight=number("max_in_flight", int),
+            retries=number("retries", int),
+            index=number("index", int),
+            count=number("count", int),
             upstreams=upstreams,
             upstream_names=names,
             upstream_replicas=replicas,
-            key_path=get("MP_KEY_PATH"),
-            on_missing=get("MP_ON_MISSING", "fail"),
-            hedge_after=float(hedge) if hedge is not None else None,
-            function=get("MP_FUNCTION"),
-            function_file=get("MP_FUNCTION_FILE"),
-            function_python=get("MP_FUNCTION_PYTHON"),
-            source_dir=get("MP_SOURCE_DIR"),
-            drain_seconds=number("MP_DRAIN_SECONDS", float, 0.5),
-            threads=number("MP_THREADS", int, 16),
-            tls_cert=get("MP_TLS_CERT"),
-            tls_key=get("MP_TLS_KEY"),
-            tls_ca=get("MP_TLS_CA"),
+            key_path=get("key_path"),
+            on_missing=get("on_missing") or defaults["on_missing"],
+            hedge_after=number("hedge_after", float),
+            function=get("function"),
+            function_file=get("function_file"),
+            function_python=get("function_python"),
+            source_dir=get("source_dir"),
+            drain_seconds=number("drain_seconds", float),
+            threads=number("threads", int),
+            tls_cert=get("tls_cert"),
+            tls_key=get("tls_key"),
+            tls_ca=get("tls_ca"),
         )
         cfg.validate()
         return cfg

@@ -9,7 +9,7 @@ import pickle
 import sys
 from typing import Any, Callable
 
-from .config import Config, ConfigError
+from .config import RuntimeConfig, ConfigError
 
 
 def import_qualname(module_name: str, qualname: str) -> Any:
@@ -20,7 +20,7 @@ def import_qualname(module_name: str, qualname: str) -> Any:
     return obj
 
 
-def load_function(cfg: Config) -> Callable[..., Any]:
+def load_function(cfg: RuntimeConfig) -> Callable[..., Any]:
     """Imports `module:qualname`, or unpickles the deployer's file; never anything from a request."""
     if cfg.source_dir and cfg.source_dir not in sys.path:
         sys.path.insert(0, cfg.source_dir)

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from . import SERVICE_NAME
 from . import http_entry
-from .config import Config
+from .config import RuntimeConfig
 from .errors import RoleError
 from .healthwatch import HealthServicer
 from .roles import Role, build_role
@@ -30,7 +30,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Runtime:
     """Serves one role: admission (in-flight bound), deadlines and error mapping around `Role.call`."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: RuntimeConfig) -> None:
         self.cfg = cfg
         self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="mp-fn")
         self.role: Role = build_role(cfg, self.executor)
@@ -175,7 +175,7 @@ class Runtime:
         log.info("stopped")
 
 
-async def serve(cfg: Config) -> None:
+async def serve(cfg: RuntimeConfig) -> None:
     """Runs until SIGTERM or SIGINT, then stops gracefully."""
     runtime = Runtime(cfg)
     await runtime.start()

@@ -8,7 +8,7 @@ import pulumi
 import metaparticle_pulumi as mp
 from leaf import gather, leaf
 
-config = pulumi.Config("bench")
+config = pulumi.RuntimeConfig("bench")
 search = mp.ScatterGather(
     "bench-scatter",
     leaf=leaf,

@@ -5,6 +5,6 @@ import pulumi
 import metaparticle_pulumi as mp
 from owner import owner
 
-config = pulumi.Config("bench")
+config = pulumi.RuntimeConfig("bench")
 users = mp.Shard("bench-shard", function=owner, shards=config.get_int("shards") or 3, key="user")
 pulumi.export("url", users.url)

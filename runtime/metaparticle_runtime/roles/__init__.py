@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-from ..config import Config
+from ..config import RuntimeConfig
 from ..upstream import Upstream
 
 
@@ -19,7 +19,7 @@ class Role(Protocol):
         ...
 
 
-def build_role(cfg: Config, executor: ThreadPoolExecutor) -> Role:
+def build_role(cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> Role:
     """The role `cfg` asks for, with its function loaded and its upstreams connected."""
     from .function import FunctionServer
     from .gather import GatherRoot
@@ -35,7 +35,7 @@ def build_role(cfg: Config, executor: ThreadPoolExecutor) -> Role:
     return GatherRoot(cfg, executor)
 
 
-def make_upstreams(cfg: Config, label: str | None) -> list[Upstream]:
+def make_upstreams(cfg: RuntimeConfig, label: str | None) -> list[Upstream]:
     """One `Upstream` per configured group; `label` ("shard", "leaf") names them in errors."""
     groups = []
     for i, (target, name) in enumerate(zip(cfg.upstreams, cfg.upstream_names)):

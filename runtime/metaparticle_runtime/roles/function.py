@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import grpc
 
-from ..config import Config
+from ..config import RuntimeConfig
 from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
@@ -65,7 +65,7 @@ class FunctionServer:
 
     upstreams: list = []
 
-    def __init__(self, cfg: Config, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
         self.cfg = cfg
         self.executor = executor
         self.fn = load_function(cfg)

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from ..config import Config
+from ..config import RuntimeConfig
 from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
@@ -54,7 +54,7 @@ class LatencyTracker:
 
 
 class GatherRoot:
-    def __init__(self, cfg: Config, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
         self.cfg = cfg
         self.executor = executor
         self.upstreams = make_upstreams(cfg, "leaf")

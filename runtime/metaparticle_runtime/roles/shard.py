@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from ..config import Config
+from ..config import RuntimeConfig
 from ..errors import BadRequest, RoleError
 from ..hashing import key_at_path, shard_for
 from ..loader import load_function
@@ -16,7 +16,7 @@ from . import make_upstreams
 
 
 class ShardRouter:
-    def __init__(self, cfg: Config, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
         self.cfg = cfg
         self.upstreams = make_upstreams(cfg, "shard")
         self.key_fn = load_function(cfg) if (cfg.function or cfg.function_file) else None

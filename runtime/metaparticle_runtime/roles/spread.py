@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import Config
+from ..config import RuntimeConfig
 from . import make_upstreams
 
 
 class SpreadRouter:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: RuntimeConfig) -> None:
         self.upstreams = make_upstreams(cfg, None)
         self._replicas = self.upstreams[0]
 

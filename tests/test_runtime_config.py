@@ -1,0 +1,71 @@
+"""The runtime owns its contract: `RuntimeConfig` round-trips through the environment, and the
+deploy side never spells an environment variable of its own."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from metaparticle_runtime.config import ENV, ConfigError, RuntimeConfig
+
+PACKAGE = Path(__file__).resolve().parent.parent / "metaparticle_pulumi"
+
+CONFIGS = [
+    RuntimeConfig(role="function", replica="api-replica-0", function="app:handler", index=1, count=3),
+    RuntimeConfig(role="spread", replica="r", http_port=8080, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
+    RuntimeConfig(role="shard", replica="r", upstreams=("x", "y"), upstream_names=("s0", "s1"), key_path="user.id", timeout=2.5),
+    RuntimeConfig(
+        role="gather",
+        replica="root",
+        upstreams=("l0", "l1"),
+        upstream_names=("leaf-0", "leaf-1"),
+        upstream_replicas=(2, 3),
+        on_missing="partial",
+        hedge_after=0.05,
+        function_file="/app/gather.pkl",
+        function_python="3.11",
+        drain_seconds=5,
+        tls_cert="/tls/tls.crt",
+        tls_key="/tls/tls.key",
+        tls_ca="/tls/ca.crt",
+        threads=4,
+    ),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.role)
+def test_a_configuration_survives_the_trip_through_the_environment(config):
+    env = config.to_env()
+    assert all(name.startswith("MP_") and isinstance(value, str) for name, value in env.items())
+    assert RuntimeConfig.from_env(env) == config
+
+
+def test_every_setting_has_exactly_one_environment_variable():
+    assert set(ENV) == {f.name for f in fields(RuntimeConfig)}
+    assert len(set(ENV.values())) == len(ENV)
+
+
+def test_settings_at_their_defaults_stay_out_of_the_environment():
+    env = RuntimeConfig(role="function", replica="r", function="m:f").to_env()
+    assert "MP_DRAIN_SECONDS" not in env and "MP_THREADS" not in env and "MP_TLS_CERT" not in env
+    assert env["MP_TIMEOUT"] == "10.0" and env["MP_RETRIES"] == "2"
+
+
+def test_a_malformed_variable_is_a_clear_error():
+    with pytest.raises(ConfigError, match="MP_UPSTREAMS must be a JSON list"):
+        RuntimeConfig.from_env({"MP_ROLE": "spread", "MP_UPSTREAMS": "{not json"})
+    with pytest.raises(ConfigError, match="MP_GRPC_PORT must be a int"):
+        RuntimeConfig.from_env({"MP_ROLE": "function", "MP_FUNCTION": "m:f", "MP_GRPC_PORT": "http"})
+
+
+def test_the_deploy_side_spells_no_runtime_variable():
+    spelled = {
+        f"{path.relative_to(PACKAGE)}:{n}": line.strip()
+        for path in PACKAGE.rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"[\"']MP_[A-Z_]+[\"']", line)
+    }
+    assert not spelled, spelled
