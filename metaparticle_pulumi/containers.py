@@ -1,11 +1,12 @@
 """A program's patterns as real containers on the local Docker-compatible engine (Docker, podman).
 
-What runs is what the Docker target renders for `pulumi up` (targets/docker.py), read offline from
-Pulumi's mocks: each `docker.Image` is built from its context with the runtime's Dockerfile, each
-`docker.Network` and `docker.Container` is created through the Docker Engine API instead of the
-Pulumi provider. So the containers get exactly the Docker target's image, environment
-(`topology.role_env`), network aliases (role names: `dns:///<role>:50051` finds every replica),
-user, read-only root filesystem, /tmp tmpfs, capabilities and limits.
+The Docker SDK applier of `specs.docker`: what runs is the `DockerSpec` each pattern of the docker
+target keeps, the same spec the Pulumi layer (targets/docker.py) turns into `pulumi_docker`
+children for `pulumi up`. Each pattern's image is built from its context with the runtime's
+Dockerfile; its network and containers are created through the Docker Engine API instead of the
+Pulumi provider, with exactly the same environment (`RuntimeConfig`), network aliases (role
+names: `dns:///<role>:50051` finds every replica), user, read-only root filesystem, /tmp tmpfs,
+capabilities and limits.
 
 Everything made here is labelled `io.metaparticle.project` (containers and networks also
 `io.metaparticle.pattern`, `.role`, `.replica`) and found again by label: `delete` needs no state,
@@ -28,13 +29,14 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from ._errors import Error
 from .client import wait_healthz
 from .image import build_args, write_build_context
+from .specs.docker import PROBE, ContainerSpec, DockerSpec, NetworkSpec
 from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -49,8 +51,6 @@ REPLICA_LABEL = "io.metaparticle.replica"
 ENTRY_LABEL = "io.metaparticle.entry"
 #: Project label of the runtime-only image (`build_runtime_image`).
 RUNTIME_PROJECT = "metaparticle-runtime"
-#: The runtime's health probe, run inside a container (exit 0: SERVING).
-PROBE = ["python", "-m", "metaparticle_runtime.probe"]
 PUBLISH_HOST = "127.0.0.1"
 
 LineSink = Callable[[str], None]
@@ -125,37 +125,6 @@ class ImageSpec:
     build_args: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class NetworkSpec:
-    name: str
-    pattern: str
-    labels: Mapping[str, str]
-    driver: str = "bridge"
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """One container: one replica of one role."""
-
-    #: The engine's name of the container (global to the engine).
-    name: str
-    pattern: str
-    role: str
-    #: The replica's own name (host name, MP_REPLICA).
-    replica: str
-    image: str
-    network: str
-    aliases: tuple[str, ...]
-    labels: Mapping[str, str]
-    #: Everything else `containers.create` takes (env, user, read_only, tmpfs, ports...).
-    options: Mapping[str, Any]
-    #: Command run inside the container that exits 0 once it serves.
-    probe: tuple[str, ...] = tuple(PROBE)
-    #: Seconds a stopping container gets before it is killed.
-    stop_timeout: int = 30
-    entry: bool = False
-
-
 @dataclass
 class Plan:
     """Everything to create for a program, in order: images, networks, containers."""
@@ -176,36 +145,19 @@ class Plan:
         return [c for c in self.containers if c.entry]
 
 
-IMAGE = "docker:index/image:Image"
-NETWORK = "docker:index/network:Network"
-CONTAINER = "docker:index/container:Container"
-
-#: Container inputs of the Docker target that are applied here (any other one is refused, so what
-#: runs never silently differs from what `pulumi up` would create).
-_APPLIED = {
-    "image", "name", "hostname", "envs", "labels", "networksAdvanced", "ports", "user", "readOnly",
-    "tmpfs", "capabilities", "securityOpts", "healthcheck", "restart", "memory", "cpus",
-    "stopTimeout", "destroyGraceSeconds", "mustRun",
-}
-
-
 def deploying_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version: Optional[str] = None) -> Plan:
-    """The containers of a program evaluated for the docker target (`evaluate(dir, target="docker")`).
+    """The containers of a program evaluated for the docker target (`evaluate(dir, target="docker")`):
+    each pattern's `DockerSpec` (what `pulumi up` would create) and the image it builds.
 
     `port`: the host port (on 127.0.0.1) of the first pattern's HTTP entry; every other published
     port is chosen by the engine. `python_version`: the image's Python (`3.11`), by default the
     deploying Python's minor version, which by-value functions need.
     """
-    from .testing import reveal
-
     out = Plan(evaluation.project)
-    by_name: dict[tuple[str, str], Any] = {}
-    for r in evaluation.resources:
-        by_name[(r.type, r.name)] = r
     others = [p for p in evaluation.patterns if getattr(p, "target", None) != "docker"]
     if others:
         names = ", ".join(f"{type(p).__name__} {p.topology.name!r} ({p.target})" for p in others)
@@ -216,42 +168,30 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
     first_entry = True
     for pattern in evaluation.patterns:
         topology: Topology = pattern.topology
+        spec: DockerSpec = pattern.docker_spec
         out.topologies.append(topology)
-        base = dns_name(topology.name)
-        image_res = by_name.get((IMAGE, f"{base}-image"))
-        renamed: dict[str, str] = {}
-        if image_res is not None:
-            inputs = reveal(image_res.inputs)
-            spec = _image_spec(evaluation.directory, topology, inputs, python)
-            renamed[str(inputs["imageName"])] = spec.name
-            out.images.append(spec)
-        net = by_name.get((NETWORK, f"{base}-net"))
-        if net is None:
-            raise EngineError(f"{topology.pattern} {topology.name!r} rendered no docker network")
-        net_inputs = reveal(net.inputs)
-        labels = _labels(net_inputs.get("labels"))
+        image_name = spec.containers[0].image if spec.containers else ""
+        if pattern.image is not None and pattern.image.context is not None:
+            image = _image_spec(topology, pattern.image.name, pattern.image.context.path, python)
+            out.images.append(image)
+            image_name = image.name
+        elif not image_name:
+            image_name = str(_resolve(pattern.args.image))
+        labels = dict(spec.network.labels)
         labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
-        out.networks.append(NetworkSpec(net_inputs["name"], topology.name, labels, net_inputs.get("driver") or "bridge"))
-        for role in topology.roles:
-            for index in range(role.replicas):
-                res = by_name.get((CONTAINER, f"{role.name}-{index}"))
-                if res is None:
-                    raise EngineError(f"{topology.pattern} {topology.name!r} rendered no container for {role.name}-{index}")
-                entry = role.entry and index == 0
-                host_port = port if entry and first_entry else None
-                inputs = reveal(res.inputs)
-                inputs["image"] = renamed.get(str(inputs["image"]), inputs["image"])
-                out.containers.append(_container_spec(out.project, topology, role.name, inputs, entry, host_port))
-                if entry:
-                    first_entry = False
+        out.networks.append(NetworkSpec(spec.network.name, topology.name, labels, spec.network.driver))
+        for container in spec.containers:
+            host_port = port if container.entry and first_entry else None
+            out.containers.append(_for_engine(out.project, container, image_name, host_port))
+            if container.entry:
+                first_entry = False
     if not out.containers:
         raise EngineError(f"{evaluation.directory} declares no patterns for the docker target")
     return out
 
 
-def _image_spec(directory: Path, topology: Topology, inputs: Mapping[str, Any], python: Optional[str]) -> ImageSpec:
-    build = inputs.get("build") or {}
-    args = {k: str(v) for k, v in (build.get("args") or {}).items()}
+def _image_spec(topology: Topology, name: str, context: Path, python: Optional[str]) -> ImageSpec:
+    args = build_args()
     if python is not None:
         pickled = sorted({r.function.python for r in topology.roles if r.function is not None and r.function.by_value})
         wrong = [v for v in pickled if v != python]
@@ -261,97 +201,38 @@ def _image_spec(directory: Path, topology: Topology, inputs: Mapping[str, Any], 
                 f"{', '.join(wrong)} and load only there, not in a Python {python} image; define them in a "
                 "module of the program (they then travel by reference) or deploy with that Python"
             )
-    name = str(inputs["imageName"])
     if python is not None and python != args.get("PYTHON_VERSION"):
         # The content tag stands for the default build args: another Python is another image.
         args["PYTHON_VERSION"] = python
         name = f"{name}-py{python}"
-    context = Path(build.get("context") or ".")
-    if not context.is_absolute():
-        context = Path(directory) / context
     return ImageSpec(topology.name, name, context, args)
 
 
-def _labels(items: Any) -> dict[str, str]:
-    if isinstance(items, dict):
-        return {str(k): str(v) for k, v in items.items()}
-    return {str(i["label"]): str(i["value"]) for i in items or []}
+def _resolve(value: Any) -> Any:
+    """A value the program gave, resolved if it is an Output (the evaluation's values are known)."""
+    import asyncio
+
+    import pulumi
+
+    if isinstance(value, pulumi.Output):
+        return asyncio.get_event_loop().run_until_complete(value.future())
+    return value
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)")
-_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-
-
-def duration_ns(text: str) -> int:
-    """A Go duration ("5s", "1m30s", "500ms") in nanoseconds, as the Engine API takes it."""
-    parts = _DURATION.findall(str(text))
-    if not parts or "".join(n + u for n, u in parts) != str(text):
-        raise EngineError(f"{text!r} is not a duration like 5s or 500ms")
-    return int(sum(float(n) * _NS[u] for n, u in parts))
-
-
-def _container_spec(
-    project: str, topology: Topology, role_name: str, inputs: Mapping[str, Any], entry: bool, host_port: Optional[int]
-) -> ContainerSpec:
-    unknown = sorted(set(inputs) - _APPLIED)
-    if unknown:
-        raise EngineError(f"container {inputs.get('name')}: the docker target sets {', '.join(unknown)}, which is not applied here")
-    (network,) = inputs["networksAdvanced"]
-    labels = _labels(inputs.get("labels"))
-    replica = str(inputs["hostname"])
-    labels.update({PROJECT_LABEL: project, PATTERN_LABEL: topology.name, ROLE_LABEL: role_name, REPLICA_LABEL: replica})
-    if entry:
-        labels[ENTRY_LABEL] = "true"
-    ports: dict[str, Any] = {}
-    for p in inputs.get("ports") or []:
-        internal = int(p["internal"])
-        chosen = host_port if internal == HTTP_PORT and host_port is not None else p.get("external")
-        ports[f"{internal}/{p.get('protocol') or 'tcp'}"] = (p.get("ip") or PUBLISH_HOST, int(chosen) if chosen else None)
-    options: dict[str, Any] = {
-        "hostname": replica,
-        "environment": list(inputs.get("envs") or []),
-        "user": inputs.get("user"),
-        "read_only": bool(inputs.get("readOnly")),
-        "tmpfs": dict(inputs.get("tmpfs") or {}),
-        "security_opt": list(inputs.get("securityOpts") or []),
-        "ports": ports,
-    }
-    caps = inputs.get("capabilities") or {}
-    if caps.get("drops"):
-        options["cap_drop"] = list(caps["drops"])
-    if caps.get("adds"):
-        options["cap_add"] = list(caps["adds"])
-    if inputs.get("memory"):
-        options["mem_limit"] = f"{int(inputs['memory'])}m"
-    if inputs.get("cpus"):
-        options["nano_cpus"] = int(float(inputs["cpus"]) * 1e9)
-    if inputs.get("restart") and inputs["restart"] != "no":
-        options["restart_policy"] = {"Name": inputs["restart"]}
-    probe: tuple[str, ...] = tuple(PROBE)
-    check = inputs.get("healthcheck")
-    if check:
-        test = list(check["tests"])
-        options["healthcheck"] = {
-            "test": test,
-            **{k: duration_ns(check[src]) for k, src in (("interval", "interval"), ("timeout", "timeout"), ("start_period", "startPeriod")) if check.get(src)},
-            **({"retries": int(check["retries"])} if check.get("retries") else {}),
+def _for_engine(project: str, spec: ContainerSpec, image: str, host_port: Optional[int]) -> ContainerSpec:
+    """`spec` as the Docker SDK creates it: the user's env resolved, the image built here, our
+    labels (to find the project's containers again), the entry on `host_port` when given."""
+    options = dict(spec.options)
+    options["environment"] = list(options["environment"]) + [f"{k}={_resolve(v)}" for k, v in spec.user_env]
+    if host_port is not None:
+        options["ports"] = {
+            key: (host, host_port if key == f"{HTTP_PORT}/tcp" else chosen) for key, (host, chosen) in options["ports"].items()
         }
-        if test and test[0] == "CMD":
-            probe = tuple(test[1:])
-    return ContainerSpec(
-        name=str(inputs["name"]),
-        pattern=topology.name,
-        role=role_name,
-        replica=replica,
-        image=str(inputs["image"]),
-        network=str(network["name"]),
-        aliases=tuple(network.get("aliases") or ()),
-        labels=labels,
-        options=options,
-        probe=probe,
-        stop_timeout=int(inputs.get("stopTimeout") or 30),
-        entry=entry,
-    )
+    labels = dict(spec.labels)
+    labels.update({PROJECT_LABEL: project, PATTERN_LABEL: spec.pattern, ROLE_LABEL: spec.role, REPLICA_LABEL: spec.replica})
+    if spec.entry:
+        labels[ENTRY_LABEL] = "true"
+    return replace(spec, image=image, labels=labels, options=options, user_env=())
 
 
 # --- images ---------------------------------------------------------------------------------------

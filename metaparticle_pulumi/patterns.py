@@ -20,6 +20,7 @@ from .topology import Role, Settings, Topology, dns_name
 
 if TYPE_CHECKING:
     from .image import ContainerImage
+    from .specs.docker import DockerSpec
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
@@ -141,6 +142,8 @@ class _Pattern(pulumi.ComponentResource):
     topology: Topology
     #: The image its containers run, when the target builds one from the program (name and context).
     image: Optional["ContainerImage"] = None
+    #: What the docker target runs (the network and containers), as plain data.
+    docker_spec: Optional["DockerSpec"] = None
 
     _args_type: type[PatternArgs] = PatternArgs
 

@@ -220,14 +220,6 @@ def test_the_content_tag_changes_with_the_build_args(tmp_path, monkeypatch):
     assert write_build_context(pattern.topology).tag != before
 
 
-def test_durations_are_go_durations():
-    assert containers.duration_ns("5s") == 5 * 10**9
-    assert containers.duration_ns("1m30s") == 90 * 10**9
-    assert containers.duration_ns("500ms") == 5 * 10**8
-    with pytest.raises(EngineError):
-        containers.duration_ns("5 seconds")
-
-
 # --- images ----------------------------------------------------------------------------------------
 
 

@@ -170,3 +170,31 @@ def test_preview_does_not_break():
         mp.Spread("api", function=handler, replicas=2)
     (image,) = stack.resources(type="docker:index/image:Image")
     assert {c["image"] for c in containers(stack).values()} == {image.inputs["imageName"]}
+
+
+@pytest.mark.parametrize("example", PATTERNS)
+def test_the_pulumi_containers_apply_the_pattern_s_docker_spec(stacks, example):
+    """One spec, two appliers: what `pulumi up` creates says what `run --target docker` creates."""
+    stack = stacks[example]
+    (pattern,) = stack.patterns
+    spec = pattern.docker_spec
+    created = containers(stack)
+    assert len(created) == len(spec.containers)
+    for c in spec.containers:
+        inputs = created[f"{c.role}-{c.replica.rsplit('-', 1)[1]}"]
+        options = c.options
+        assert inputs["name"] == c.name and inputs["hostname"] == c.replica
+        assert inputs["envs"] == list(options["environment"])
+        assert inputs["user"] == options["user"] and inputs["readOnly"] is options["read_only"]
+        assert inputs["tmpfs"] == options["tmpfs"] and inputs["capabilities"] == {"drops": options["cap_drop"]}
+        assert inputs["securityOpts"] == options["security_opt"]
+        assert inputs["memory"] == int(options["mem_limit"].rstrip("m"))
+        check = inputs["healthcheck"]
+        assert check["tests"] == options["healthcheck"]["test"]
+        assert (check["interval"], check["timeout"], check["startPeriod"]) == ("5s", "3s", "10s")
+        assert options["healthcheck"]["interval"] == 5 * 10**9 and check["retries"] == options["healthcheck"]["retries"]
+        assert inputs["restart"] == options["restart_policy"]["Name"]
+        assert inputs["stopTimeout"] == c.stop_timeout == inputs["destroyGraceSeconds"]
+        published = [(p["internal"], p["ip"]) for p in inputs.get("ports") or []]
+        assert published == [(int(k.split("/")[0]), host) for k, (host, _) in options["ports"].items()]
+        assert inputs["networksAdvanced"][0]["aliases"] == list(c.aliases)

@@ -1,20 +1,19 @@
-"""The Docker target: one network per pattern and one container per replica on the local engine.
+"""The Docker target's Pulumi applier: `specs.docker` as `pulumi_docker` children of the component.
 
-Every replica of a role joins the pattern's network with the role's name as alias, so
-`dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
-balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
-Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check.
+The network and the containers are exactly what `metaparticle run --target docker` runs through
+the Docker SDK (`containers.py`): both apply the same `DockerSpec`, which the component keeps.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import pulumi
 import pulumi_docker as docker
 
-from ..image import APP_DIR, RUN_AS, container_image, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_env
+from ..image import container_image
+from ..specs.docker import DRAIN_SECONDS, PUBLISH_HOST, ContainerSpec, docker_spec, runtime_env_names
+from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import (
     check_labels,
@@ -30,12 +29,6 @@ from ._shared import (
 if TYPE_CHECKING:
     from ..patterns import PatternArgs, _Pattern
 
-#: Host address the entry's ports are published on (never all interfaces).
-PUBLISH_HOST = "127.0.0.1"
-#: Seconds a stopping container keeps serving after turning NOT_SERVING.
-DRAIN_SECONDS = 1
-HEALTH_CHECK = ["CMD", "python", "-m", "metaparticle_runtime.probe", "--port", str(GRPC_PORT)]
-
 
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     """Creates the network and the containers of `topology` as children of `component`."""
@@ -46,26 +39,39 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     for option in ("public", "autoscale", "tls_secret", "namespace"):
         if getattr(args, option, None):
             pulumi.log.warn(f"{where}: {option} applies to Kubernetes only; the docker target ignores it", resource=component)
-    base = dns_name(topology.name)
-    # Container and network names are global to the Docker engine: the stack keeps two stacks of
-    # one program (dev, test) apart.
-    prefix = dns_name(f"{pulumi.get_project()}-{pulumi.get_stack()}")
-    image = container_image(component, topology, args, default_platform=None, local=True)
+    taken = sorted(set(args.env) & runtime_env_names(topology))
+    if taken:
+        from ..patterns import PatternError
 
+        raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
+    base = dns_name(topology.name)
+    image = container_image(component, topology, args, default_platform=None, local=True)
+    limits = {k: quantity(v) for k, v in container_resources.get("limits", {}).items() if k in ("memory", "cpu")}
+    spec = docker_spec(
+        topology,
+        # Container and network names are global to the Docker engine: the stack keeps two stacks
+        # of one program (dev, test) apart.
+        prefix=dns_name(f"{pulumi.get_project()}-{pulumi.get_stack()}"),
+        image=image.name if isinstance(image.name, str) else "",
+        role_labels={r.name: role_labels(topology, r, args.labels) for r in topology.roles},
+        network_labels=object_labels(topology, base, "network", args.labels),
+        limits=limits,
+        user_env=args.env,
+        stop_timeout=grace_seconds(topology, DRAIN_SECONDS),
+    )
+    component.docker_spec = spec
     network = docker.Network(
         f"{base}-net",
-        name=f"{prefix}-{base}",
-        driver="bridge",
-        labels=_labels(object_labels(topology, base, "network", args.labels)),
+        name=spec.network.name,
+        driver=spec.network.driver,
+        labels=_labels(spec.network.labels),
         opts=child_opts(component, "docker:index/network:Network", "{base}-net", {"base": base}),
     )
-    addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
     entry: Optional[docker.Container] = None
-    for role in topology.roles:
-        for i in range(role.replicas):
-            container = _container(component, topology, role, i, args, image.ref, network, addresses, container_resources, prefix)
-            if role.entry and i == 0:
-                entry = container
+    for container_spec in spec.containers:
+        container = _container(component, container_spec, image.ref, network)
+        if container_spec.entry:
+            entry = container
     assert entry is not None
     return TargetOutputs(
         url=_published(entry, HTTP_PORT, "http"),
@@ -74,72 +80,59 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     )
 
 
-def _labels(labels: dict[str, str]) -> list[dict[str, str]]:
+def _labels(labels: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"label": k, "value": v} for k, v in sorted(labels.items())]
 
 
-def _container(
-    component: "_Pattern",
-    topology: Topology,
-    role: Role,
-    index: int,
-    args: "PatternArgs",
-    image_ref: pulumi.Output[str],
-    network: docker.Network,
-    addresses: dict[str, str],
-    container_resources: dict[str, dict[str, str]],
-    prefix: str,
-) -> docker.Container:
-    replica = f"{role.name}-{index}"
-    env = role_env(
-        topology,
-        role,
-        addresses,
-        replica=replica,
-        function_file=function_path(role.function),
-        source_dir=APP_DIR,
-        drain_seconds=DRAIN_SECONDS,
-    )
-    taken = sorted(set(args.env) & set(env))
-    if taken:
-        from ..patterns import PatternError
+def _go_duration(nanoseconds: int) -> str:
+    """Nanoseconds as the Go duration the Docker provider takes ("5s", "500ms")."""
+    if nanoseconds % 10**9 == 0:
+        return f"{nanoseconds // 10**9}s"
+    return f"{nanoseconds // 10**6}ms"
 
-        raise PatternError(f"{topology.pattern} {topology.name!r}: env {', '.join(taken)} is set by metaparticle")
-    envs: list[Any] = [f"{k}={v}" for k, v in env.items()]
-    envs += [pulumi.Output.concat(k, "=", pulumi.Output.from_input(args.env[k]).apply(str)) for k in sorted(args.env)]
-    ports = []
-    if role.entry and index == 0:
-        ports = [
-            {"internal": HTTP_PORT, "ip": PUBLISH_HOST, "protocol": "tcp"},
-            {"internal": GRPC_PORT, "ip": PUBLISH_HOST, "protocol": "tcp"},
-        ]
-    limits = container_resources.get("limits", {})
+
+def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], network: docker.Network) -> docker.Container:
+    options = spec.options
+    envs: list[Any] = list(options["environment"])
+    envs += [pulumi.Output.concat(k, "=", pulumi.Output.from_input(v).apply(str)) for k, v in spec.user_env]
+    ports = [
+        {"internal": int(port.split("/")[0]), "ip": host, "protocol": port.split("/")[1]}
+        for port, (host, _) in options["ports"].items()
+    ]
+    check = options["healthcheck"]
     extra: dict[str, Any] = {}
-    if "memory" in limits:
-        extra["memory"] = max(6, int(quantity(limits["memory"]) // 2**20))
-    if "cpu" in limits:
-        extra["cpus"] = str(quantity(limits["cpu"]))
+    if "mem_limit" in options:
+        extra["memory"] = int(options["mem_limit"].rstrip("m"))
+    if "nano_cpus" in options:
+        extra["cpus"] = str(options["nano_cpus"] / 1e9)
+    index = spec.replica.rsplit("-", 1)[1]
     template = "{role}-{replica}"
-    fields = {"base": dns_name(topology.name), "role": role.name, "replica": index}
+    fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}
     return docker.Container(
         template.format(**fields),
-        name=f"{prefix}-{replica}",
-        hostname=replica,
+        name=spec.name,
+        hostname=options["hostname"],
         image=image_ref,
         envs=envs,
-        labels=_labels(role_labels(topology, role, args.labels)),
-        networks_advanced=[{"name": network.name, "aliases": [role.name]}],
+        labels=_labels(spec.labels),
+        networks_advanced=[{"name": network.name, "aliases": list(spec.aliases)}],
         ports=ports,
-        user=f"{RUN_AS}:{RUN_AS}",
-        read_only=True,
-        tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-        capabilities={"drops": ["ALL"]},
-        security_opts=["no-new-privileges:true"],
-        healthcheck={"tests": HEALTH_CHECK, "interval": "5s", "timeout": "3s", "retries": 3, "start_period": "10s"},
-        restart="unless-stopped",
+        user=options["user"],
+        read_only=options["read_only"],
+        tmpfs=dict(options["tmpfs"]),
+        capabilities={"drops": list(options["cap_drop"])},
+        security_opts=list(options["security_opt"]),
+        healthcheck={
+            "tests": list(check["test"]),
+            "interval": _go_duration(check["interval"]),
+            "timeout": _go_duration(check["timeout"]),
+            "retries": check["retries"],
+            "start_period": _go_duration(check["start_period"]),
+        },
+        restart=options["restart_policy"]["Name"],
         must_run=True,
-        stop_timeout=grace_seconds(topology, DRAIN_SECONDS),
-        destroy_grace_seconds=grace_seconds(topology, DRAIN_SECONDS),
+        stop_timeout=spec.stop_timeout,
+        destroy_grace_seconds=spec.stop_timeout,
         opts=child_opts(component, "docker:index/container:Container", template, fields),
         **extra,
     )

@@ -1,0 +1,165 @@
+"""What the Docker target runs, as plain data: one network per pattern, one container per replica.
+
+A pure function of the Topology and the deployment settings (no Pulumi, no engine, no I/O). Two
+appliers consume it: the Pulumi layer (`targets/docker.py`, `pulumi_docker` children for
+`pulumi up`) and the Docker SDK (`containers.py`, `metaparticle run --target docker`), so both run
+exactly the same containers. `options` are the Docker SDK's `containers.create` arguments.
+
+Every replica of a role joins the pattern's network with the role's name as alias, so
+`dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
+balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
+Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from ..image import APP_DIR, RUN_AS, function_path
+from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
+
+#: Host address the entry's ports are published on (never all interfaces).
+PUBLISH_HOST = "127.0.0.1"
+#: Seconds a stopping container keeps serving after turning NOT_SERVING.
+DRAIN_SECONDS = 1
+#: The runtime's health probe, run inside a container (exit 0: SERVING).
+PROBE = ("python", "-m", "metaparticle_runtime.probe")
+HEALTH_CHECK = ["CMD", *PROBE, "--port", str(GRPC_PORT)]
+#: Health check timing, in seconds.
+HEALTH = {"interval": 5, "timeout": 3, "start_period": 10}
+HEALTH_RETRIES = 3
+RESTART = "unless-stopped"
+TMPFS = {"/tmp": "rw,noexec,nosuid,size=64m"}
+SECURITY_OPT = ("no-new-privileges:true",)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    pattern: str
+    labels: Mapping[str, str]
+    driver: str = "bridge"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One container: one replica of one role."""
+
+    #: The engine's name of the container (global to the engine).
+    name: str
+    pattern: str
+    role: str
+    #: The replica's own name (its host name, and the runtime's replica).
+    replica: str
+    image: str
+    network: str
+    aliases: tuple[str, ...]
+    labels: Mapping[str, str]
+    #: Everything else `containers.create` takes (environment, user, read_only, tmpfs, ports...).
+    options: Mapping[str, Any]
+    #: Command run inside the container that exits 0 once it serves.
+    probe: tuple[str, ...] = PROBE
+    #: Seconds a stopping container gets before it is killed.
+    stop_timeout: int = 30
+    entry: bool = False
+    #: The user's `env=`, sorted, appended to `options["environment"]` by each applier: values may
+    #: be Pulumi Outputs (secrets), which only an applier can resolve.
+    user_env: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    """A pattern on the Docker target."""
+
+    network: NetworkSpec
+    containers: tuple[ContainerSpec, ...] = field(default_factory=tuple)
+
+
+def docker_spec(
+    topology: Topology,
+    *,
+    prefix: str,
+    image: str,
+    role_labels: Mapping[str, Mapping[str, str]],
+    network_labels: Mapping[str, str],
+    limits: Mapping[str, float],
+    user_env: Mapping[str, Any],
+    stop_timeout: int,
+) -> DockerSpec:
+    """The network and containers of `topology`.
+
+    `prefix` keeps engine-global names of two stacks apart; `role_labels` are each role's labels;
+    `limits` the container limits in bytes (`memory`) and cores (`cpu`).
+    """
+    base = dns_name(topology.name)
+    network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
+    addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
+    extra: dict[str, Any] = {}
+    if "memory" in limits:
+        extra["mem_limit"] = f"{max(6, int(limits['memory'] // 2**20))}m"
+    if "cpu" in limits:
+        extra["nano_cpus"] = int(limits["cpu"] * 1e9)
+    containers = []
+    for role in topology.roles:
+        for index in range(role.replicas):
+            replica = f"{role.name}-{index}"
+            env = role_env(
+                topology,
+                role,
+                addresses,
+                replica=replica,
+                function_file=function_path(role.function),
+                source_dir=APP_DIR,
+                drain_seconds=DRAIN_SECONDS,
+            )
+            entry = role.entry and index == 0
+            ports: dict[str, tuple[str, Optional[int]]] = {}
+            if entry:
+                ports = {f"{HTTP_PORT}/tcp": (PUBLISH_HOST, None), f"{GRPC_PORT}/tcp": (PUBLISH_HOST, None)}
+            options: dict[str, Any] = {
+                "hostname": replica,
+                "environment": [f"{k}={v}" for k, v in env.items()],
+                "user": f"{RUN_AS}:{RUN_AS}",
+                "read_only": True,
+                "tmpfs": dict(TMPFS),
+                "cap_drop": ["ALL"],
+                "security_opt": list(SECURITY_OPT),
+                "ports": ports,
+                "restart_policy": {"Name": RESTART},
+                "healthcheck": {
+                    "test": list(HEALTH_CHECK),
+                    **{key: seconds * 10**9 for key, seconds in HEALTH.items()},
+                    "retries": HEALTH_RETRIES,
+                },
+                **extra,
+            }
+            containers.append(
+                ContainerSpec(
+                    name=f"{prefix}-{replica}",
+                    pattern=topology.name,
+                    role=role.name,
+                    replica=replica,
+                    image=image,
+                    network=network.name,
+                    aliases=(role.name,),
+                    labels=dict(role_labels[role.name]),
+                    options=options,
+                    probe=tuple(HEALTH_CHECK[1:]),
+                    stop_timeout=stop_timeout,
+                    entry=entry,
+                    user_env=tuple(sorted(user_env.items())),
+                )
+            )
+    return DockerSpec(network, tuple(containers))
+
+
+def runtime_env_names(topology: Topology) -> set[str]:
+    """The environment variables the runtime is configured with in any container of `topology`."""
+    names: set[str] = set()
+    addresses = {r.name: "" for r in topology.roles}
+    for role in topology.roles:
+        names |= set(
+            role_env(topology, role, addresses, replica="", function_file=function_path(role.function), source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS)
+        )
+    return names
