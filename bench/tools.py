@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -483,6 +483,7 @@ class Topology:
         from metaparticle_pulumi.program import evaluate
         from metaparticle_pulumi.supervisor import Supervisor
         from metaparticle_pulumi.targets.local import ProcessSpec, free_port
+        from metaparticle_runtime.config import RuntimeConfig
 
         self.http_port = free_port()
         evaluation = evaluate(PROGRAMS / program, target="local", port=self.http_port, config=config or {})
@@ -494,12 +495,12 @@ class Topology:
         for name, extra in (extra_roots or {}).items():
             base = next(s for s in specs if s.role == entry_role)
             port = free_port()
-            env2 = dict(base.env, MP_GRPC_PORT=str(port), MP_REPLICA=f"{base.name}-{name}", **extra)
-            env2.pop("MP_HTTP_PORT", None)
-            specs.append(ProcessSpec(base.topology, base.role, 1, f"{base.name}-{name}", port, None, env2))
+            config = RuntimeConfig.from_env({**base.env, **extra})
+            config = replace(config, grpc_port=port, replica=f"{base.name}-{name}", http_port=None)
+            specs.append(ProcessSpec(base.topology, base.role, 1, f"{base.name}-{name}", port, None, config))
             self.extra_ports[name] = port
-        for spec in specs:
-            spec.env.update(env or {})
+        if env:
+            specs = [replace(s, extra_env={**s.extra_env, **env}) for s in specs]
         self.specs = specs
         self.entry_role = entry_role
         self.cpus = cpus or {}

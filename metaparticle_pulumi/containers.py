@@ -180,7 +180,10 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
         labels = dict(spec.network.labels)
         labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
         out.networks.append(NetworkSpec(spec.network.name, topology.name, labels, spec.network.driver))
-        for container in spec.containers:
+        # Routers last: they resolve their upstreams' names when they start, and the engine's DNS
+        # answers only with containers already started, so a router started first would send
+        # every request to whichever replica it found.
+        for container in sorted(spec.containers, key=lambda c: bool(topology.role(c.role).upstreams)):
             host_port = port if container.entry and first_entry else None
             out.containers.append(_for_engine(out.project, container, image_name, host_port))
             if container.entry:
@@ -210,12 +213,12 @@ def _image_spec(topology: Topology, name: str, context: Path, python: Optional[s
 
 def _resolve(value: Any) -> Any:
     """A value the program gave, resolved if it is an Output (the evaluation's values are known)."""
-    import asyncio
-
     import pulumi
 
+    from .program import event_loop
+
     if isinstance(value, pulumi.Output):
-        return asyncio.get_event_loop().run_until_complete(value.future())
+        return event_loop().run_until_complete(value.future())
     return value
 
 

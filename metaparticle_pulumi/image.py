@@ -22,6 +22,7 @@ import pulumi
 
 import metaparticle_runtime
 
+from ._errors import PatternError
 from .functions import FunctionSpec
 from .topology import Topology, dns_name
 
@@ -295,8 +296,6 @@ def container_image(
     platform = cfg.get("platform") or default_platform
     builder = cfg.get(IMAGE_BUILD_KEY) or "pulumi"
     if builder not in IMAGE_BUILDERS:
-        from .patterns import PatternError
-
         raise PatternError(
             f"{topology.pattern} {topology.name!r}: config metaparticle:{IMAGE_BUILD_KEY} must be one of "
             f"{', '.join(IMAGE_BUILDERS)}, got {builder!r}"

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Optional
 import pulumi
 import yaml
 
-from .program import MockResource, evaluate
+from .program import MockResource, evaluate, is_secret
 
 #: First line of every rendered file: stale ones (and only those) are removed on the next render.
 HEADER = "# Rendered by metaparticle from a Pulumi program; apply with kubectl apply -f <dir>.\n"
@@ -37,8 +37,6 @@ KIND_ORDER = {
 def _plain(value: Any) -> Any:
     """JSON-like data with whole floats back as ints (the mocks carry every number as a float) and
     secret markers removed (a manifest holds the value itself)."""
-    from .testing import is_secret
-
     if is_secret(value):
         return _plain(value["value"])
     if isinstance(value, dict):

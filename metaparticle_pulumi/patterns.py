@@ -14,8 +14,9 @@ import pulumi
 from metaparticle_runtime.config import RuntimeConfig
 
 from . import _registry
-from ._errors import Error
+from ._errors import PatternError
 from .functions import FunctionShippingError, FunctionSpec, ship
+from .targets import render
 from .topology import Role, Settings, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
-
-
-class PatternError(Error, ValueError):
-    """A pattern was declared with arguments it cannot run with."""
 
 
 @dataclass(kw_only=True)
@@ -173,8 +170,6 @@ class _Pattern(pulumi.ComponentResource):
             raise PatternError(
                 f"{kind} {resource_name!r}: tls=(cert, key, ca) is for the local target; on {self.target} use tls_secret"
             )
-
-        from .targets import render
 
         outputs = render(self.target, self, self.topology, args)
         self.url = outputs.url

@@ -7,6 +7,7 @@ mocks instead of a cloud.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import runpy
 import sys
@@ -19,13 +20,45 @@ from typing import Any, Iterator, Mapping
 import pulumi
 import yaml
 
-from ._errors import Error
 from . import _registry
+from ._errors import Error, PatternError
 from .targets import local
 
 
 class ProgramError(Error):
     """The program cannot be evaluated; the message is one line meant for the user."""
+
+
+#: How Pulumi's resource protocol marks a secret value: a mapping whose signature key holds the
+#: secret signature, the plain value under "value" (the same on every language SDK and the engine).
+SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a registered input value is marked secret (Pulumi keeps it encrypted in state)."""
+    return isinstance(value, dict) and value.get(SIGNATURE_KEY) == SECRET_SIGNATURE
+
+
+def reveal(value: Any) -> Any:
+    """A registered input value with every secret marker removed (the plain values)."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """The thread's event loop, which Pulumi's runtime schedules registrations on (made if none)."""
+    try:
+        return asyncio.get_event_loop()
+    except RuntimeError:  # a finished asyncio.run() leaves the thread without one
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop
 
 
 @dataclass
@@ -186,8 +219,6 @@ def evaluate(
 
 def _one_line(exc: BaseException, main: Path) -> str:
     """`file:line: Type: message` at the deepest frame inside the program, else the message alone."""
-    from .patterns import PatternError
-
     if isinstance(exc, PatternError):
         return str(exc)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(main.parent))]

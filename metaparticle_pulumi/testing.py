@@ -28,33 +28,11 @@ from typing import Any, Iterator, Mapping, Optional
 import pulumi
 
 from . import _registry
-from .program import MockResource, RecordingMocks
+from .program import MockResource, RecordingMocks, event_loop, is_secret, reveal
 from .program import evaluate as _evaluate_program
 from .targets import local
 
 __all__ = ["MockedStack", "Mocks", "evaluate", "is_secret", "mocked", "reveal"]
-
-
-#: How Pulumi's resource protocol marks a secret value: a mapping whose signature key holds the
-#: secret signature, the plain value under "value" (the same on every language SDK and the engine).
-SIGNATURE_KEY = "4dabf18193072939515e22adb298388d"
-SECRET_SIGNATURE = "1b47061264138c4ac30d75fd1eb44270"
-
-
-def is_secret(value: Any) -> bool:
-    """Whether a registered input value is marked secret (Pulumi keeps it encrypted in state)."""
-    return isinstance(value, dict) and value.get(SIGNATURE_KEY) == SECRET_SIGNATURE
-
-
-def reveal(value: Any) -> Any:
-    """A registered input value with every secret marker removed (the plain values)."""
-    if is_secret(value):
-        return reveal(value["value"])
-    if isinstance(value, dict):
-        return {k: reveal(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [reveal(v) for v in value]
-    return value
 
 
 #: The mocks `mocked()` and `evaluate()` use: every registration recorded, plausible computed values.
@@ -99,11 +77,11 @@ class MockedStack:
         """The value of an Output (None while unknown, as in a preview)."""
         if not isinstance(output, pulumi.Output):
             return output
-        return asyncio.get_event_loop().run_until_complete(output.future())
+        return event_loop().run_until_complete(output.future())
 
     def settle(self, timeout: float = 60.0) -> None:
         """Waits until every registration the code made so far has completed (at most `timeout` s)."""
-        loop = asyncio.get_event_loop()
+        loop = event_loop()
         deadline = time.monotonic() + timeout
         while pending := [t for t in asyncio.all_tasks(loop) if not t.done()]:
             left = deadline - time.monotonic()
@@ -133,6 +111,7 @@ def mocked(
     if source_dir is None:
         temporary = tempfile.mkdtemp(prefix="metaparticle-test-")
         source_dir = temporary
+    event_loop()
     mocks = Mocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     pulumi.runtime.set_all_config({"metaparticle:target": target, **dict(config or {})})

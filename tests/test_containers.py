@@ -189,6 +189,12 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
             assert spec.options["ports"][f"{GRPC_PORT}/tcp"] == ("127.0.0.1", None)
         else:
             assert not spec.options["ports"]
+    order = [c.role for c in plan.containers]
+    for role in topology.roles:
+        for upstream in role.upstreams:
+            assert max(i for i, r in enumerate(order) if r == upstream) < order.index(role.name), (
+                f"{role.name} starts before {upstream}, whose names it resolves once at start"
+            )
     (image,) = plan.images
     assert image.build_args["PYTHON_VERSION"] == containers.deploying_python()
     assert (image.context / "Dockerfile").is_file()
@@ -443,7 +449,12 @@ def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Pl
             matches(service["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"]) for d in deployments
         ), f"Service {service['metadata']['name']} selects no pods"
     by_deployment = {d["metadata"]["name"]: d for d in deployments}
-    for name, pod, template in _instances(objects):
+
+    def routes(template: dict[str, Any]) -> bool:
+        return any(e["name"] == "MP_UPSTREAMS" for c in template["spec"]["containers"] for e in c.get("env", []))
+
+    # Routers last, as containers.plan does: the engine's DNS answers only with started containers.
+    for name, pod, template in sorted(_instances(objects), key=lambda item: routes(item[2])):
         deployment = by_deployment[name]
         namespace = deployment["metadata"].get("namespace", "default")
         pod_labels = template["metadata"]["labels"]

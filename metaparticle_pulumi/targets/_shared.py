@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 
 from .. import _registry
+from .._errors import PatternError
 from ..topology import Role, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -80,8 +81,6 @@ def role_labels(topology: Topology, role: Role, extra: Mapping[str, str]) -> dic
 
 
 def check_labels(args: "PatternArgs", where: str) -> None:
-    from ..patterns import PatternError
-
     taken = sorted(set(args.labels) & set(RESERVED_LABELS))
     if taken:
         raise PatternError(f"{where}: labels {', '.join(taken)} are set by metaparticle (selectors rely on them)")
@@ -92,8 +91,6 @@ def check_labels(args: "PatternArgs", where: str) -> None:
 
 def resources(args: "PatternArgs", where: str) -> dict[str, dict[str, str]]:
     """The container resources: the user's sections replace the defaults' sections."""
-    from ..patterns import PatternError
-
     given = dict(args.resources or {})
     unknown = sorted(set(given) - {"requests", "limits"})
     if unknown:
@@ -145,8 +142,6 @@ def check_unique(component: "_Pattern", topology: Topology, target: str, namespa
     Pulumi's URNs would not collide (the parents differ), but the objects would: one would
     silently overwrite the other in the cluster.
     """
-    from ..patterns import PatternError
-
     mine = claimed_names(topology)
     for other in _registry.declared():
         if other is component or getattr(other, "target", None) != target:

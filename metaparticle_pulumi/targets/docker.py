@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
+from .._errors import PatternError
 from ..image import container_image
 from ..specs.docker import DRAIN_SECONDS, PUBLISH_HOST, ContainerSpec, docker_spec, runtime_env_names
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
@@ -41,8 +42,6 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
             pulumi.log.warn(f"{where}: {option} applies to Kubernetes only; the docker target ignores it", resource=component)
     taken = sorted(set(args.env) & runtime_env_names(topology))
     if taken:
-        from ..patterns import PatternError
-
         raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
     base = dns_name(topology.name)
     image = container_image(component, topology, args, default_platform=None, local=True)

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from metaparticle_runtime.config import RuntimeConfig
 
+from .._errors import PatternError
 from ..image import APP_DIR, RUN_AS, ContainerImage, container_image, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
 from . import TargetOutputs
@@ -54,8 +55,6 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     autoscale = _autoscale(args, where)
     container_resources = resources(args, where)
     if autoscale and "cpu" not in container_resources.get("requests", {}):
-        from ..patterns import PatternError
-
         raise PatternError(f"{where}: autoscale needs a CPU request in resources (it scales on CPU use)")
     namespace = args.namespace if args.namespace is not None else config().get("namespace")
     check_unique(component, topology, "kubernetes", namespace)
@@ -103,8 +102,6 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
 
 
 def _autoscale(args: "PatternArgs", where: str) -> Optional[tuple[int, int, int]]:
-    from ..patterns import PatternError
-
     if args.autoscale is None:
         return None
     try:
@@ -139,8 +136,6 @@ def _user_env(
     component: "_Pattern", topology: Topology, args: "PatternArgs", meta: Any, opts: Any
 ) -> list[dict[str, Any]]:
     """`args.env` as container env: plain strings as values, Outputs (maybe secret) from a Secret."""
-    from ..patterns import PatternError
-
     plain: list[dict[str, Any]] = []
     hidden: dict[str, Any] = {}
     for key in sorted(args.env):
@@ -199,8 +194,6 @@ def _container_env(
 
 def _check_env(topology: Topology, args: "PatternArgs") -> None:
     """Refuses extra env that would replace what the runtime is configured with."""
-    from ..patterns import PatternError
-
     for role in topology.roles:
         runtime_env = _container_env(topology, role, {u: "" for u in role.upstreams}, args, [])
         taken = sorted(set(args.env) & {e["name"] for e in runtime_env})

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import pulumi
 
 from metaparticle_runtime.config import RuntimeConfig
 
+from .._errors import PatternError
 from ..topology import Role, Topology, role_config
 from . import TargetOutputs
 
@@ -51,11 +52,13 @@ class ProcessSpec:
     http_port: int | None
     #: What the runtime in this process runs as.
     config: RuntimeConfig
+    #: More environment for the function (never a runtime setting: those are in `config`).
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        """The process's environment: its runtime configuration."""
-        return self.config.to_env()
+        """The process's environment: its runtime configuration and the extra environment."""
+        return {**self.extra_env, **self.config.to_env()}
 
 
 @dataclass
@@ -122,8 +125,6 @@ def _write_function(role: Role, function_dir: str) -> str | None:
 
 def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
     """The pattern's `tls=(cert, key, ca)` as absolute paths of files that exist."""
-    from ..patterns import PatternError
-
     if tls is None:
         return None
     if not isinstance(tls, (tuple, list)) or len(tls) != 3 or not all(isinstance(p, (str, os.PathLike)) for p in tls):

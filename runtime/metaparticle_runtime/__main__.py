@@ -18,12 +18,8 @@ from .logs import configure
 from .server import serve
 
 
-def _run(coro: Any) -> None:
+def _run(coro: Any, choice: str) -> None:
     """Runs the server coroutine on the chosen event loop (see the module docstring)."""
-    choice = os.environ.get("MP_EVENT_LOOP", "auto") or "auto"
-    if choice not in ("auto", "asyncio", "uvloop"):
-        coro.close()
-        raise ConfigError(f"MP_EVENT_LOOP must be auto, asyncio or uvloop, got {choice!r}")
     if choice != "asyncio":
         try:
             import uvloop
@@ -43,9 +39,9 @@ def main() -> int:
     except (ConfigError, ValueError) as exc:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure(cfg.role_name, cfg.replica, os.environ.get("MP_LOG_LEVEL", "INFO"))
+    configure(cfg.role_name, cfg.replica, cfg.log_level)
     try:
-        _run(serve(cfg))
+        _run(serve(cfg), cfg.event_loop)
     except ConfigError as exc:
         logging.getLogger("metaparticle").error("configuration error: %s", exc)
         return 2

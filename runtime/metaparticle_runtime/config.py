@@ -48,6 +48,8 @@ ENV: dict[str, str] = {
     "tls_cert": "MP_TLS_CERT",
     "tls_key": "MP_TLS_KEY",
     "tls_ca": "MP_TLS_CA",
+    "event_loop": "MP_EVENT_LOOP",
+    "log_level": "MP_LOG_LEVEL",
 }
 #: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
 _ALWAYS = ("pattern", "name", "role", "role_name", "replica", "bind_host", "grpc_port", "timeout",
@@ -101,6 +103,9 @@ class RuntimeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: "auto" (uvloop when installed), "asyncio" or "uvloop".
+    event_loop: str = "auto"
+    log_level: str = "INFO"
 
     @staticmethod
     def env_name(setting: str) -> str:
@@ -189,6 +194,8 @@ class RuntimeConfig:
             tls_cert=get("tls_cert"),
             tls_key=get("tls_key"),
             tls_ca=get("tls_ca"),
+            event_loop=get("event_loop") or defaults["event_loop"],
+            log_level=get("log_level") or defaults["log_level"],
         )
         cfg.validate()
         return cfg
@@ -208,6 +215,8 @@ class RuntimeConfig:
             raise ConfigError("the gather role needs its gather function (MP_FUNCTION or MP_FUNCTION_FILE)")
         if self.role == "shard" and not (self.key_path or self.function or self.function_file):
             raise ConfigError("the shard role needs MP_KEY_PATH or a key function")
+        if self.event_loop not in ("auto", "asyncio", "uvloop"):
+            raise ConfigError(f"MP_EVENT_LOOP must be auto, asyncio or uvloop, got {self.event_loop!r}")
         if self.on_missing not in ("fail", "partial"):
             raise ConfigError(f"MP_ON_MISSING must be fail or partial, got {self.on_missing!r}")
         if len(self.upstream_names) != len(self.upstreams):

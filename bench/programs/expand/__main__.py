@@ -5,7 +5,7 @@ import pulumi
 import metaparticle_pulumi as mp
 from fns import handler, merge
 
-config = pulumi.RuntimeConfig("bench")
+config = pulumi.Config("bench")
 count = config.get_int("count") or 10
 if (config.get("pattern") or "shard") == "shard":
     component = mp.Shard("expand", function=handler, shards=count, key="user")

@@ -8,7 +8,7 @@ import pulumi
 import metaparticle_pulumi as mp
 from leaf import gather, leaf
 
-config = pulumi.RuntimeConfig("bench")
+config = pulumi.Config("bench")
 search = mp.ScatterGather(
     "bench-scatter",
     leaf=leaf,

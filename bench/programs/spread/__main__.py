@@ -5,6 +5,6 @@ import pulumi
 import metaparticle_pulumi as mp
 from echo import echo
 
-config = pulumi.RuntimeConfig("bench")
+config = pulumi.Config("bench")
 api = mp.Spread("bench-spread", function=echo, replicas=config.get_int("replicas") or 3)
 pulumi.export("url", api.url)
