@@ -429,7 +429,7 @@ def preview(
         tree = preview_tree(directory, target, config=_config_pairs(config))
     except ProgramError as exc:
         raise fail(str(exc), 2) from None
-    console.print(tree, end="", markup=False)
+    console.print(tree, end="", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -45,10 +45,14 @@ IMAGE_BUILDERS = ("pulumi", "external")
 #: Platform images are built for unless config `metaparticle:platform` says otherwise.
 DEFAULT_PLATFORM = "linux/amd64"
 
-#: Never copied from the program into the image: tooling, caches, virtualenvs, stack settings.
+#: Never copied from the program into the image unless its .dockerignore brings them back (`!name`):
+#: tooling, caches, virtualenvs, stack settings, and keys and credentials (a pushed image is public
+#: to whoever can pull it).
 ALWAYS_IGNORED = (
     ".git", ".hg", ".svn", ".metaparticle", ".venv", "venv", "__pycache__", "*.pyc", ".pytest_cache",
     ".mypy_cache", ".ruff_cache", ".hypothesis", ".env", "Pulumi.*.yaml", "node_modules",
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "id_rsa*", "id_ecdsa*", "id_ed25519*", ".ssh", ".aws",
+    ".azure", ".gcloud", ".gnupg", ".kube", ".docker", ".npmrc", ".pypirc", ".netrc", ".git-credentials",
 )
 #: Requirements only the deploying side needs (they are not installed into the image).
 DEPLOY_ONLY = re.compile(r"^(pulumi([-_].*)?|metaparticle[-_]pulumi)$", re.IGNORECASE)
@@ -136,9 +140,23 @@ class BuildContext:
     def tag(self) -> str:
         return self.digest[:16]
 
+    def summary(self) -> str:
+        """How many files and bytes go into the image, and how many of them are the program's own."""
+        def size(files: list[str]) -> int:
+            return sum((self.path / f).stat().st_size for f in files)
+
+        own = [f for f in self.files if f.startswith(f"{APP_DIR.strip('/')}/")]
+        return f"{len(self.files)} files, {size(list(self.files))} bytes (the program's own: {len(own)} files, {size(own)} bytes)"
+
 
 def _program_files(source: Path) -> dict[str, Path]:
+    """The program's files that go into the image, by path relative to `source`.
+
+    A symlink is followed only while it stays inside the program: one that leads out of it (to a
+    key, a home directory) is an error naming it, never copied.
+    """
     ignore = DockerIgnore.for_directory(source)
+    root_dir = source.resolve()
     found: dict[str, Path] = {}
     for root, dirs, files in os.walk(source):
         rel_root = Path(root).relative_to(source).as_posix()
@@ -146,13 +164,30 @@ def _program_files(source: Path) -> dict[str, Path]:
         # Prune ignored directories unless a later rule could bring a file inside them back.
         if not ignore.negates:
             dirs[:] = [d for d in dirs if not ignore.ignored(rel_root + d)]
+        for name in dirs:
+            path = Path(root) / name
+            if path.is_symlink() and not ignore.ignored(rel_root + name):
+                _check_inside(path, rel_root + name, root_dir)
         dirs.sort()
         for name in sorted(files):
             rel = rel_root + name
             path = Path(root) / name
-            if path.is_file() and not ignore.ignored(rel):
+            if ignore.ignored(rel):
+                continue
+            if path.is_symlink():
+                _check_inside(path, rel, root_dir)
+            if path.is_file():
                 found[rel] = path
     return found
+
+
+def _check_inside(path: Path, rel: str, root_dir: Path) -> None:
+    target = path.resolve()
+    if target != root_dir and root_dir not in target.parents:
+        raise PatternError(
+            f"{rel} in the program directory links to {target}, outside it: the image would carry that file; "
+            "copy what the program needs into its directory, or add the link to .dockerignore"
+        )
 
 
 def _requirements(source: Path) -> bytes:

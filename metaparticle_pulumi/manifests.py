@@ -137,4 +137,8 @@ def preview_tree(
         children = sorted(pattern.children)
         for i, (kind, name) in enumerate(children):
             lines.append(f"{'└─ ' if i == len(children) - 1 else '├─ '}{kind}  {name}")
+    images = [p.image for p in evaluation.patterns if p.image is not None and p.image.context is not None]
+    if images:
+        lines.append("")
+        lines += [f"image {image.name}: {image.context.summary()}" for image in images]
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from metaparticle_runtime.config import RuntimeConfig
 from . import _registry
 from ._errors import PatternError
 from .functions import FunctionShippingError, FunctionSpec, ship
-from .targets import render
+from .targets import check_options, render
 from .topology import Role, Settings, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -165,11 +165,10 @@ class _Pattern(pulumi.ComponentResource):
             if isinstance(exc, PatternError):
                 raise
             raise PatternError(f"{kind} {resource_name!r}: {exc}") from None
-        self.target = _resolve_target(args.target, f"{kind} {resource_name!r}")
-        if args.tls is not None and self.target != "local":
-            raise PatternError(
-                f"{kind} {resource_name!r}: tls=(cert, key, ca) is for the local target; on {self.target} use tls_secret"
-            )
+        where = f"{kind} {resource_name!r}"
+        self.target = _resolve_target(args.target, where)
+        for option in check_options(self.target, args, where):
+            pulumi.log.warn(f"{where}: {option}= does not apply to the {self.target} target, which ignores it", resource=self)
 
         outputs = render(self.target, self, self.topology, args)
         self.url = outputs.url

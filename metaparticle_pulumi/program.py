@@ -144,6 +144,9 @@ def read_project(directory: Path) -> tuple[str, Path]:
             raise ProgramError(f"{project_file}: runtime is {runtime_name!r}; only Python programs are supported")
         if doc.get("main"):
             main = directory / str(doc["main"])
+            root = directory.resolve()
+            if main.resolve() != root and root not in main.resolve().parents:
+                raise ProgramError(f"{project_file}: main {doc['main']!r} lies outside the project directory {root}")
             if main.is_dir():
                 main = main / "__main__.py"
     if not main.exists():

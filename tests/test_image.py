@@ -202,3 +202,60 @@ def test_a_by_value_function_using_mp_loads_where_only_the_runtime_is_installed(
     )
     assert done.returncode == 0, done.stderr
     assert "bad request: empty request" in done.stdout
+
+
+HANDLED = "import metaparticle_pulumi as mp\nfrom handlers import handle\nmp.Service('svc', function=handle)\n"
+
+
+def test_keys_and_credentials_stay_out_unless_the_dockerignore_brings_one_back(tmp_path):
+    program = write_program(
+        tmp_path / "app",
+        HANDLED,
+        files={
+            "handlers.py": "def handle(request):\n    return request\n",
+            "tls/cert.pem": "x",
+            "tls/key.pem": "x",
+            "server.key": "x",
+            "id_ed25519": "x",
+            ".ssh/config": "x",
+            ".aws/credentials": "x",
+            ".npmrc": "x",
+            ".pypirc": "x",
+            ".netrc": "x",
+            "public/ca.pem": "meant to ship",
+            ".dockerignore": "!public/ca.pem\n",
+        },
+    )
+    _, topology = topology_of(program)
+    app = {f[len("app/"):] for f in write_build_context(topology).files if f.startswith("app/")}
+    assert app == {"Pulumi.yaml", "__main__.py", "handlers.py", ".dockerignore", "public/ca.pem"}
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_a_symlink_out_of_the_program_is_refused_by_name(tmp_path, kind):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("x")
+    program = write_program(tmp_path / "app", HANDLED, files={"handlers.py": "def handle(request):\n    return request\n"})
+    link = program / "linked"
+    link.symlink_to(outside / "secret.txt" if kind == "file" else outside)
+    with pytest.raises(mp.Error, match=r"linked in the program directory links to .*outside.*, outside it"):
+        testing.evaluate(program, "kubernetes")
+
+
+def test_a_symlink_inside_the_program_is_followed(tmp_path):
+    program = write_program(tmp_path / "app", HANDLED, files={"handlers.py": "def handle(request):\n    return request\n", "data/a.txt": "a"})
+    (program / "alias.txt").symlink_to(program / "data" / "a.txt")
+    _, topology = topology_of(program)
+    context = write_build_context(topology)
+    assert "app/alias.txt" in context.files
+    assert (context.path / "app" / "alias.txt").read_text() == "a"
+
+
+def test_a_main_outside_the_project_is_refused(tmp_path):
+    elsewhere = write_program(tmp_path / "elsewhere", HANDLED, files={"handlers.py": "def handle(request):\n    return request\n"})
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text(f"name: p\nruntime: python\nmain: ../{elsewhere.name}/\n")
+    with pytest.raises(mp.Error, match="lies outside the project directory"):
+        testing.evaluate(project, "kubernetes")

@@ -4,6 +4,7 @@ tree, and the testing helpers users write their own infrastructure tests with.""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -136,8 +137,11 @@ def test_a_program_error_is_reported_not_rendered(tmp_path):
 @pytest.mark.parametrize("target", ["kubernetes", "docker"])
 def test_the_preview_tree_shows_each_pattern_and_its_children(tmp_path, target):
     program = copy_program("spread", tmp_path)
-    lines = preview_tree(program, target).splitlines()
+    tree, images = preview_tree(program, target).split("\n\n")
+    lines = tree.splitlines()
     assert lines[0] == "metaparticle:index:Spread  api"
+    # What goes into the image, so a user can check nothing unexpected does.
+    assert re.fullmatch(r"image spread-api:[0-9a-f]{16}: \d+ files, \d+ bytes \(the program's own: 2 files, \d+ bytes\)\n", images), images
     children = [line[3:] for line in lines[1:]]
     assert all(line.startswith(("├─ ", "└─ ")) for line in lines[1:])
     assert "docker:index/image:Image  api-image" in children

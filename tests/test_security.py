@@ -249,5 +249,5 @@ def test_the_tls_argument_is_refused_off_the_local_target(monkeypatch, certs: rs
     finally:
         asyncio.set_event_loop(None)
         loop.close()
-    assert "tls=(cert, key, ca) is for the local target; on kubernetes use tls_secret" in str(info.value)
+    assert "tls= is not supported on the kubernetes target; use tls_secret" in str(info.value)
     assert mp.SpreadArgs(function=len, tls=(certs.cert, certs.key, certs.ca)).tls == (certs.cert, certs.key, certs.ca)

@@ -21,6 +21,56 @@ class TargetOutputs:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+HONOURED, IGNORED, REFUSED = "honoured", "ignored", "refused"
+
+#: What each target does with each deployment option, checked once when a pattern is declared: an
+#: ignored option is named in a warning, a refused one is an error naming the option and the target.
+CAPABILITIES: dict[str, dict[str, str]] = {
+    "kubernetes": {
+        "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": HONOURED,
+        "labels": HONOURED, "annotations": HONOURED, "resources": HONOURED, "env": HONOURED,
+        "public": HONOURED, "autoscale": HONOURED, "tls_secret": HONOURED, "tls": REFUSED,
+    },
+    "docker": {
+        "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": IGNORED,
+        "labels": HONOURED, "annotations": IGNORED, "resources": HONOURED, "env": HONOURED,
+        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": REFUSED,
+    },
+    "local": {
+        "image": IGNORED, "registry": IGNORED, "skip_push": IGNORED, "namespace": IGNORED,
+        "labels": IGNORED, "annotations": IGNORED, "resources": IGNORED, "env": HONOURED,
+        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": HONOURED,
+    },
+}
+#: What to use instead of a refused option.
+_INSTEAD = {
+    ("kubernetes", "tls"): "use tls_secret (a Secret with tls.crt, tls.key, ca.crt)",
+    ("docker", "tls"): "mutual TLS is not available on the docker target",
+    ("docker", "tls_secret"): "mutual TLS is not available on the docker target",
+    ("local", "tls_secret"): "use tls=(cert, key, ca) files",
+}
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value is not False and not (isinstance(value, (dict, list, tuple)) and not value)
+
+
+def check_options(target: str, args: "PatternArgs", where: str) -> list[str]:
+    """Raises PatternError for an option `target` refuses; returns the given options it ignores."""
+    from .._errors import PatternError
+
+    ignored = []
+    for option, support in CAPABILITIES[target].items():
+        if not _given(getattr(args, option)):
+            continue
+        if support == REFUSED:
+            instead = _INSTEAD.get((target, option))
+            raise PatternError(f"{where}: {option}= is not supported on the {target} target" + (f"; {instead}" if instead else ""))
+        if support == IGNORED:
+            ignored.append(option)
+    return ignored
+
+
 def render(target: str, component: "_Pattern", topology: "Topology", args: "PatternArgs") -> TargetOutputs:
     """Creates the target's child resources of `component` (all with parent=component)."""
     if target == "local":

@@ -37,9 +37,6 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_labels(args, where)
     container_resources = resources(args, where)
     check_unique(component, topology, "docker", None)
-    for option in ("public", "autoscale", "tls_secret", "namespace"):
-        if getattr(args, option, None):
-            pulumi.log.warn(f"{where}: {option} applies to Kubernetes only; the docker target ignores it", resource=component)
     taken = sorted(set(args.env) & runtime_env_names(topology))
     if taken:
         raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")

@@ -6,10 +6,11 @@ asked for) so that the component's `url` is the real address, and `metaparticle 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pulumi
 
@@ -71,6 +72,8 @@ class LocalPlan:
     function_dir: str | None = None
     #: Mutual TLS between roles: (cert, key, ca) absolute PEM file paths, or None.
     tls: tuple[str, str, str] | None = None
+    #: The pattern's `env=`: more environment for every process (values may be Outputs).
+    env: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -107,8 +110,16 @@ class LocalPlan:
                     source_dir=topo.source_dir,
                     **tls,
                 )
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config))
+                extra = {key: _resolved(value) for key, value in sorted(self.env.items())}
+                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config, extra))
         return specs
+
+
+def _resolved(value: Any) -> str:
+    """An `env=` value as a string; an Output is resolved on the evaluation's event loop."""
+    if isinstance(value, pulumi.Output):
+        value = asyncio.get_event_loop().run_until_complete(value.future())
+    return str(value)
 
 
 def _write_function(role: Role, function_dir: str) -> str | None:
@@ -156,7 +167,19 @@ def plans() -> list[LocalPlan]:
 
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     global _entry_port
-    plan = LocalPlan(topology, tls=_tls_files(args.tls, f"{type(component).__name__} {topology.name!r}"))
+    where = f"{type(component).__name__} {topology.name!r}"
+    plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
+    runtime = {
+        name
+        for role in topology.roles
+        for name in role_config(topology, role, {u: "" for u in role.upstreams}, replica="", function_file="-").to_env()
+    }
+    for key in plan.env:
+        if not key or "=" in key:
+            raise PatternError(f"{where}: {key!r} is not an environment variable name")
+    taken = sorted(set(plan.env) & runtime)
+    if taken:
+        raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
     for role in topology.roles:
         plan.grpc_ports[role.name] = [free_port() for _ in range(role.replicas)]
     if _entry_port is not None:
