@@ -399,19 +399,24 @@ def render(
     directory: Path = typer.Argument(..., help="The Pulumi program's directory."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the manifests into (one YAML per object)."),
     config: list[str] = typer.Option([], "--config", "-c", help="Pulumi config KEY=VALUE (metaparticle:namespace=prod)."),
+    include_secrets: bool = typer.Option(
+        False, "--include-secrets", help="Also write the Secrets that hold secret env values (mode 0600)."
+    ),
 ) -> None:
     """Write the Kubernetes manifests the program would apply, offline (`kubectl apply -f OUT` ready)."""
     from .manifests import render_manifests
 
     try:
-        written = render_manifests(directory, out, config=_config_pairs(config))
+        written = render_manifests(directory, out, config=_config_pairs(config), include_secrets=include_secrets)
     except ProgramError as exc:
         raise fail(str(exc), 2) from None
-    if not written:
+    if not written and not written.left_out:
         raise fail(f"{directory} declares no Kubernetes objects", 2)
     for path in written:
         console.print(str(path))
     err_console.print(f"wrote {len(written)} manifests to {out}")
+    for name in written.left_out:
+        err_console.print(f"left out Secret {name}: it holds secret values (--include-secrets writes it, mode 0600)")
 
 
 @app.command()

@@ -83,14 +83,24 @@ def _file_name(obj: Mapping[str, Any], taken: set[str]) -> str:
     return name
 
 
+class Rendered(list):  # type: ignore[type-arg]
+    """The paths `render_manifests` wrote, and the Secrets it left out (`left_out`, their names)."""
+
+    left_out: list[str]
+
+
 def render_manifests(
     program_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     config: Optional[Mapping[str, str]] = None,
-) -> list[Path]:
+    *,
+    include_secrets: bool = False,
+) -> Rendered:
     """Writes one YAML file per Kubernetes object of the program into `out_dir`; returns their paths.
 
-    `config` is Pulumi config of the program (`{"metaparticle:namespace": "prod"}` ...).
+    `config` is Pulumi config of the program (`{"metaparticle:namespace": "prod"}` ...). Secrets hold
+    the values of the program's Output env: they are left out unless `include_secrets`, and then
+    written readable by their owner only (mode 0600).
     """
     settings = dict(config or {})
     settings["metaparticle:render"] = "true"
@@ -105,11 +115,22 @@ def render_manifests(
                 old.unlink()
         except OSError:
             continue
-    written: list[Path] = []
+    written = Rendered()
+    written.left_out = []
     taken: set[str] = set()
     for obj in sorted(objects, key=lambda o: (KIND_ORDER.get(o["kind"], 9), o["metadata"].get("namespace", ""), o["metadata"]["name"])):
+        secret = obj["kind"] == "Secret"
+        if secret and not include_secrets:
+            written.left_out.append(obj["metadata"]["name"])
+            continue
         path = out / _file_name(obj, taken)
-        path.write_text(HEADER + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+        text = HEADER + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+        if secret:
+            path.unlink(missing_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+                fh.write(text)
+        else:
+            path.write_text(text)
         written.append(path)
     return written
 

@@ -114,10 +114,15 @@ def test_secrets_options_and_autoscaling_render_valid_objects(tmp_path):
         "          tls_secret='api-tls', labels={'team': 'web'}, annotations={'note': 'x'},\n"
         "          env={'TOKEN': pulumi.Output.secret('t0ken'), 'MODE': 'fast'})\n",
     )
-    paths = render_manifests(program, tmp_path / "out")
+    left = render_manifests(program, tmp_path / "out")
+    assert left.left_out == ["api-env"], "a secret value was written without --include-secrets"
+    assert "t0ken" not in "".join(p.read_text() for p in left)
+    paths = render_manifests(program, tmp_path / "out", include_secrets=True)
     docs = {(d["kind"], d["metadata"]["name"]): d for d in map(load, paths)}
     assert set(k for k, _ in docs) == {"Secret", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"}
     assert docs[("Secret", "api-env")]["stringData"] == {"TOKEN": "t0ken"}
+    (secret_file,) = [p for p in paths if "-secret-" in p.name]
+    assert secret_file.stat().st_mode & 0o777 == 0o600
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 

@@ -69,3 +69,10 @@ def test_the_deploy_side_spells_no_runtime_variable():
         if re.search(r"[\"']MP_[A-Z_]+[\"']", line)
     }
     assert not spelled, spelled
+
+
+def test_tls_is_always_mutual_a_certificate_without_a_ca_is_refused():
+    base = {"MP_ROLE": "function", "MP_FUNCTION": "m:f", "MP_TLS_CERT": "/tls/tls.crt", "MP_TLS_KEY": "/tls/tls.key"}
+    with pytest.raises(ConfigError, match="MP_TLS_CERT needs MP_TLS_CA"):
+        RuntimeConfig.from_env(base)
+    assert RuntimeConfig.from_env({**base, "MP_TLS_CA": "/tls/ca.crt"}).tls_ca == "/tls/ca.crt"

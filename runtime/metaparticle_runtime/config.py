@@ -223,6 +223,9 @@ class RuntimeConfig:
             raise ConfigError("MP_UPSTREAM_NAMES must name every upstream")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("MP_TLS_CERT and MP_TLS_KEY go together")
+        if self.tls_cert and not self.tls_ca:
+            # TLS here is always mutual: without a CA any client could call every role.
+            raise ConfigError("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
         if self.timeout <= 0:
             raise ConfigError("MP_TIMEOUT must be positive")
         if self.max_in_flight < 1 or self.threads < 1:

@@ -13,14 +13,13 @@ def _read(path: str | None) -> bytes | None:
 
 
 def server_credentials(cert: str | None, key: str | None, ca: str | None) -> grpc.ServerCredentials | None:
-    """TLS for the server; with a CA, clients must present a certificate it signed."""
+    """Mutual TLS for the server: clients must present a certificate the CA signed (always)."""
     if not cert:
         return None
-    ca_bytes = _read(ca)
     return grpc.ssl_server_credentials(
         [(_read(key), _read(cert))],
-        root_certificates=ca_bytes,
-        require_client_auth=ca_bytes is not None,
+        root_certificates=_read(ca),
+        require_client_auth=True,
     )
 
 
