@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping, Optional
 
 from pulumi import automation as auto
 
-from ._errors import StackError
 from . import _registry
+from ._errors import StackError
 from .program import ProgramError, _program_environment, read_project
 
 
@@ -90,7 +90,6 @@ def open_stack(
     stack: str,
     *,
     config: Optional[Mapping[str, str]] = None,
-    secrets: Optional[Mapping[str, str]] = None,
     create: bool = True,
 ) -> auto.Stack:
     """The stack `stack` of `project` (created when `create` and missing), with `config` set on it."""
@@ -102,7 +101,6 @@ def open_stack(
         else:
             handle = auto.select_stack(stack, project.name, project.program(), opts=options)
         values = {k: auto.ConfigValue(v) for k, v in (config or {}).items()}
-        values.update({k: auto.ConfigValue(v, secret=True) for k, v in (secrets or {}).items()})
         if values:
             handle.set_all_config(values)
     except auto.StackNotFoundError:

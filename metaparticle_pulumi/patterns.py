@@ -63,6 +63,9 @@ class PatternArgs:
     env: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     #: Expose the entry outside the cluster (a LoadBalancer Service).
     public: bool = False
+    #: "open" (default), or "restricted": each role may only resolve names (DNS) and call the roles
+    #: it routes to (a NetworkPolicy egress rule); a function that calls out needs "open".
+    egress: Literal["open", "restricted"] = "open"
     #: Horizontal autoscaling of function replicas: (min, max, target CPU %).
     autoscale: Optional[tuple[int, int, int]] = None
     #: Mutual TLS between roles: name of a Kubernetes Secret with tls.crt, tls.key and ca.crt.
@@ -166,6 +169,8 @@ class _Pattern(pulumi.ComponentResource):
                 raise
             raise PatternError(f"{kind} {resource_name!r}: {exc}") from None
         where = f"{kind} {resource_name!r}"
+        if args.egress not in ("open", "restricted"):
+            raise PatternError(f"{where}: egress must be 'open' or 'restricted', got {args.egress!r}")
         self.target = _resolve_target(args.target, where)
         for option in check_options(self.target, args, where):
             pulumi.log.warn(f"{where}: {option}= does not apply to the {self.target} target, which ignores it", resource=self)

@@ -27,6 +27,7 @@ SAMPLES = {
     "autoscale": (1, 3, 50),
     "tls_secret": "mtls",
     "tls": ("cert.pem", "key.pem", "ca.pem"),
+    "egress": "restricted",
 }
 CASES = [(target, option, support) for target, options in CAPABILITIES.items() for option, support in options.items()]
 
@@ -92,3 +93,9 @@ def test_local_env_may_not_replace_the_runtime_configuration():
     with pytest.raises(mp.PatternError, match="env MP_TIMEOUT is set by metaparticle"):
         with testing.mocked(target="local"):
             mp.Service("api", function=handler, env={"MP_TIMEOUT": "1"})
+
+
+def test_an_unknown_egress_mode_is_refused():
+    with pytest.raises(mp.PatternError, match="egress must be 'open' or 'restricted', got 'closed'"):
+        with testing.mocked(target="kubernetes"):
+            mp.Service("api", function=handler, egress="closed")

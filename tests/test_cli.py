@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -218,3 +219,29 @@ def test_sigterm_while_the_topology_is_starting_stops_what_was_started(tmp_path)
             process.kill()
             process.wait()
     assert wait_until(lambda: not [i for i in started if is_alive(i)], 3)
+
+
+# -- metaparticle up / destroy: refusals before the engine runs -------------------------------------
+
+
+def test_up_without_a_pulumi_cli_says_how_to_get_one(tmp_path, monkeypatch):
+    program = write_program(tmp_path / "app", HEADER + "mp.Service('api', function=handler)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PATH"}
+    env["PATH"] = str(Path(METAPARTICLE).parent)  # the virtualenv's scripts only: no pulumi there
+    done = subprocess.run([METAPARTICLE, "up", str(program)], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert_one_line_error(done, "no `pulumi` on PATH", "scripts/cluster build")
+
+
+def test_up_refuses_a_directory_without_a_project(tmp_path):
+    (tmp_path / "__main__.py").write_text("")
+    done = metaparticle("up", str(tmp_path))
+    assert done.returncode == 2
+    assert_one_line_error(done, "has no Pulumi.yaml")
+
+
+def test_up_refuses_a_config_pair_without_a_value(tmp_path):
+    program = write_program(tmp_path / "app", HEADER + "mp.Service('api', function=handler)\n")
+    done = metaparticle("up", str(program), "-c", "replicas")
+    assert done.returncode == 2
+    assert_one_line_error(done, "--config takes KEY=VALUE")

@@ -185,3 +185,38 @@ def test_the_namespace_refuses_pods_that_break_the_restricted_standard(cluster: 
         assert not cluster.objects(namespace, kinds="pods", selector=None)
     finally:
         cluster.delete_namespace(namespace)
+
+
+def test_the_api_server_accepts_restricted_egress_and_a_program_of_the_users_own(cluster: Cluster, tmp_path: Path) -> None:
+    """A program written here (its function in a module of its own, so by reference) with
+    egress="restricted": the real API server stores exactly the policies the mocks predicted."""
+    project = tmp_path / "orders"
+    project.mkdir()
+    (project / "Pulumi.yaml").write_text("name: orders\nruntime: python\n")
+    (project / "handlers.py").write_text("def handle(request, ctx):\n    return {'shard': ctx.index}\n")
+    (project / "__main__.py").write_text(
+        "import pulumi\nimport metaparticle_pulumi as mp\nfrom handlers import handle\n"
+        "orders = mp.Shard('orders', function=handle, shards=2, key='customer', egress='restricted')\n"
+        "pulumi.export('url', orders.url)\n"
+    )
+    namespace = cluster.namespace("mp-egress")
+    try:
+        first = cluster.engine("up", project, "e2e", *_config(namespace), tmp=tmp_path)
+        assert first["outputs"]["url"] == f"http://orders-router.{namespace}.svc.cluster.local:8080"
+        policies = {o["metadata"]["name"]: o["spec"] for o in cluster.objects(namespace, kinds="networkpolicies")}
+        assert set(policies) == {"orders-router", "orders-shard-0", "orders-shard-1"}
+        router = policies["orders-router"]
+        assert router["policyTypes"] == ["Ingress", "Egress"]
+        called = [t["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for t in router["egress"][1]["to"]]
+        assert called == ["orders-shard-0", "orders-shard-1"]
+        for shard in ("orders-shard-0", "orders-shard-1"):
+            assert [p["port"] for p in policies[shard]["egress"][0]["ports"]] == [53, 53]
+            assert len(policies[shard]["egress"]) == 1
+        shard = next(d for d in cluster.objects(namespace, kinds="deployments") if d["metadata"]["name"] == "orders-shard-0")
+        env = {e["name"]: e.get("value") for e in shard["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["MP_FUNCTION"] == "handlers:handle", "a function of the program's own module travels by reference"
+        gone = cluster.engine("destroy", project, "e2e", "--remove", tmp=tmp_path)
+        assert gone["changes"] == {"delete": first["changes"]["create"]}
+    finally:
+        cluster.metaparticle("destroy", str(project), "--stack", "e2e", "--remove", check=False)
+        cluster.delete_namespace(namespace)

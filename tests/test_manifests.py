@@ -205,3 +205,24 @@ def test_evaluate_runs_a_program_directory(tmp_path):
     stack = testing.evaluate(copy_program("hello_world", tmp_path))
     assert [p.topology.name for p in stack.patterns] == ["hello"]
     assert len(stack.objects(kind="Deployment")) == 1
+
+
+def test_restricted_egress_allows_dns_and_each_roles_own_upstreams_only(tmp_path):
+    program = write_program(
+        tmp_path / "prog",
+        "import metaparticle_pulumi as mp\n"
+        "def leaf(request, ctx):\n    return ctx.index\n"
+        "def merge(results):\n    return results\n"
+        "mp.ScatterGather('search', leaf=leaf, gather=merge, leaves=2, egress='restricted')\n",
+    )
+    docs = {d["metadata"]["name"]: d for d in map(load, render_manifests(program, tmp_path / "out")) if d["kind"] == "NetworkPolicy"}
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    root = docs["search-root"]["spec"]
+    assert root["policyTypes"] == ["Ingress", "Egress"]
+    assert root["egress"][0] == dns
+    assert [t["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for t in root["egress"][1]["to"]] == ["search-leaf-0", "search-leaf-1"]
+    assert root["egress"][1]["ports"] == [{"port": 50051, "protocol": "TCP"}]
+    for leaf in ("search-leaf-0", "search-leaf-1"):
+        assert docs[leaf]["spec"]["egress"] == [dns], "a leaf calls nothing: DNS only"
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)

@@ -29,17 +29,17 @@ CAPABILITIES: dict[str, dict[str, str]] = {
     "kubernetes": {
         "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": HONOURED,
         "labels": HONOURED, "annotations": HONOURED, "resources": HONOURED, "env": HONOURED,
-        "public": HONOURED, "autoscale": HONOURED, "tls_secret": HONOURED, "tls": REFUSED,
+        "public": HONOURED, "autoscale": HONOURED, "tls_secret": HONOURED, "tls": REFUSED, "egress": HONOURED,
     },
     "docker": {
         "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": IGNORED,
         "labels": HONOURED, "annotations": IGNORED, "resources": HONOURED, "env": HONOURED,
-        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": REFUSED,
+        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": REFUSED, "egress": IGNORED,
     },
     "local": {
         "image": IGNORED, "registry": IGNORED, "skip_push": IGNORED, "namespace": IGNORED,
         "labels": IGNORED, "annotations": IGNORED, "resources": IGNORED, "env": HONOURED,
-        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": HONOURED,
+        "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": HONOURED, "egress": IGNORED,
     },
 }
 #: What to use instead of a refused option.
@@ -52,7 +52,8 @@ _INSTEAD = {
 
 
 def _given(value: Any) -> bool:
-    return value is not None and value is not False and not (isinstance(value, (dict, list, tuple)) and not value)
+    """Whether an option was set to something other than its default (None, False, empty, "open")."""
+    return value not in (None, False, "open") and not (isinstance(value, (dict, list, tuple)) and not value)
 
 
 def check_options(target: str, args: "PatternArgs", where: str) -> list[str]:

@@ -303,21 +303,28 @@ def _deployment(
 
 
 def _network_policy(topology: Topology, role: Role, args: "PatternArgs", meta: Any, opts: Any) -> k8s.networking.v1.NetworkPolicy:
-    """The entry accepts gRPC and HTTP from anywhere; any other role gRPC only from its callers' pods."""
+    """The entry accepts gRPC and HTTP from anywhere; any other role gRPC only from its callers' pods.
+    With egress="restricted" a role may only resolve names (DNS) and call its own upstreams."""
     grpc_port = {"port": GRPC_PORT, "protocol": "TCP"}
     if role.entry:
         ingress = [{"ports": [grpc_port, {"port": HTTP_PORT, "protocol": "TCP"}]}]
     else:
         callers = [{"podSelector": {"matchLabels": selector_labels(topology, c.name)}} for c in topology.callers_of(role.name)]
         ingress = [{"from": callers, "ports": [grpc_port]}] if callers else []
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": selector_labels(topology, role.name)},
+        "policyTypes": ["Ingress"],
+        "ingress": ingress,
+    }
+    if args.egress == "restricted":
+        dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+        upstreams = [{"podSelector": {"matchLabels": selector_labels(topology, u)}} for u in role.upstreams]
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = [dns] + ([{"to": upstreams, "ports": [grpc_port]}] if upstreams else [])
     return k8s.networking.v1.NetworkPolicy(
         role.name,
         metadata=meta(role.name, role_labels(topology, role, args.labels)),
-        spec={
-            "podSelector": {"matchLabels": selector_labels(topology, role.name)},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
+        spec=spec,
         opts=opts("kubernetes:networking.k8s.io/v1:NetworkPolicy", "{role}", role),
     )
 
