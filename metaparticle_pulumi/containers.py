@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 from ._errors import Error
+from ._outputs import resolved
 from .client import wait_healthz
 from .image import build_args, write_build_context
 from .specs.docker import PROBE, ContainerSpec, DockerSpec, NetworkSpec
@@ -176,7 +177,7 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
             out.images.append(image)
             image_name = image.name
         elif not image_name:
-            image_name = str(_resolve(pattern.args.image))
+            image_name = str(resolved(pattern.args.image))
         labels = dict(spec.network.labels)
         labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
         out.networks.append(NetworkSpec(spec.network.name, topology.name, labels, spec.network.driver))
@@ -211,22 +212,11 @@ def _image_spec(topology: Topology, name: str, context: Path, python: Optional[s
     return ImageSpec(topology.name, name, context, args)
 
 
-def _resolve(value: Any) -> Any:
-    """A value the program gave, resolved if it is an Output (the evaluation's values are known)."""
-    import pulumi
-
-    from .program import event_loop
-
-    if isinstance(value, pulumi.Output):
-        return event_loop().run_until_complete(value.future())
-    return value
-
-
 def _for_engine(project: str, spec: ContainerSpec, image: str, host_port: Optional[int]) -> ContainerSpec:
     """`spec` as the Docker SDK creates it: the user's env resolved, the image built here, our
     labels (to find the project's containers again), the entry on `host_port` when given."""
     options = dict(spec.options)
-    options["environment"] = list(options["environment"]) + [f"{k}={_resolve(v)}" for k, v in spec.user_env]
+    options["environment"] = list(options["environment"]) + [f"{k}={resolved(v)}" for k, v in spec.user_env]
     if host_port is not None:
         options["ports"] = {
             key: (host, host_port if key == f"{HTTP_PORT}/tcp" else chosen) for key, (host, chosen) in options["ports"].items()

@@ -7,7 +7,6 @@ mocks instead of a cloud.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import runpy
 import sys
@@ -49,16 +48,6 @@ def reveal(value: Any) -> Any:
     if isinstance(value, list):
         return [reveal(v) for v in value]
     return value
-
-
-def event_loop() -> asyncio.AbstractEventLoop:
-    """The thread's event loop, which Pulumi's runtime schedules registrations on (made if none)."""
-    try:
-        return asyncio.get_event_loop()
-    except RuntimeError:  # a finished asyncio.run() leaves the thread without one
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        return loop
 
 
 @dataclass

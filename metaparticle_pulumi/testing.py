@@ -28,7 +28,8 @@ from typing import Any, Iterator, Mapping, Optional
 import pulumi
 
 from . import _registry
-from .program import MockResource, RecordingMocks, event_loop, is_secret, reveal
+from ._outputs import event_loop
+from .program import MockResource, RecordingMocks, is_secret, reveal
 from .program import evaluate as _evaluate_program
 from .targets import local
 

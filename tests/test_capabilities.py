@@ -99,3 +99,13 @@ def test_an_unknown_egress_mode_is_refused():
     with pytest.raises(mp.PatternError, match="egress must be 'open' or 'restricted', got 'closed'"):
         with testing.mocked(target="kubernetes"):
             mp.Service("api", function=handler, egress="closed")
+
+
+@pytest.mark.parametrize("target", ["kubernetes", "docker", "local"])
+def test_every_target_checks_env_names_and_the_runtime_s_own_variables_alike(target):
+    with pytest.raises(mp.PatternError, match="'A=B' is not an environment variable name"):
+        with testing.mocked(target=target):
+            mp.Service("api", function=handler, env={"A=B": "x"})
+    with pytest.raises(mp.PatternError, match="env MP_REPLICA is set by metaparticle"):
+        with testing.mocked(target=target):
+            mp.Service("api", function=handler, env={"MP_REPLICA": "x"})

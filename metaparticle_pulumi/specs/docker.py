@@ -100,6 +100,7 @@ def docker_spec(
         extra["mem_limit"] = f"{max(6, int(limits['memory'] // 2**20))}m"
     if "cpu" in limits:
         extra["nano_cpus"] = int(limits["cpu"] * 1e9)
+    sorted_env = tuple(sorted(user_env.items()))
     containers = []
     for role in topology.roles:
         for index in range(role.replicas):
@@ -148,18 +149,7 @@ def docker_spec(
                     probe=tuple(HEALTH_CHECK[1:]),
                     stop_timeout=stop_timeout,
                     entry=entry,
-                    user_env=tuple(sorted(user_env.items())),
+                    user_env=sorted_env,
                 )
             )
     return DockerSpec(network, tuple(containers))
-
-
-def runtime_env_names(topology: Topology) -> set[str]:
-    """The environment variables the runtime is configured with in any container of `topology`."""
-    names: set[str] = set()
-    addresses = {r.name: "" for r in topology.roles}
-    for role in topology.roles:
-        names |= set(
-            role_env(topology, role, addresses, replica="", function_file=function_path(role.function), source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS)
-        )
-    return names

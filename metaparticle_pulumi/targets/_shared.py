@@ -10,7 +10,7 @@ import pulumi
 
 from .. import _registry
 from .._errors import PatternError
-from ..topology import Role, Topology, dns_name
+from ..topology import Role, Topology, dns_name, role_env
 
 if TYPE_CHECKING:
     from ..patterns import PatternArgs, _Pattern
@@ -87,6 +87,22 @@ def check_labels(args: "PatternArgs", where: str) -> None:
     for key, value in args.labels.items():
         if not isinstance(value, str) or not _LABEL_VALUE.match(value) or len(value) > 63:
             raise PatternError(f"{where}: label {key}={value!r} is not a valid Kubernetes label value")
+
+
+def check_env(topology: Topology, env: Mapping[str, Any], where: str, **runtime_settings: Any) -> None:
+    """Refuses `env=` keys that are no variable names, or that would replace the runtime's own
+    configuration (`runtime_settings`: what the target adds to each role's RuntimeConfig)."""
+    for key in env:
+        if not key or "=" in key:
+            raise PatternError(f"{where}: {key!r} is not an environment variable name")
+    runtime = {
+        name
+        for role in topology.roles
+        for name in role_env(topology, role, {u: "" for u in role.upstreams}, replica="", function_file="-", **runtime_settings)
+    }
+    taken = sorted(set(env) & runtime)
+    if taken:
+        raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
 
 
 def resources(args: "PatternArgs", where: str) -> dict[str, dict[str, str]]:

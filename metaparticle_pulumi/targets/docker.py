@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from .._errors import PatternError
-from ..image import container_image
-from ..specs.docker import DRAIN_SECONDS, PUBLISH_HOST, ContainerSpec, docker_spec, runtime_env_names
+from ..image import APP_DIR, container_image
+from ..specs.docker import DRAIN_SECONDS, PUBLISH_HOST, ContainerSpec, docker_spec
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import (
+    check_env,
     check_labels,
     check_unique,
     child_opts,
@@ -37,9 +37,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_labels(args, where)
     container_resources = resources(args, where)
     check_unique(component, topology, "docker", None)
-    taken = sorted(set(args.env) & runtime_env_names(topology))
-    if taken:
-        raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
+    check_env(topology, args.env, where, source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS)
     base = dns_name(topology.name)
     image = container_image(component, topology, args, default_platform=None, local=True)
     limits = {k: quantity(v) for k, v in container_resources.get("limits", {}).items() if k in ("memory", "cpu")}

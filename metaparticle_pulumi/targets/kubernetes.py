@@ -24,6 +24,7 @@ from ..image import APP_DIR, RUN_AS, ContainerImage, container_image, function_p
 from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
 from . import TargetOutputs
 from ._shared import (
+    check_env,
     check_labels,
     check_unique,
     child_opts,
@@ -58,7 +59,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         raise PatternError(f"{where}: autoscale needs a CPU request in resources (it scales on CPU use)")
     namespace = args.namespace if args.namespace is not None else config().get("namespace")
     check_unique(component, topology, "kubernetes", namespace)
-    _check_env(topology, args)
+    check_env(topology, args.env, where, source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS, **_tls_settings(args))
     domain = config().get("clusterDomain") or "cluster.local"
     base = dns_name(topology.name)
     image = container_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
@@ -140,8 +141,6 @@ def _user_env(
     hidden: dict[str, Any] = {}
     for key in sorted(args.env):
         value = args.env[key]
-        if not key or "=" in key:
-            raise PatternError(f"{topology.pattern} {topology.name!r}: {key!r} is not an environment variable name")
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             plain.append({"name": key, "value": str(value)})
         else:
@@ -163,6 +162,13 @@ def _user_env(
     return sorted(plain + refs, key=lambda e: e["name"])
 
 
+def _tls_settings(args: "PatternArgs") -> dict[str, str]:
+    """Where the runtime finds the TLS Secret's files, when the pattern has one."""
+    if not args.tls_secret:
+        return {}
+    return {"tls_cert": f"{TLS_DIR}/tls.crt", "tls_key": f"{TLS_DIR}/tls.key", "tls_ca": f"{TLS_DIR}/ca.crt"}
+
+
 def _container_env(
     topology: Topology,
     role: Role,
@@ -171,7 +177,6 @@ def _container_env(
     user_env: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The runtime's configuration (with the pod's name as replica) plus the user's own env."""
-    tls = {"tls_cert": f"{TLS_DIR}/tls.crt", "tls_key": f"{TLS_DIR}/tls.key", "tls_ca": f"{TLS_DIR}/ca.crt"} if args.tls_secret else {}
     config = role_config(
         topology,
         role,
@@ -180,7 +185,7 @@ def _container_env(
         function_file=function_path(role.function),
         source_dir=APP_DIR,
         drain_seconds=DRAIN_SECONDS,
-        **tls,
+        **_tls_settings(args),
     )
     replica = RuntimeConfig.env_name("replica")
     items: list[dict[str, Any]] = []
@@ -190,15 +195,6 @@ def _container_env(
         else:
             items.append({"name": key, "value": value})
     return items + user_env
-
-
-def _check_env(topology: Topology, args: "PatternArgs") -> None:
-    """Refuses extra env that would replace what the runtime is configured with."""
-    for role in topology.roles:
-        runtime_env = _container_env(topology, role, {u: "" for u in role.upstreams}, args, [])
-        taken = sorted(set(args.env) & {e["name"] for e in runtime_env})
-        if taken:
-            raise PatternError(f"{topology.pattern} {topology.name!r}: env {', '.join(taken)} is set by metaparticle")
 
 
 def _probes(tls: bool) -> dict[str, Any]:

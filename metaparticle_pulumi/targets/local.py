@@ -6,7 +6,6 @@ asked for) so that the component's `url` is the real address, and `metaparticle 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ import pulumi
 from metaparticle_runtime.config import RuntimeConfig
 
 from .._errors import PatternError
+from .._outputs import resolved
 from ..topology import Role, Topology, role_config
 from . import TargetOutputs
+from ._shared import check_env
 
 if TYPE_CHECKING:
     from ..patterns import PatternArgs, _Pattern
@@ -110,16 +111,9 @@ class LocalPlan:
                     source_dir=topo.source_dir,
                     **tls,
                 )
-                extra = {key: _resolved(value) for key, value in sorted(self.env.items())}
+                extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
                 specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config, extra))
         return specs
-
-
-def _resolved(value: Any) -> str:
-    """An `env=` value as a string; an Output is resolved on the evaluation's event loop."""
-    if isinstance(value, pulumi.Output):
-        value = asyncio.get_event_loop().run_until_complete(value.future())
-    return str(value)
 
 
 def _write_function(role: Role, function_dir: str) -> str | None:
@@ -169,17 +163,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     global _entry_port
     where = f"{type(component).__name__} {topology.name!r}"
     plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
-    runtime = {
-        name
-        for role in topology.roles
-        for name in role_config(topology, role, {u: "" for u in role.upstreams}, replica="", function_file="-").to_env()
-    }
-    for key in plan.env:
-        if not key or "=" in key:
-            raise PatternError(f"{where}: {key!r} is not an environment variable name")
-    taken = sorted(set(plan.env) & runtime)
-    if taken:
-        raise PatternError(f"{where}: env {', '.join(taken)} is set by metaparticle")
+    check_env(topology, plan.env, where)
     for role in topology.roles:
         plan.grpc_ports[role.name] = [free_port() for _ in range(role.replicas)]
     if _entry_port is not None:
