@@ -4,7 +4,9 @@ resolved on it (offline evaluation, the local and Docker SDK appliers, the testi
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pulumi
 
@@ -25,3 +27,38 @@ def resolved(value: Any) -> Any:
         return event_loop().run_until_complete(value.future())
     return value
 
+
+class _RememberingPolicy(asyncio.DefaultEventLoopPolicy):
+    """The default policy, remembering every event loop it makes so they can all be closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        self.loops.add(loop)
+        return loop
+
+
+@contextmanager
+def event_loops_closed() -> Iterator[None]:
+    """Closes, when the block ends, every event loop made inside it: this thread's and those of
+    executor threads. Pulumi's mock monitor registers resources from executor threads and gives
+    each an event loop of its own that nothing closes; collected later, such a loop may go after
+    its own self-pipe, and Python prints "Exception ignored ... Invalid file descriptor: -1"
+    after a command's output."""
+    policy = _RememberingPolicy()
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy)
+    try:
+        yield
+    finally:
+        for loop in list(policy.loops):
+            if not loop.is_running() and not loop.is_closed():
+                # Join the executor threads first: their loops are idle once they have stopped.
+                loop.run_until_complete(loop.shutdown_default_executor())
+        for loop in list(policy.loops):
+            if not loop.is_running() and not loop.is_closed():
+                loop.close()
+        asyncio.set_event_loop_policy(previous)

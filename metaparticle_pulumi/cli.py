@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._outputs import event_loops_closed
 from .client import CallError, call as call_entry, wait_healthz
 from .program import Evaluation, ProgramError, evaluate
 
@@ -544,7 +545,8 @@ def destroy(
 
 
 def main() -> None:
-    app()
+    with event_loops_closed():
+        app()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -245,3 +246,19 @@ def test_up_refuses_a_config_pair_without_a_value(tmp_path):
     done = metaparticle("up", str(program), "-c", "replicas")
     assert done.returncode == 2
     assert_one_line_error(done, "--config takes KEY=VALUE")
+
+
+def test_a_refusal_is_one_line_whatever_the_hash_seed(tmp_path):
+    """Pulumi's mocks give executor threads event loops of their own; left open they were finalised
+    during interpreter shutdown, and for most hash seeds Python then printed "Exception ignored ...
+    Invalid file descriptor" after the error. The CLI now closes them before it exits."""
+    source, fragments = BROKEN_PROGRAMS["unshippable"]
+    directory = write_program(tmp_path / "unshippable", source)
+    for command in ([METAPARTICLE], [sys.executable, "-m", "metaparticle_pulumi.cli"]):
+        for seed in range(1, 7):
+            done = subprocess.run(
+                [*command, "run", str(directory), "--port", str(free_port())],
+                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            )
+            assert done.returncode == 2
+            assert_one_line_error(done, *fragments)
