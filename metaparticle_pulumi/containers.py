@@ -21,9 +21,11 @@ and nothing of ours (container, network, dangling image) is left behind.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -36,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 from ._errors import Error
 from ._outputs import resolved
 from .client import wait_healthz
-from .image import build_args, write_build_context
-from .specs.docker import PROBE, ContainerSpec, DockerSpec, NetworkSpec
+from .image import RUN_AS, build_args, write_build_context
+from .specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec, DockerSpec, NetworkSpec
 from .topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 
 if TYPE_CHECKING:
@@ -216,7 +218,6 @@ def _for_engine(project: str, spec: ContainerSpec, image: str, host_port: Option
     """`spec` as the Docker SDK creates it: the user's env resolved, the image built here, our
     labels (to find the project's containers again), the entry on `host_port` when given."""
     options = dict(spec.options)
-    options["environment"] = list(options["environment"]) + [f"{k}={resolved(v)}" for k, v in spec.user_env]
     if host_port is not None:
         options["ports"] = {
             key: (host, host_port if key == f"{HTTP_PORT}/tcp" else chosen) for key, (host, chosen) in options["ports"].items()
@@ -225,7 +226,8 @@ def _for_engine(project: str, spec: ContainerSpec, image: str, host_port: Option
     labels.update({PROJECT_LABEL: project, PATTERN_LABEL: spec.pattern, ROLE_LABEL: spec.role, REPLICA_LABEL: spec.replica})
     if spec.entry:
         labels[ENTRY_LABEL] = "true"
-    return replace(spec, image=image, labels=labels, options=options, user_env=())
+    env_files = tuple((key, str(resolved(value))) for key, value in spec.env_files)
+    return replace(spec, image=image, labels=labels, options=options, env_files=env_files)
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -472,6 +474,11 @@ class Deployment:
         except DockerException as exc:
             raise _api_error(f"creating container {spec.name}", exc) from None
         self.containers[spec.name] = container
+        if spec.env_files:
+            try:
+                container.put_archive(ENV_DIR, env_archive(spec.env_files))
+            except DockerException as exc:
+                raise _api_error(f"writing the secret env files of {spec.name}", exc) from None
         try:
             container.start()
         except DockerException as exc:
@@ -601,6 +608,18 @@ class Deployment:
             _remove_network(network)
         self.networks.clear()
         prune_dangling(self.client, self.plan.project)
+
+
+def env_archive(files: Iterable[tuple[str, str]]) -> bytes:
+    """A tar of secret env files for `ENV_DIR`: one file per variable, readable only by the runtime's user."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for key, value in files:
+            data = value.encode("utf-8")
+            info = tarfile.TarInfo(key)
+            info.size, info.mode, info.uid, info.gid = len(data), ENV_FILE_MODE, RUN_AS, RUN_AS
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def exec_probe(container: Any, command: Iterable[str] = PROBE) -> bool:

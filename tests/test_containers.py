@@ -37,7 +37,7 @@ from metaparticle_pulumi.manifests import render_manifests
 from metaparticle_pulumi.program import evaluate
 from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT, role_env
 
-from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until
+from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until, write_program
 from engine_support import Cluster, cluster_environment
 from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, matches
 
@@ -352,6 +352,51 @@ def test_a_second_run_of_a_running_program_is_refused(engine, examples, tmp_path
     assert not containers.leftovers(engine, ex.project)
     nothing = _cli("delete", str(ex.directory))
     assert nothing.returncode == 0 and "nothing of" in nothing.stdout
+
+
+SECRET_PROGRAM = """
+import pulumi
+import metaparticle_pulumi as mp
+import handlers
+
+mp.Spread("vault", function=handlers.handler, replicas=2, env={"PLAIN": "visible", "TOKEN": pulumi.Output.secret("s3cret-value")})
+"""
+SECRET_HANDLERS = """
+import os
+
+TOKEN_AT_IMPORT = os.environ.get("TOKEN")
+
+
+def handler(request):
+    path = os.path.join(os.environ["MP_ENV_DIR"], "TOKEN")
+    return {"token": TOKEN_AT_IMPORT, "plain": os.environ.get("PLAIN"), "mode": oct(os.stat(path).st_mode & 0o777), "uid": os.stat(path).st_uid}
+"""
+
+
+def test_secret_env_reaches_the_function_as_a_file_never_in_the_container_configuration(engine, runtime_image, tmp_path):
+    program = write_program(tmp_path / f"vault-{SESSION}", SECRET_PROGRAM, handlers=SECRET_HANDLERS)
+    project = program.name
+    port = free_port()
+    try:
+        started = _cli("run", str(program), "--target", "docker", "--port", str(port), "--detach", timeout=600)
+        assert started.returncode == 0, started.stdout + started.stderr
+        reply = post_json(f"http://127.0.0.1:{port}/", {"q": 1})
+        assert reply.status == 200, reply.body
+        assert reply.body == {"token": "s3cret-value", "plain": "visible", "mode": "0o400", "uid": 10001}
+        found = engine.containers.list(filters={"label": f"{containers.PROJECT_LABEL}={project}"})
+        assert len(found) == 3
+        volumes = {m["Name"] for c in found for m in c.attrs["Mounts"] if m["Type"] == "volume" and m["Destination"] == "/run/metaparticle/env"}
+        assert len(volumes) == 3, "one anonymous volume per container"
+        for container in found:
+            config = container.attrs["Config"]
+            assert "s3cret-value" not in json.dumps(config["Env"]) + json.dumps(config["Labels"])
+            assert "s3cret-value" not in json.dumps(container.attrs["HostConfig"])
+            assert "PLAIN=visible" in config["Env"]
+    finally:
+        deleted = _cli("delete", str(program))
+    assert deleted.returncode == 0, deleted.stderr
+    assert not containers.leftovers(engine, project)
+    assert not volumes & {v.name for v in engine.volumes.list()}, "the secret volumes outlive their containers"
 
 
 # --- the rendered Kubernetes manifests, pod by pod -------------------------------------------------

@@ -198,3 +198,35 @@ def test_the_pulumi_containers_apply_the_pattern_s_docker_spec(stacks, example):
         published = [(p["internal"], p["ip"]) for p in inputs.get("ports") or []]
         assert published == [(int(k.split("/")[0]), host) for k, (host, _) in options["ports"].items()]
         assert inputs["networksAdvanced"][0]["aliases"] == list(c.aliases)
+
+
+def test_secret_env_values_go_as_files_never_into_the_configured_environment():
+    with testing.mocked("docker") as stack:
+        mp.Spread("api", function=handler, replicas=2, env={"LOG_LEVEL": "debug", "TOKEN": pulumi.Output.secret("s3cret")})
+    (pattern,) = stack.patterns
+    for spec in pattern.docker_spec.containers:
+        assert [k for k, _ in spec.env_files] == ["TOKEN"]
+        assert spec.options["mounts"] == [{"Target": "/run/metaparticle/env", "Type": "volume", "ReadOnly": False}]
+    for name, inputs in containers(stack).items():
+        variables = env(inputs)
+        assert variables["LOG_LEVEL"] == "debug" and "TOKEN" not in variables
+        assert variables["MP_ENV_DIR"] == "/run/metaparticle/env"
+        assert "s3cret" not in dumps(inputs["envs"]) and "s3cret" not in dumps(inputs.get("labels"))
+        (upload,) = testing.reveal(inputs["uploads"])
+        assert upload == {"file": "/run/metaparticle/env/TOKEN", "content": "s3cret", "owner": "10001", "group": "10001", "permissions": "0400"}
+        assert testing.is_secret(inputs["uploads"]), "kept encrypted in the stack's state"
+        assert inputs["volumes"] == [{"containerPath": "/run/metaparticle/env"}]
+
+
+def test_without_secret_env_there_is_no_env_volume():
+    with testing.mocked("docker") as stack:
+        mp.Service("api", function=handler, env={"LOG_LEVEL": "debug"})
+    (inputs,) = containers(stack).values()
+    assert "MP_ENV_DIR" not in env(inputs) and not inputs.get("uploads") and not inputs.get("volumes")
+
+
+@pytest.mark.parametrize("name", ["my-token", "1TOKEN", "a.b", "../x"])
+def test_a_secret_env_name_that_cannot_be_a_file_name_is_refused(name):
+    with pytest.raises(mp.PatternError, match=f"env '{name}' holds a secret value"):
+        with testing.mocked("docker"):
+            mp.Service("api", function=handler, env={name: pulumi.Output.secret("x")})

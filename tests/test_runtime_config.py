@@ -15,6 +15,23 @@ PACKAGE = Path(__file__).resolve().parent.parent / "metaparticle_pulumi"
 
 CONFIGS = [
     RuntimeConfig(role="function", replica="api-replica-0", function="app:handler", index=1, count=3),
+    RuntimeConfig(
+        role="function",
+        pattern="Spread",
+        name="api",
+        role_name="api-replica",
+        replica="api-replica-1",
+        bind_host="127.0.0.1",
+        grpc_port=5001,
+        function="handlers:handler",
+        source_dir="/app",
+        max_request_bytes=1024,
+        max_json_depth=8,
+        max_in_flight=3,
+        env_dir="/run/metaparticle/env",
+        event_loop="asyncio",
+        log_level="DEBUG",
+    ),
     RuntimeConfig(role="spread", replica="r", http_port=8080, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
     RuntimeConfig(role="shard", replica="r", upstreams=("x", "y"), upstream_names=("s0", "s1"), key_path="user.id", timeout=2.5),
     RuntimeConfig(
@@ -41,6 +58,13 @@ def test_a_configuration_survives_the_trip_through_the_environment(config):
     env = config.to_env()
     assert all(name.startswith("MP_") and isinstance(value, str) for name, value in env.items())
     assert RuntimeConfig.from_env(env) == config
+
+
+def test_every_setting_is_exercised_away_from_its_default_by_the_round_trip():
+    """A setting added to the dataclass but not read back by from_env fails the round trip above."""
+    defaults = {f.name: f.default for f in fields(RuntimeConfig)}
+    untried = {name for name in defaults if all(getattr(c, name) == defaults[name] for c in CONFIGS)}
+    assert untried <= {"replica"}, f"no config above sets {sorted(untried)}"
 
 
 def test_every_setting_has_exactly_one_environment_variable():

@@ -1,1 +1,18 @@
 """Per-target specs: pure functions of a Topology and the deployment settings (no Pulumi, no I/O)."""
+
+from typing import Any, Mapping
+
+
+def split_env(env: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The user's `env=` as (plain values, secret values): strings and numbers may sit in a
+    container's configured environment; anything else (a Pulumi Output, maybe secret) never does,
+    and reaches the function as a file in the runtime's `env_dir` instead."""
+    plain: dict[str, str] = {}
+    hidden: dict[str, Any] = {}
+    for key in sorted(env):
+        value = env[key]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            plain[key] = str(value)
+        else:
+            hidden[key] = value
+    return plain, hidden

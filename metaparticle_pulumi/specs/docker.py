@@ -9,6 +9,9 @@ Every replica of a role joins the pattern's network with the role's name as alia
 `dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
 balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
 Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check.
+Secret `env=` values are never in a container's configured environment: each goes as a file (mode
+0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
+container starts, and the runtime loads them into the function's `os.environ`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 from ..image import APP_DIR, RUN_AS, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
+from . import split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
 PUBLISH_HOST = "127.0.0.1"
@@ -32,6 +36,11 @@ HEALTH_RETRIES = 3
 RESTART = "unless-stopped"
 TMPFS = {"/tmp": "rw,noexec,nosuid,size=64m"}
 SECURITY_OPT = ("no-new-privileges:true",)
+#: Where secret env values are written, one file per variable (an anonymous volume: the root
+#: filesystem is read-only, and the engine writes into volumes of a created container).
+ENV_DIR = "/run/metaparticle/env"
+#: Mode of each secret env file, owned by the runtime's user.
+ENV_FILE_MODE = 0o400
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,9 @@ class ContainerSpec:
     #: Seconds a stopping container gets before it is killed.
     stop_timeout: int = 30
     entry: bool = False
-    #: The user's `env=`, sorted, appended to `options["environment"]` by each applier: values may
-    #: be Pulumi Outputs (secrets), which only an applier can resolve.
-    user_env: tuple[tuple[str, Any], ...] = ()
+    #: The user's secret `env=` values (Pulumi Outputs, which only an applier can resolve), sorted:
+    #: each applier writes them as files into `ENV_DIR` before the container starts.
+    env_files: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,7 +109,11 @@ def docker_spec(
         extra["mem_limit"] = f"{max(6, int(limits['memory'] // 2**20))}m"
     if "cpu" in limits:
         extra["nano_cpus"] = int(limits["cpu"] * 1e9)
-    sorted_env = tuple(sorted(user_env.items()))
+    plain_env, secret_env = split_env(user_env)
+    env_files = tuple(sorted(secret_env.items()))
+    if env_files:
+        # Not a bind mount of a host directory: nothing secret is left on the host's disk by name.
+        extra["mounts"] = [{"Target": ENV_DIR, "Type": "volume", "ReadOnly": False}]
     containers = []
     for role in topology.roles:
         for index in range(role.replicas):
@@ -113,7 +126,9 @@ def docker_spec(
                 function_file=function_path(role.function),
                 source_dir=APP_DIR,
                 drain_seconds=DRAIN_SECONDS,
+                env_dir=ENV_DIR if env_files else None,
             )
+            env.update(plain_env)
             entry = role.entry and index == 0
             ports: dict[str, tuple[str, Optional[int]]] = {}
             if entry:
@@ -149,7 +164,7 @@ def docker_spec(
                     probe=tuple(HEALTH_CHECK[1:]),
                     stop_timeout=stop_timeout,
                     entry=entry,
-                    user_env=sorted_env,
+                    env_files=env_files,
                 )
             )
     return DockerSpec(network, tuple(containers))

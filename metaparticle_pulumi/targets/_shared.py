@@ -10,6 +10,7 @@ import pulumi
 
 from .. import _registry
 from .._errors import PatternError
+from ..specs import split_env
 from ..topology import Role, Topology, dns_name, role_env
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 #: Example: {("kubernetes:apps/v1:Deployment", "{role}"): ("{role}-deployment",)}
 FORMER_NAMES: dict[tuple[str, str], tuple[str, ...]] = {}
 
+_SECRET_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -92,13 +94,20 @@ def check_labels(args: "PatternArgs", where: str) -> None:
 def check_env(topology: Topology, env: Mapping[str, Any], where: str, **runtime_settings: Any) -> None:
     """Refuses `env=` keys that are no variable names, or that would replace the runtime's own
     configuration (`runtime_settings`: what the target adds to each role's RuntimeConfig)."""
+    _, secret = split_env(env)
     for key in env:
         if not key or "=" in key:
             raise PatternError(f"{where}: {key!r} is not an environment variable name")
+        if key in secret and not _SECRET_ENV_NAME.fullmatch(key):
+            raise PatternError(
+                f"{where}: env {key!r} holds a secret value, which reaches the function as a file of that "
+                "name: use letters, digits and underscores, not starting with a digit"
+            )
+    settings = {"env_dir": "-", **runtime_settings}
     runtime = {
         name
         for role in topology.roles
-        for name in role_env(topology, role, {u: "" for u in role.upstreams}, replica="", function_file="-", **runtime_settings)
+        for name in role_env(topology, role, {u: "" for u in role.upstreams}, replica="", function_file="-", **settings)
     }
     taken = sorted(set(env) & runtime)
     if taken:

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from ..image import APP_DIR, container_image
-from ..specs.docker import DRAIN_SECONDS, PUBLISH_HOST, ContainerSpec, docker_spec
+from ..image import APP_DIR, RUN_AS, container_image
+from ..specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, docker_spec
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import (
@@ -88,7 +88,6 @@ def _go_duration(nanoseconds: int) -> str:
 def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], network: docker.Network) -> docker.Container:
     options = spec.options
     envs: list[Any] = list(options["environment"])
-    envs += [pulumi.Output.concat(k, "=", pulumi.Output.from_input(v).apply(str)) for k, v in spec.user_env]
     ports = [
         {"internal": int(port.split("/")[0]), "ip": host, "protocol": port.split("/")[1]}
         for port, (host, _) in options["ports"].items()
@@ -99,6 +98,20 @@ def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Out
         extra["memory"] = int(options["mem_limit"].rstrip("m"))
     if "nano_cpus" in options:
         extra["cpus"] = str(options["nano_cpus"] / 1e9)
+    if spec.env_files:
+        # Anonymous volume at ENV_DIR; the provider uploads the files after creating the container,
+        # before starting it.
+        extra["volumes"] = [{"container_path": mount["Target"]} for mount in options["mounts"]]
+        extra["uploads"] = [
+            {
+                "file": f"{ENV_DIR}/{key}",
+                "content": pulumi.Output.from_input(value).apply(str),
+                "owner": str(RUN_AS),
+                "group": str(RUN_AS),
+                "permissions": f"{ENV_FILE_MODE:04o}",
+            }
+            for key, value in spec.env_files
+        ]
     index = spec.replica.rsplit("-", 1)[1]
     template = "{role}-{replica}"
     fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from .config import RuntimeConfig, ConfigError
+from .envfiles import load_env_dir
 from .logs import configure
 from .server import serve
 
@@ -40,6 +41,14 @@ def main() -> int:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
     configure(cfg.role_name, cfg.replica, cfg.log_level)
+    if cfg.env_dir:
+        # Before the function is imported: module-level reads of os.environ see the values.
+        try:
+            names = load_env_dir(cfg.env_dir)
+        except ConfigError as exc:
+            logging.getLogger("metaparticle").error("configuration error: %s", exc)
+            return 2
+        logging.getLogger("metaparticle").info("loaded %d secret environment variable(s): %s", len(names), ", ".join(names))
     try:
         _run(serve(cfg), cfg.event_loop)
     except ConfigError as exc:

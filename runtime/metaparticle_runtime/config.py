@@ -48,6 +48,7 @@ ENV: dict[str, str] = {
     "tls_cert": "MP_TLS_CERT",
     "tls_key": "MP_TLS_KEY",
     "tls_ca": "MP_TLS_CA",
+    "env_dir": "MP_ENV_DIR",
     "event_loop": "MP_EVENT_LOOP",
     "log_level": "MP_LOG_LEVEL",
 }
@@ -103,6 +104,10 @@ class RuntimeConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: A directory of secret environment variables for the function (file name: variable, file
+    #: content: value), loaded into os.environ at start; deployers use it so that secret values are
+    #: never in a container's configured environment.
+    env_dir: str | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     log_level: str = "INFO"
@@ -194,6 +199,7 @@ class RuntimeConfig:
             tls_cert=get("tls_cert"),
             tls_key=get("tls_key"),
             tls_ca=get("tls_ca"),
+            env_dir=get("env_dir"),
             event_loop=get("event_loop") or defaults["event_loop"],
             log_level=get("log_level") or defaults["log_level"],
         )
