@@ -29,6 +29,7 @@ CONFIGS = [
         max_json_depth=8,
         max_in_flight=3,
         env_dir="/run/metaparticle/env",
+        metrics_port=9090,
         event_loop="asyncio",
         log_level="DEBUG",
     ),

@@ -49,6 +49,7 @@ ENV: dict[str, str] = {
     "tls_key": "MP_TLS_KEY",
     "tls_ca": "MP_TLS_CA",
     "env_dir": "MP_ENV_DIR",
+    "metrics_port": "MP_METRICS_PORT",
     "event_loop": "MP_EVENT_LOOP",
     "log_level": "MP_LOG_LEVEL",
 }
@@ -108,6 +109,8 @@ class RuntimeConfig:
     #: content: value), loaded into os.environ at start; deployers use it so that secret values are
     #: never in a container's configured environment.
     env_dir: str | None = None
+    #: Port of a plain-HTTP `GET /metrics` (Prometheus) of its own; the HTTP entry serves it anyway.
+    metrics_port: int | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     log_level: str = "INFO"
@@ -200,6 +203,7 @@ class RuntimeConfig:
             tls_key=get("tls_key"),
             tls_ca=get("tls_ca"),
             env_dir=get("env_dir"),
+            metrics_port=number("metrics_port", int),
             event_loop=get("event_loop") or defaults["event_loop"],
             log_level=get("log_level") or defaults["log_level"],
         )

@@ -1,14 +1,18 @@
-"""JSON over HTTP at the entry role: `POST /` answers the pattern's JSON result, `GET /healthz` its health."""
+"""JSON over HTTP at the entry role: `POST /` answers the pattern's JSON result, `GET /healthz` its
+health, `GET /metrics` the entry role's Prometheus metrics."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
 from .errors import RoleError
 from .payload import unwrap, wrap
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 Dispatch = Callable[[bytes, float], Awaitable[bytes]]
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
@@ -39,7 +43,9 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
         return _error(exc.status, exc.reason, code)
 
 
-def make_app(dispatch: Dispatch, health: Health, *, timeout: float, max_request_bytes: int) -> web.Application:
+def make_app(
+    dispatch: Dispatch, health: Health, *, timeout: float, max_request_bytes: int, metrics: Optional["Metrics"] = None
+) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes, middlewares=[_json_errors])
     app[MAX_REQUEST_BYTES] = max_request_bytes
 
@@ -60,6 +66,14 @@ def make_app(dispatch: Dispatch, health: Health, *, timeout: float, max_request_
 
     app.router.add_post("/", call)
     app.router.add_get("/healthz", healthz)
+    if metrics is not None:
+
+        async def exposition(request: web.Request) -> web.Response:
+            from .metrics import CONTENT_TYPE
+
+            return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+        app.router.add_get("/metrics", exposition)
     return app
 
 

@@ -18,6 +18,7 @@ from . import http_entry
 from .config import RuntimeConfig
 from .errors import RoleError
 from .healthwatch import HealthServicer
+from .metrics import Metrics
 from .roles import Role, build_role
 from .tls import server_credentials
 
@@ -35,6 +36,8 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="mp-fn")
         self.role: Role = build_role(cfg, self.executor)
         self.in_flight = 0
+        self.metrics = Metrics(cfg.pattern, cfg.role_name)
+        self._metrics_server: Any = None
         self.health = HealthServicer()
         self.ready = asyncio.Event()
         self.stopping = False
@@ -45,6 +48,8 @@ class Runtime:
     async def dispatch(self, message: bytes, deadline: float) -> bytes:
         """Runs one request through the role, refusing it fast when this replica is saturated."""
         if self.in_flight >= self.cfg.max_in_flight:
+            self.metrics.refused()
+            self.metrics.answered("RESOURCE_EXHAUSTED", 0.0)
             raise RoleError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{self.cfg.role_name} is at its limit of {self.cfg.max_in_flight} requests in flight; retry later",
@@ -52,11 +57,19 @@ class Runtime:
                 replica=self.cfg.replica,
             )
         self.in_flight += 1
+        self.metrics.in_flight.inc()
+        started = time.monotonic()
+        code = "OK"
         try:
             return await self.role.call(message, deadline)
-        except RoleError:
+        except RoleError as err:
+            code = err.code.name
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
             raise
         except Exception as exc:  # noqa: BLE001 - a bug must still answer a JSON error, not crash
+            code = "INTERNAL"
             log.exception("%s failed: %s: %s", self.cfg.role_name, type(exc).__name__, exc)
             raise RoleError(
                 grpc.StatusCode.INTERNAL,
@@ -66,6 +79,8 @@ class Runtime:
             ) from None
         finally:
             self.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.metrics.answered(code, time.monotonic() - started)
 
     async def _grpc_call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         remaining = context.time_remaining()
@@ -137,9 +152,15 @@ class Runtime:
         self._server = server
         if cfg.http_port is not None:
             app = http_entry.make_app(
-                self.dispatch, self.topology_health, timeout=cfg.timeout, max_request_bytes=cfg.max_request_bytes
+                self.dispatch,
+                self.topology_health,
+                timeout=cfg.timeout,
+                max_request_bytes=cfg.max_request_bytes,
+                metrics=self.metrics,
             )
             self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port)
+        if cfg.metrics_port is not None:
+            self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port)
         if self.role.upstreams:
             self._watch = asyncio.ensure_future(self._await_upstreams())
         else:
@@ -172,6 +193,8 @@ class Runtime:
         for up in self.role.upstreams:
             await up.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         log.info("stopped")
 
 
