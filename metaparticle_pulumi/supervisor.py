@@ -28,8 +28,10 @@ from .targets.local import HOST, ProcessSpec
 LogSink = Callable[[str, str], None]
 
 _PR_SET_PDEATHSIG = 1
-# The deploying machine's environment reaches local processes only for what Python needs.
+# The deploying machine's environment reaches local processes only for what Python needs, and
+# OpenTelemetry's standard configuration (OTEL_*: where traces go, sampling, service name).
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TMPDIR")
+_PASSED_PREFIXES = ("OTEL_",)
 
 
 def _die_with_parent() -> None:
@@ -89,7 +91,7 @@ class Supervisor:
                 self._spawn(replica)
 
     def _spawn(self, replica: Replica) -> None:
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(_PASSED_PREFIXES)}
         env.update(replica.spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         replica.process = subprocess.Popen(

@@ -14,7 +14,8 @@ from .payload import unwrap, wrap
 if TYPE_CHECKING:
     from .metrics import Metrics
 
-Dispatch = Callable[[bytes, float], Awaitable[bytes]]
+#: (request payload, deadline, the caller's headers for trace context) -> reply payload.
+Dispatch = Callable[[bytes, float, Any], Awaitable[bytes]]
 Health = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 #: The body size limit of the app (aiohttp's 413 exception does not carry it).
@@ -53,7 +54,7 @@ def make_app(
         deadline = time.monotonic() + timeout
         body = await request.read()
         try:
-            reply = await dispatch(wrap(body), deadline)
+            reply = await dispatch(wrap(body), deadline, request.headers)
         except RoleError as err:
             return web.json_response(err.document(), status=err.http_status)
         return web.Response(body=unwrap(reply), content_type="application/json")

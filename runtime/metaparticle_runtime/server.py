@@ -7,7 +7,7 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Mapping, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +19,7 @@ from .config import RuntimeConfig
 from .errors import RoleError
 from .healthwatch import HealthServicer
 from .metrics import Metrics
+from . import tracing
 from .roles import Role, build_role
 from .tls import server_credentials
 
@@ -37,6 +38,7 @@ class Runtime:
         self.role: Role = build_role(cfg, self.executor)
         self.in_flight = 0
         self.metrics = Metrics(cfg.pattern, cfg.role_name)
+        self.tracing = tracing.configure(cfg)
         self._metrics_server: Any = None
         self.health = HealthServicer()
         self.ready = asyncio.Event()
@@ -45,7 +47,21 @@ class Runtime:
         self._http: Any = None
         self._watch: asyncio.Task[None] | None = None
 
-    async def dispatch(self, message: bytes, deadline: float) -> bytes:
+    async def dispatch(self, message: bytes, deadline: float, carrier: Optional[Mapping[str, str]] = None) -> bytes:
+        """Runs one request through the role (in a span of its own when tracing is on, parented by
+        the caller's `traceparent` in `carrier`)."""
+        if self.tracing is None:
+            return await self._dispatch(message, deadline)
+        with self.tracing.span(carrier) as span:
+            try:
+                reply = await self._dispatch(message, deadline)
+            except RoleError as err:
+                self.tracing.finish(span, err.code, err.message)
+                raise
+            self.tracing.finish(span, grpc.StatusCode.OK)
+            return reply
+
+    async def _dispatch(self, message: bytes, deadline: float) -> bytes:
         """Runs one request through the role, refusing it fast when this replica is saturated."""
         if self.in_flight >= self.cfg.max_in_flight:
             self.metrics.refused()
@@ -86,7 +102,8 @@ class Runtime:
         remaining = context.time_remaining()
         timeout = self.cfg.timeout if remaining is None else min(remaining, self.cfg.timeout)
         try:
-            return await self.dispatch(request, time.monotonic() + timeout)
+            carrier = tracing.metadata_carrier(context.invocation_metadata()) if self.tracing else None
+            return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:
             await context.abort(err.code, err.message, trailing_metadata=err.metadata())
             raise AssertionError("unreachable")  # abort raises
@@ -195,6 +212,8 @@ class Runtime:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.tracing is not None:
+            self.tracing.shutdown()
         log.info("stopped")
 
 

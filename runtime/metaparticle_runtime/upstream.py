@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import CALL_METHOD, SERVICE_NAME
+from . import CALL_METHOD, SERVICE_NAME, tracing
 from .errors import RoleError
 from .tls import channel_credentials
 
@@ -123,7 +123,7 @@ class Upstream:
         if timeout <= 0:
             raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.label}: deadline exceeded", **self.details)
         try:
-            return await self._call(message, timeout=timeout)
+            return await self._call(message, timeout=timeout, metadata=tracing.outgoing_metadata())
         except grpc.aio.AioRpcError as err:
             raise RoleError.from_rpc_error(err, context=self.label, **self.details) from None
 
