@@ -11,7 +11,7 @@ from metaparticle_runtime.context import Context
 from metaparticle_runtime.errors import BadRequest
 
 from ._errors import Error, StackError
-from .client import CallError
+from .client import CallError, Client
 from .containers import EngineError
 from .functions import FunctionShippingError
 from .patterns import (
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BadRequest",
     "CallError",
+    "Client",
     "Context",
     "EngineError",
     "Error",

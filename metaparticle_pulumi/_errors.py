@@ -1,8 +1,12 @@
-"""The one exception root: every error metaparticle-pulumi raises on purpose is an `mp.Error`."""
+"""The one exception root: every error metaparticle-pulumi raises on purpose is an `mp.Error`.
 
+The root and `CallError` live in the runtime, so a function calling another pattern inside an
+image (where there is no Pulumi) raises and catches the very same classes.
+"""
 
-class Error(Exception):
-    """Root of the errors metaparticle-pulumi raises; its message is meant for the user."""
+from metaparticle_runtime.errors import CallError, Error
+
+__all__ = ["CallError", "Error", "PatternError", "StackError"]
 
 
 class PatternError(Error, ValueError):

@@ -68,10 +68,11 @@ _DOCKERFILE = next(
 #: (`mp.BadRequest`) unpickles against this stand-in, which holds what runs inside a replica.
 RUNTIME_SHIM = b'''"""metaparticle_pulumi inside an image: what a function uses at run time (no Pulumi here)."""
 
+from metaparticle_runtime.client import Client
 from metaparticle_runtime.context import Context
-from metaparticle_runtime.errors import BadRequest
+from metaparticle_runtime.errors import BadRequest, CallError, Error
 
-__all__ = ["BadRequest", "Context"]
+__all__ = ["BadRequest", "CallError", "Client", "Context", "Error"]
 '''
 
 

@@ -36,7 +36,10 @@ def test_the_dockerfile_runs_the_runtime_as_a_non_root_user_on_python_slim():
     assert re.search(r"^USER 10001:10001$", text, re.M)
     assert 'CMD ["python", "-m", "metaparticle_runtime"]' in text
     installed = re.findall(r'"([a-z-]+)[<>=!~]', text.split("RUN pip install", 1)[1].split("&&", 1)[0])
-    assert installed == ["grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "cloudpickle"]
+    assert installed == [
+        "grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "prometheus-client",
+        "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "opentelemetry-exporter-otlp-proto-grpc", "cloudpickle",
+    ]
     assert "COPY runtime/ /opt/metaparticle/" in text
     assert "COPY functions/ /app/.metaparticle/functions/" in text
 

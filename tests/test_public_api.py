@@ -10,6 +10,7 @@ import metaparticle_pulumi as mp
 PUBLIC = [
     "BadRequest",
     "CallError",
+    "Client",
     "Context",
     "EngineError",
     "Error",

@@ -50,6 +50,7 @@ ENV: dict[str, str] = {
     "tls_ca": "MP_TLS_CA",
     "env_dir": "MP_ENV_DIR",
     "metrics_port": "MP_METRICS_PORT",
+    "uses": "MP_USES",
     "event_loop": "MP_EVENT_LOOP",
     "log_level": "MP_LOG_LEVEL",
 }
@@ -111,6 +112,8 @@ class RuntimeConfig:
     env_dir: str | None = None
     #: Port of a plain-HTTP `GET /metrics` (Prometheus) of its own; the HTTP entry serves it anyway.
     metrics_port: int | None = None
+    #: The patterns a function may call (`ctx.call(name, ...)`): (name, gRPC target of its entry).
+    uses: tuple[tuple[str, str], ...] = ()
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     log_level: str = "INFO"
@@ -129,7 +132,9 @@ class RuntimeConfig:
             if setting not in _ALWAYS and (value is None or value == () or value == defaults[setting]):
                 if not (setting == "on_missing" and self.role == "gather"):
                     continue
-            if isinstance(value, tuple):
+            if setting == "uses":
+                env[variable] = json.dumps(dict(value), sort_keys=True)
+            elif isinstance(value, tuple):
                 env[variable] = json.dumps(list(value))
             elif isinstance(value, float):
                 env[variable] = repr(value)
@@ -163,6 +168,16 @@ class RuntimeConfig:
             if not isinstance(value, list):
                 raise ConfigError(f"{ENV[setting]} must be a JSON list, got {raw!r}")
             return tuple(value)
+
+        def json_names(setting: str) -> tuple[tuple[str, str], ...]:
+            raw = get(setting)
+            try:
+                value = json.loads(raw) if raw is not None else {}
+            except ValueError:
+                value = None
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{ENV[setting]} must be a JSON object of names to gRPC targets, got {raw!r}")
+            return tuple(sorted(value.items()))
 
         defaults = {f.name: f.default for f in fields(cls)}
         role = get("role")
@@ -204,11 +219,18 @@ class RuntimeConfig:
             tls_ca=get("tls_ca"),
             env_dir=get("env_dir"),
             metrics_port=number("metrics_port", int),
+            uses=json_names("uses"),
             event_loop=get("event_loop") or defaults["event_loop"],
             log_level=get("log_level") or defaults["log_level"],
         )
         cfg.validate()
         return cfg
+
+    def tls_files(self) -> tuple[str, str, str] | None:
+        """(cert, key, ca) when the role speaks mutual TLS, else None."""
+        if self.tls_cert and self.tls_key and self.tls_ca:
+            return (self.tls_cert, self.tls_key, self.tls_ca)
+        return None
 
     def leaf_replicas(self, index: int) -> int:
         """How many replicas upstream group `index` has (hedging needs another one to go to)."""

@@ -27,6 +27,23 @@ HTTP_STATUS = {
 }
 
 
+class Error(Exception):
+    """Root of the errors metaparticle raises on purpose (`mp.Error`); its message is meant for the user."""
+
+
+class CallError(Error):
+    """A call to a pattern could not be made, or the pattern answered an error.
+
+    `status` is the gRPC status name (`"UNAVAILABLE"`) or the HTTP status (503); `document` the
+    pattern's JSON error document (`{"error": ..., "code": ...}`), when it answered one.
+    """
+
+    def __init__(self, message: str, status: int | str | None = None, document: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.document = document
+
+
 class RoleError(Exception):
     """A request failed with a status that means what it says, and details for the caller."""
 

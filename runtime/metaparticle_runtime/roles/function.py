@@ -12,6 +12,7 @@ from typing import Any, Callable
 import grpc
 
 from ..config import RuntimeConfig
+from ..client import uses_clients
 from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
@@ -82,6 +83,7 @@ class FunctionServer:
             index=cfg.index,
             count=cfg.count,
             replica=cfg.replica,
+            uses=uses_clients(cfg.uses, cfg.tls_files()),
         )
         self.what = f"function {getattr(self.fn, '__qualname__', 'function')}"
 

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from ..config import RuntimeConfig
+from ..client import uses_clients
 from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
@@ -60,6 +61,7 @@ class GatherRoot:
         self.upstreams = make_upstreams(cfg, "leaf")
         self.gather = load_function(cfg)
         self.with_context = wants_context(self.gather)
+        self.uses = uses_clients(cfg.uses, cfg.tls_files())
         self.latency = LatencyTracker()
         self.leaf_calls = 0
         self.hedged_calls = 0
@@ -163,6 +165,7 @@ class GatherRoot:
                     deadline=deadline,
                     request=request,
                     leaves=tuple(present),
+                    uses=self.uses,
                 ),
             )
         merged = await invoke(
