@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -153,7 +154,9 @@ def run(engine: Any, plan: Plan, requests: int = 12) -> tuple[list[Any], dict[st
         for i in range(requests):
             reply = post_json(url, {"i": i}, timeout=15)
             replies.append((reply.status, reply.body))
+        start = time.monotonic()
         probes = {c.name: deployment.probe(c) for c in plan.containers}
+        print(f"\n{plan.project}: {len(probes)} TLS probes in {time.monotonic() - start:.2f}s")
         return replies, probes
     finally:
         deployment.stop(grace=1)
