@@ -209,7 +209,7 @@ def _image_spec(topology: Topology, name: str, context: Path, python: Optional[s
             )
     if python is not None and python != args.get("PYTHON_VERSION"):
         # The content tag stands for the default build args: another Python is another image.
-        args["PYTHON_VERSION"] = python
+        args = build_args(python)
         name = f"{name}-py{python}"
     return ImageSpec(topology.name, name, context, args)
 
@@ -348,7 +348,7 @@ def build_runtime_image(
         (context.path / "app").mkdir(exist_ok=True)
         name = f"{RUNTIME_PROJECT}:{context.tag}"
         if python_version and python_version != args["PYTHON_VERSION"]:
-            args["PYTHON_VERSION"] = python_version
+            args = build_args(python_version)
             name = f"{name}-py{python_version}"
         spec = ImageSpec("runtime", name, context.path, args)
         built = build(client, spec, project=RUNTIME_PROJECT, on_line=on_line)

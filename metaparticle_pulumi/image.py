@@ -83,10 +83,91 @@ def function_path(spec: Optional[FunctionSpec]) -> Optional[str]:
     return f"{FUNCTIONS_DIR}/{spec.file_name}"
 
 
-def build_args() -> dict[str, str]:
-    """The Dockerfile's build args: the deploying Python's minor version (by-value functions load
-    only there) and its cloudpickle version."""
-    return {"PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}", "CLOUDPICKLE_VERSION": cloudpickle.__version__}
+#: The runtime's dependencies at exact versions (runtime/requirements.txt; package data in a wheel).
+RUNTIME_LOCK = _RUNTIME_DIR / "requirements.txt"
+#: Environment variable pinning the base image of the deploying Python's images by digest,
+#: `python:3.11-slim@sha256:<digest>` (scripts/container-engine prints the one its engine holds).
+BASE_IMAGE_ENV = "METAPARTICLE_BASE_IMAGE"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*)$")
+_REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9._-](@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """The image the runtime's image starts FROM: a name, and its digest when one is pinned."""
+
+    name: str
+    digest: str = ""
+
+    @property
+    def reference(self) -> str:
+        """What FROM uses: `name@digest` when pinned, else the name (whatever it points to then)."""
+        return f"{self.name}@{self.digest}" if self.digest else self.name
+
+
+def deploying_python() -> str:
+    """The deploying Python's minor version (`3.11`): by-value functions load only there."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def base_image(python: Optional[str] = None) -> BaseImage:
+    """The base image for `python` (default: the deploying Python's minor version).
+
+    `python:<minor>-slim`, pinned by digest when METAPARTICLE_BASE_IMAGE gives a reference for the
+    deploying Python (`python:3.11-slim@sha256:...`); an image for another Python stays unpinned.
+    """
+    python = python or deploying_python()
+    pinned = os.environ.get(BASE_IMAGE_ENV, "").strip()
+    if not pinned or python != deploying_python():
+        return BaseImage(f"python:{python}-slim")
+    if not _REFERENCE.match(pinned):
+        raise PatternError(
+            f"{BASE_IMAGE_ENV} must be an image reference such as python:{python}-slim@sha256:<64 hex digits>, got {pinned!r}"
+        )
+    name, _, digest = pinned.partition("@")
+    named = re.search(r"(?:^|/)python:(\d+\.\d+)\b", name)
+    if named and named.group(1) != python:
+        raise PatternError(f"{BASE_IMAGE_ENV} names {name}, but images are built for Python {python} (the deploying one)")
+    return BaseImage(name, digest)
+
+
+def runtime_pins(text: Optional[str] = None) -> tuple[str, ...]:
+    """The runtime's pinned requirements (`name==version`, sorted) from its lock file (or `text`).
+
+    Anything but an exact pin is an error: a range would let two builds of one tag differ.
+    """
+    if text is None:
+        text = RUNTIME_LOCK.read_text()
+    pins = []
+    for number, line in enumerate(text.splitlines(), 1):
+        spec = line.split("#", 1)[0].strip()
+        if not spec:
+            continue
+        if not _PIN.match(spec):
+            raise PatternError(f"{RUNTIME_LOCK}:{number}: the runtime's requirements are exact pins (name==version), got {spec!r}")
+        pins.append(spec)
+    return tuple(sorted(pins, key=str.lower))
+
+
+def build_args(python: Optional[str] = None) -> dict[str, str]:
+    """The Dockerfile's build args for an image of `python` (default: the deploying Python's minor
+    version, where by-value functions load): the base image, the deploying cloudpickle version, and
+    what the labels record (the base's name and digest, every pinned runtime dependency)."""
+    python = python or deploying_python()
+    base = base_image(python)
+    pins = (*runtime_pins(), f"cloudpickle=={cloudpickle.__version__}")
+    return {
+        "PYTHON_VERSION": python,
+        "CLOUDPICKLE_VERSION": cloudpickle.__version__,
+        "BASE_IMAGE": base.reference,
+        "BASE_NAME": base.name,
+        "BASE_DIGEST": base.digest,
+        "RUNTIME_REQUIREMENTS": " ".join(sorted(pins, key=str.lower)),
+    }
+
+
+#: Package data that builds the image rather than running in it.
+_BUILD_FILES = ("Dockerfile", "requirements.txt")
 
 
 def dockerfile_text() -> str:
@@ -213,10 +294,14 @@ def _requirements(source: Path) -> bytes:
 def build_files(topology: Topology) -> dict[str, bytes | Path]:
     """Every file of the build context: relative path -> bytes, or the file to copy."""
     source = Path(topology.source_dir).resolve()
-    files: dict[str, bytes | Path] = {"Dockerfile": dockerfile_text().encode(), "requirements.txt": _requirements(source)}
+    files: dict[str, bytes | Path] = {
+        "Dockerfile": dockerfile_text().encode(),
+        "runtime-requirements.txt": RUNTIME_LOCK.read_bytes(),
+        "requirements.txt": _requirements(source),
+    }
     for path in sorted(_RUNTIME_DIR.rglob("*")):
         rel = path.relative_to(_RUNTIME_DIR).as_posix()
-        if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc" and rel != "Dockerfile":
+        if path.is_file() and "__pycache__" not in rel.split("/") and path.suffix != ".pyc" and rel not in _BUILD_FILES:
             files[f"runtime/metaparticle_runtime/{rel}"] = path
     files["runtime/metaparticle_pulumi/__init__.py"] = RUNTIME_SHIM
     for rel, path in _program_files(source).items():

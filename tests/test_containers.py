@@ -267,6 +267,27 @@ def test_the_image_runs_the_deploying_pythons_minor_version_and_loads_by_value_f
     assert name == "handler"
 
 
+def test_the_image_labels_its_base_digest_and_the_versions_it_installed(engine, monkeypatch):
+    """Pinned to the digest the engine reports for the base, the image says so in its OCI labels, and
+    its pins label lists exactly what pip installed in it (read back from the container)."""
+    from metaparticle_pulumi import image as image_module
+
+    base = image_module.base_image()
+    digests = [d.split("@", 1)[1] for d in engine.images.get(base.name).attrs.get("RepoDigests") or []]
+    assert digests, f"the engine reports no digest for {base.name}"
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, f"{base.name}@{digests[0]}")
+    built = containers.build_runtime_image(engine)
+    labels = engine.images.get(built.id).labels
+    assert labels["org.opencontainers.image.base.name"] == base.name
+    assert labels["org.opencontainers.image.base.digest"] == digests[0]
+    pins = labels["io.metaparticle.runtime.requirements"].split()
+    assert set(image_module.runtime_pins()) < set(pins)
+    script = "from importlib.metadata import distributions as d; print(' '.join(f'{x.name}=={x.version}' for x in d()))"
+    installed = engine.containers.run(built.id, ["python", "-c", script], remove=True, network_disabled=True).decode().split()
+    norm = lambda pin: pin.lower().replace("_", "-")  # noqa: E731
+    assert {norm(p) for p in pins} <= {norm(p) for p in installed}, "a label names a version the image does not run"
+
+
 # --- metaparticle run --target docker ---------------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ import pytest
 import metaparticle_pulumi as mp
 import metaparticle_runtime
 from metaparticle_pulumi import testing
-from metaparticle_pulumi.image import DockerIgnore, dockerfile_text, write_build_context
+from metaparticle_pulumi import image as image_module
+from metaparticle_pulumi.image import DockerIgnore, base_image, build_args, dockerfile_text, runtime_pins, write_build_context
 
 from target_support import REPO, copy_program, write_program
 
@@ -32,25 +33,35 @@ def topology_of(program: Path, target: str = "kubernetes"):
 def test_the_dockerfile_runs_the_runtime_as_a_non_root_user_on_python_slim():
     text = dockerfile_text()
     assert text == (REPO / "runtime" / "Dockerfile").read_text()
-    assert "ARG PYTHON_VERSION=3.11\nFROM python:${PYTHON_VERSION}-slim" in text
+    assert "ARG PYTHON_VERSION=3.11\nARG BASE_IMAGE=python:${PYTHON_VERSION}-slim\nFROM ${BASE_IMAGE}\n" in text
     assert re.search(r"^USER 10001:10001$", text, re.M)
     assert 'CMD ["python", "-m", "metaparticle_runtime"]' in text
-    installed = re.findall(r'"([a-z-]+)[<>=!~]', text.split("RUN pip install", 1)[1].split("&&", 1)[0])
-    assert installed == [
-        "grpcio", "grpcio-health-checking", "grpcio-reflection", "protobuf", "aiohttp", "prometheus-client",
-        "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "opentelemetry-exporter-otlp-proto-grpc", "cloudpickle",
-    ]
+    # Only the lock's exact versions (no resolver), checked complete; the program's requirements
+    # are constrained by the same pins.
+    install = text.split("RUN pip install", 1)[1].split("&&", 1)[0]
+    assert "--no-deps -r /opt/metaparticle/runtime-requirements.txt" in install
+    assert re.findall(r'"([a-z-]+)[<>=!~]', install) == ["cloudpickle"]
+    assert "&& pip check" in text
+    assert "-c /opt/metaparticle/runtime-requirements.txt" in text
+    labels = text.split("LABEL", 1)[1]
+    assert labels.index("CMD") > labels.index("io.metaparticle.runtime.requirements"), "labels come after every cached step"
     assert "COPY runtime/ /opt/metaparticle/" in text
     assert "COPY functions/ /app/.metaparticle/functions/" in text
 
 
-def test_the_image_is_built_for_the_deploying_python_and_cloudpickle(tmp_path):
+def test_the_image_is_built_for_the_deploying_python_and_cloudpickle(tmp_path, monkeypatch):
+    monkeypatch.delenv(image_module.BASE_IMAGE_ENV, raising=False)
     stack, topology = topology_of(copy_program("spread", tmp_path))
     (image,) = stack.resources(type="docker:index/image:Image")
     build = image.inputs["build"]
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert build["args"] == {
-        "PYTHON_VERSION": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "PYTHON_VERSION": python,
         "CLOUDPICKLE_VERSION": cloudpickle.__version__,
+        "BASE_IMAGE": f"python:{python}-slim",
+        "BASE_NAME": f"python:{python}-slim",
+        "BASE_DIGEST": "",
+        "RUNTIME_REQUIREMENTS": " ".join(sorted((*runtime_pins(), f"cloudpickle=={cloudpickle.__version__}"), key=str.lower)),
     }
     assert build["context"] == ".metaparticle/build/api"  # relative: state does not depend on the checkout
     assert build["dockerfile"] == ".metaparticle/build/api/Dockerfile"
@@ -262,3 +273,82 @@ def test_a_main_outside_the_project_is_refused(tmp_path):
     (project / "Pulumi.yaml").write_text(f"name: p\nruntime: python\nmain: ../{elsewhere.name}/\n")
     with pytest.raises(mp.Error, match="lies outside the project directory"):
         testing.evaluate(project, "kubernetes")
+
+
+# --- pinned dependencies and base image -------------------------------------------------------------
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_the_runtime_lock_pins_every_dependency_exactly_within_the_supported_ranges():
+    """Every runtime dependency of pyproject.toml is pinned inside its range, and so is everything
+    those need (as this interpreter's installed metadata says), so `pip --no-deps` installs a whole set."""
+    from importlib.metadata import requires
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")
+
+    pins = {Requirement(p).name.lower().replace("_", "-"): Requirement(p) for p in runtime_pins()}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    serving = pyproject[pyproject.index("grpcio>=1.66"):]  # the runtime's part, as pyproject says
+    for spec in map(Requirement, serving):
+        (version,) = [s.version for s in pins[spec.name.lower().replace("_", "-")].specifier]
+        assert spec.specifier.contains(version), f"{spec.name}=={version} is outside pyproject's {spec}"
+    for name, pin in pins.items():
+        for needed in map(Requirement, requires(name) or []):
+            if needed.marker is None or needed.marker.evaluate({"extra": ""}):
+                key = needed.name.lower().replace("_", "-")
+                assert key in pins or key == "cloudpickle", f"{name} needs {needed.name}, which the lock does not pin"
+                (version,) = [s.version for s in pins[key].specifier]
+                assert needed.specifier.contains(version), f"{name} needs {needed}, the lock pins {version}"
+
+
+def test_a_lock_line_that_is_not_an_exact_pin_is_refused():
+    assert runtime_pins("# c\ngrpcio==1.2.3  # why\n\naiohttp==3.0\n") == ("aiohttp==3.0", "grpcio==1.2.3")
+    with pytest.raises(mp.Error, match=r"requirements.txt:2: .*exact pins.*'aiohttp>=3'"):
+        runtime_pins("grpcio==1.2.3\naiohttp>=3\n")
+
+
+def test_the_content_tag_changes_with_the_pinned_versions(tmp_path, monkeypatch):
+    """Another pinned version is another image: the lock is in the context and its pins in a label."""
+    _, topology = topology_of(copy_program("hello_world", tmp_path))
+    before = write_build_context(topology)
+    assert (before.path / "runtime-requirements.txt").read_bytes() == image_module.RUNTIME_LOCK.read_bytes()
+    lock = tmp_path / "requirements.txt"
+    lock.write_text(image_module.RUNTIME_LOCK.read_text().replace("grpcio==", "grpcio==0.0.0.dev0+"))
+    monkeypatch.setattr(image_module, "RUNTIME_LOCK", lock)
+    assert "grpcio==0.0.0.dev0+" in build_args()["RUNTIME_REQUIREMENTS"]
+    after = write_build_context(topology)
+    assert after.tag != before.tag
+    assert "runtime/metaparticle_runtime/requirements.txt" not in after.files  # built from, not run
+
+
+def test_the_content_tag_changes_with_the_base_image_digest(tmp_path, monkeypatch):
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    monkeypatch.delenv(image_module.BASE_IMAGE_ENV, raising=False)
+    _, topology = topology_of(copy_program("hello_world", tmp_path))
+    unpinned = write_build_context(topology).tag
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, f"python:{python}-slim@{DIGEST}")
+    args = build_args()
+    assert (args["BASE_IMAGE"], args["BASE_NAME"], args["BASE_DIGEST"]) == (f"python:{python}-slim@{DIGEST}", f"python:{python}-slim", DIGEST)
+    pinned = write_build_context(topology).tag
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, f"python:{python}-slim@sha256:{'cd' * 32}")
+    repinned = write_build_context(topology).tag
+    assert len({unpinned, pinned, repinned}) == 3
+    # The pin is for the deploying Python's images; one for another Python names its own base.
+    assert build_args("3.99")["BASE_IMAGE"] == "python:3.99-slim" and build_args("3.99")["BASE_DIGEST"] == ""
+
+
+@pytest.mark.parametrize("value", ["python:3.11-slim@sha256:abc", "python 3.11", "python:3.11-slim@md5:" + "0" * 64, "-x"])
+def test_a_malformed_base_image_pin_is_refused(monkeypatch, value):
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, value)
+    with pytest.raises(mp.Error, match="METAPARTICLE_BASE_IMAGE must be an image reference"):
+        base_image()
+
+
+def test_a_base_image_pin_for_another_python_is_refused(monkeypatch):
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, f"docker.io/library/python:3.2-slim@{DIGEST}")
+    with pytest.raises(mp.Error, match=r"names docker.io/library/python:3.2-slim, but images are built for Python 3\.\d+"):
+        base_image()
+    monkeypatch.setenv(image_module.BASE_IMAGE_ENV, f"registry.example/base:1@{DIGEST}")  # the user's own base
+    assert base_image() == image_module.BaseImage("registry.example/base:1", DIGEST)
