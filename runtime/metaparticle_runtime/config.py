@@ -50,6 +50,7 @@ ENV: dict[str, str] = {
     "tls_ca": "MP_TLS_CA",
     "event_loop": "MP_EVENT_LOOP",
     "log_level": "MP_LOG_LEVEL",
+    "reuse_port": "MP_REUSE_PORT",
 }
 #: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
 _ALWAYS = ("pattern", "name", "role", "role_name", "replica", "bind_host", "grpc_port", "timeout",
@@ -106,6 +107,8 @@ class RuntimeConfig:
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     log_level: str = "INFO"
+    #: Bind with SO_REUSEPORT: the local target holds each port (bound, not listening) until then.
+    reuse_port: bool = False
 
     @staticmethod
     def env_name(setting: str) -> str:
@@ -121,7 +124,9 @@ class RuntimeConfig:
             if setting not in _ALWAYS and (value is None or value == () or value == defaults[setting]):
                 if not (setting == "on_missing" and self.role == "gather"):
                     continue
-            if isinstance(value, tuple):
+            if isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif isinstance(value, tuple):
                 env[variable] = json.dumps(list(value))
             elif isinstance(value, float):
                 env[variable] = repr(value)
@@ -155,6 +160,14 @@ class RuntimeConfig:
             if not isinstance(value, list):
                 raise ConfigError(f"{ENV[setting]} must be a JSON list, got {raw!r}")
             return tuple(value)
+
+        def flag(setting: str) -> bool:
+            raw = get(setting)
+            if raw is None:
+                return bool(defaults[setting])
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ConfigError(f"{ENV[setting]} must be true or false, got {raw!r}")
+            return raw.lower() in ("true", "1")
 
         defaults = {f.name: f.default for f in fields(cls)}
         role = get("role")
@@ -196,6 +209,7 @@ class RuntimeConfig:
             tls_ca=get("tls_ca"),
             event_loop=get("event_loop") or defaults["event_loop"],
             log_level=get("log_level") or defaults["log_level"],
+            reuse_port=flag("reuse_port"),
         )
         cfg.validate()
         return cfg
