@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
+from ._endpoints import document as endpoints_document, pattern_endpoints
 from ._errors import Error
 from ._outputs import resolved
 from .client import wait_healthz
@@ -532,26 +533,15 @@ class Deployment:
         for topology in self.plan.topologies:
             entry = next(c for c in self.plan.containers if c.pattern == topology.name and c.entry)
             http, grpc_ = self.published(entry, HTTP_PORT), self.published(entry, GRPC_PORT)
+            names = lambda role, t=topology: {  # noqa: E731
+                "containers": [c.name for c in self.plan.containers if c.pattern == t.name and c.role == role.name]
+            }
             patterns.append(
-                {
-                    "name": topology.name,
-                    "pattern": topology.pattern,
-                    "url": f"http://{http}" if http else "",
-                    "grpc_url": f"grpc://{grpc_}" if grpc_ else "",
-                    "network": entry.network,
-                    "roles": [
-                        {
-                            "name": role.name,
-                            "kind": role.kind,
-                            "component": role.component,
-                            "entry": role.entry,
-                            "containers": [c.name for c in self.plan.containers if c.pattern == topology.name and c.role == role.name],
-                        }
-                        for role in topology.roles
-                    ],
-                }
+                pattern_endpoints(
+                    topology, f"http://{http}" if http else "", f"grpc://{grpc_}" if grpc_ else "", names, network=entry.network
+                )
             )
-        return {"project": self.plan.project, "target": "docker", "patterns": patterns}
+        return endpoints_document(self.plan.project, patterns, target="docker")
 
     # -- logs ----------------------------------------------------------------------------------------------
     def logs(self, spec: ContainerSpec, lines: int = 20) -> list[str]:
