@@ -25,14 +25,17 @@ class Ports:
 
     def reserve(self, port: int = 0) -> int:
         """Binds `port` (0: one the OS says is free) and holds it; the port."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            if _REUSEPORT is not None:
-                sock.setsockopt(socket.SOL_SOCKET, _REUSEPORT, 1)
-            sock.bind((HOST, port))
+            sock = _bind(port, reuse_address=False)
         except OSError as exc:
-            sock.close()
-            raise PatternError(f"port {port} on {HOST} is in use ({exc.strerror or exc}); choose another") from None
+            try:
+                # Connections of an earlier server may linger on it in TIME_WAIT, which a bind
+                # without SO_REUSEADDR counts as in use (a server binding it would not).
+                sock = _bind(port, reuse_address=True) if port else None
+            except OSError:
+                sock = None
+            if sock is None:
+                raise PatternError(f"port {port} on {HOST} is in use ({exc.strerror or exc}); choose another") from None
         chosen = sock.getsockname()[1]
         if _REUSEPORT is None:  # nowhere to hold it: the child could not bind next to us
             sock.close()
@@ -62,6 +65,25 @@ class Ports:
 
     def __del__(self) -> None:
         self.close()
+
+
+def _bind(port: int, *, reuse_address: bool) -> socket.socket:
+    """A socket bound to `port` with SO_REUSEPORT (where there is one), not listening.
+
+    Without SO_REUSEADDR it keeps out servers that set it too (most do): Linux lets two sockets
+    with SO_REUSEADDR share a port while neither listens.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if _REUSEPORT is not None:
+            sock.setsockopt(socket.SOL_SOCKET, _REUSEPORT, 1)
+        if reuse_address:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def free_port() -> int:

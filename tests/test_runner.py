@@ -160,3 +160,26 @@ def test_a_replica_that_always_crashes_before_serving_is_given_up_with_its_last_
     assert any("gave up after 3 restarts" in line for line in view.lines)
     assert elapsed < 20, elapsed
     assert view.stops == ["stopped 1 processes"]
+
+
+def test_an_entry_port_with_connections_lingering_in_time_wait_can_be_held(tmp_path):
+    """A server that closed its connections first leaves them in TIME_WAIT on its port; the next run
+    may take that port (as `--port` checks it), and holding it must not refuse it."""
+    from metaparticle_pulumi._ports import Ports
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: TIME_WAIT on `port`
+        client.close()
+    time.sleep(0.1)
+    assert port_is_free(port)
+    ports = Ports(entry=port)
+    try:
+        assert ports.entry_port() == port and ports.held() == [port]
+    finally:
+        ports.close()
