@@ -7,12 +7,17 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ._ports import Ports
+
 if TYPE_CHECKING:
     from .patterns import _Pattern
 
 _lock = threading.Lock()
 _declared: list["_Pattern"] = []
 _source_dir: str | None = None
+#: The local target's ports for the evaluation in progress, and whether this module made them.
+_ports: Ports | None = None
+_own_ports = False
 
 
 def record(pattern: "_Pattern") -> None:
@@ -25,12 +30,25 @@ def declared() -> list["_Pattern"]:
         return list(_declared)
 
 
-def reset(source_dir: str | None = None) -> None:
-    """Starts a new evaluation; `source_dir` is the program's directory."""
-    global _source_dir
+def reset(source_dir: str | None = None, ports: Ports | None = None) -> None:
+    """Starts a new evaluation; `source_dir` is the program's directory, `ports` where the local
+    target's ports come from (the caller owns them; without, a set made and closed here)."""
+    global _source_dir, _ports, _own_ports
     with _lock:
+        if _own_ports and _ports is not None:
+            _ports.close()
         _declared.clear()
         _source_dir = source_dir
+        _ports, _own_ports = ports, False
+
+
+def ports() -> Ports:
+    """The ports of the evaluation in progress (the local target reserves its ports here)."""
+    global _ports, _own_ports
+    with _lock:
+        if _ports is None:
+            _ports, _own_ports = Ports(), True
+        return _ports
 
 
 def source_dir() -> str:

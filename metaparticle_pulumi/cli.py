@@ -6,9 +6,7 @@ import json
 import signal
 import socket
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,7 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from ._outputs import event_loops_closed
-from .client import CallError, call as call_entry, wait_healthz
+from .client import CallError, call as call_entry
 from .program import Evaluation, ProgramError, evaluate
 
 app = typer.Typer(
@@ -70,33 +68,61 @@ def _read_json_argument(value: Optional[str]) -> bytes:
     return text.encode()
 
 
-def _role_logs(names: list[str]) -> tuple[Callable[[str, str], None], threading.Event]:
-    """A log sink printing `name | line` in a colour per role, and the switch that turns it on.
+class _Console:
+    """How a run looks on the terminal: the `View` of runners.run."""
 
-    Until the switch is set (while starting), only errors and exits are shown.
-    """
-    colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(names)}
-    width = max(len(name) for name in names)
-    show_logs = threading.Event()
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        #: Until set (while starting), only errors and exits of the replicas' output are shown.
+        self.show_logs = threading.Event()
 
-    def log(name: str, line: str) -> None:
-        if show_logs.is_set() or "error" in line or "exited" in line:
-            console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
+    def logs(self, names: list[str]) -> Callable[[str, str], None]:
+        """A log sink printing `name | line` in a colour per replica."""
+        colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(names)}
+        width = max((len(name) for name in names), default=0)
 
-    return log, show_logs
+        def log(name: str, line: str) -> None:
+            if self.show_logs.is_set() or "error" in line or "exited" in line:
+                console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
 
+        return log
 
-def _progress() -> Progress:
-    """The progress display shown while images build and roles start (on stderr, then cleared)."""
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    def progress(self) -> Progress:
+        """Shown while images build and roles start (on stderr, then cleared)."""
+        return Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+
+    def built(self, image: Any) -> None:
+        state = "cached" if image.cached else f"{image.cache_hits}/{image.steps} steps cached"
+        err_console.print(f"built {image.name} ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s, {state})")
+
+    def ready(self, endpoints: dict[str, Any]) -> None:
+        console.print(_container_table(endpoints) if endpoints.get("target") == "docker" else _table(endpoints))
+
+    def answer(self, result: Any) -> None:
+        _print_answer(result)
+
+    def serving(self, url: str, detached: bool) -> None:
+        if detached:
+            console.print(f"[bold]Running[/] at {url}. Remove it with: metaparticle delete {self.directory} --target docker")
+            return
+        self.show_logs.set()
+        console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
+
+    def stopped(self, message: str) -> None:
+        self.show_logs.clear()
+        if message:
+            err_console.print(message)
+
+    def failed(self, message: str) -> None:
+        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 @app.command()
@@ -121,172 +147,36 @@ def run(
     ),
 ) -> None:
     """Run the program's patterns as local processes on 127.0.0.1, or as containers (--target docker)."""
+    from . import runners
+
     if _port_in_use(port):
         raise fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 2)
-    if target == "docker":
-        _run_containers(directory, port, request, ready_timeout, endpoints_json, detach, python_version)
-        return
-    if target != "local":
+    if target not in ("local", "docker"):
         raise fail(f"--target must be local or docker, got {target!r}", 2)
-    if detach or python_version:
+    if target == "local" and (detach or python_version):
         raise fail("--detach and --python-version apply to --target docker", 2)
-    evaluation = _load(directory, target="local", port=port)
-    from .supervisor import Supervisor, format_log_line
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    with tempfile.TemporaryDirectory(prefix="metaparticle-") as function_dir:
-        specs = [spec for plan in evaluation.plans for spec in plan.processes(function_dir)]
-        log, show_logs = _role_logs([spec.name for spec in specs])
-
-        supervisor = Supervisor(specs, log=log)
-        exit_code = 0
+    body = _read_json_argument(request) if request is not None else None
+    runner: runners.Runner
+    if target == "docker":
+        evaluation = _load(directory, target="docker")
         try:
-            with _progress() as progress:
-                task = progress.add_task(f"starting {len(specs)} processes of {evaluation.project}", total=len(specs))
-                supervisor.start()
-                pending = supervisor.wait_ready(
-                    ready_timeout, on_ready=lambda r: progress.advance(task), should_stop=stop.is_set
-                )
-            if stop.is_set():
-                return
-            broken = supervisor.failed_early()
-            if broken or pending:
-                who = broken or pending[0]
-                tail = "\n".join(format_log_line(line) for line in who.last_lines[-8:])
-                reason = f"exited with code {who.exit_codes[-1]}" if who.exit_codes else f"not serving after {ready_timeout:.0f}s"
-                raise fail(f"{who.spec.name} {reason}\n{tail}", 1)
-            if not _wait_entries(evaluation, ready_timeout, stop):
-                raise fail("the entry did not report the whole topology serving (GET /healthz)", 1)
-            if endpoints_json is not None:
-                _write_endpoints(endpoints_json, evaluation)
-            console.print(_table(evaluation))
-            if request is not None:
-                exit_code = _send(evaluation.plans[0].url, _read_json_argument(request))
-                return
-            show_logs.set()
-            console.print(f"[bold]Serving.[/] Try: metaparticle call {evaluation.plans[0].url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
-            while not stop.is_set():
-                supervisor.poll()
-                stop.wait(0.2)
-        finally:
-            show_logs.clear()
-            supervisor.stop()
-            err_console.print(f"stopped {len(specs)} processes")
-        if exit_code:
-            raise typer.Exit(exit_code)
-
-
-def _run_containers(
-    directory: Path,
-    port: int,
-    request: Optional[str],
-    ready_timeout: float,
-    endpoints_json: Optional[Path],
-    detach: bool,
-    python_version: Optional[str],
-) -> None:
-    """`run --target docker`: build the images, run one container per replica, serve until Ctrl-C."""
-    from . import containers as engine
-
-    evaluation = _load(directory, target="docker")
+            runner = runners.ContainerRunner.open(evaluation, directory, port=port, python_version=python_version)
+        except runners.RunFailed as exc:
+            raise fail(str(exc), exc.code) from None
+    else:
+        runner = runners.ProcessRunner(_load(directory, target="local", port=port))
     stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        client = engine.connect()
-        deployment = engine.Deployment(client, engine.plan(evaluation, port=port, python_version=python_version))
-        running = deployment.existing()
-    except engine.EngineError as exc:
-        raise fail(str(exc), 2) from None
-    if running:
-        raise fail(
-            f"{evaluation.project} already runs on the engine ({', '.join(running)}); "
-            f"remove it with: metaparticle delete {directory} --target docker",
-            2,
-        )
-    specs = deployment.plan.containers
-    log, show_logs = _role_logs([spec.replica for spec in specs])
-
-    exit_code = 0
-    leave_running = False
-    try:
-        with _progress() as progress:
-            images = deployment.plan.images
-            building = progress.add_task(f"building {len(images)} images", total=len(images))
-            current = {"name": ""}
-
-            def on_image(spec: Any) -> None:
-                if current["name"]:
-                    progress.advance(building)
-                current["name"] = spec.name
-
-            def on_line(line: str) -> None:
-                if stop.is_set():
-                    raise KeyboardInterrupt
-                progress.update(building, description=f"building {current['name']}: {escape(line[:60])}")
-
-            for image in deployment.build(on_image=on_image, on_line=on_line):
-                state = "cached" if image.cached else f"{image.cache_hits}/{image.steps} steps cached"
-                err_console.print(f"built {image.name} ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s, {state})")
-            progress.update(building, completed=len(images), description=f"built {len(images)} images")
-            starting = progress.add_task(f"starting {len(specs)} containers of {evaluation.project}", total=len(specs))
-            deployment.start()
-            if not detach:
-                deployment.follow_logs(log)
-            pending = deployment.wait_ready(ready_timeout, on_ready=lambda s: progress.advance(starting), should_stop=stop.is_set)
-        if stop.is_set():
-            return
-        if pending:
-            who = pending[0]
-            raise fail(f"{who.replica} not serving after {ready_timeout:.0f}s\n" + "\n".join(deployment.logs(who, 8)), 1)
-        endpoints = deployment.endpoints()
-        for pattern in endpoints["patterns"]:
-            if not wait_healthz(pattern["url"], ready_timeout, stop.is_set):
-                raise fail(f"the entry of {pattern['name']} did not report the whole topology serving (GET /healthz)", 1)
-        if endpoints_json is not None:
-            tmp = endpoints_json.with_name(endpoints_json.name + ".tmp")
-            tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
-            tmp.replace(endpoints_json)
-        console.print(_container_table(endpoints, deployment))
-        url = endpoints["patterns"][0]["url"]
-        if request is not None:
-            exit_code = _send(url, _read_json_argument(request))
-            return
-        if detach:
-            leave_running = True
-            console.print(f"[bold]Running[/] at {url}. Remove it with: metaparticle delete {directory} --target docker")
-            return
-        show_logs.set()
-        console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
-        while not stop.is_set():
-            stop.wait(0.2)
-    except KeyboardInterrupt:
-        return
-    except engine.EngineError as exc:
-        raise fail(str(exc), 1) from None
-    finally:
-        if not leave_running:
-            show_logs.clear()
-            count = len(deployment.containers)
-            deployment.stop()
-            if count:
-                err_console.print(f"removed {count} containers and their networks")
-        if exit_code:
-            raise typer.Exit(exit_code)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: stop.set())
+    view = _Console(directory)
+    code = runners.run(
+        runner, view, ready_timeout=ready_timeout, stop=stop, request=body, endpoints_json=endpoints_json, detach=detach
+    )
+    if code:
+        raise typer.Exit(code)
 
 
-def _container_table(endpoints: dict[str, Any], deployment: Any) -> Table:
+def _container_table(endpoints: dict[str, Any]) -> Table:
     table = Table(title=f"{endpoints['project']}: containers", title_justify="left")
     table.add_column("pattern")
     table.add_column("role", no_wrap=True)
@@ -301,76 +191,40 @@ def _container_table(endpoints: dict[str, Any], deployment: Any) -> Table:
     return table
 
 
-def _wait_entries(evaluation: Evaluation, timeout: float, stop: threading.Event) -> bool:
-    """Whether every pattern's entry reports its whole topology serving within `timeout` in all."""
-    deadline = time.monotonic() + timeout
-    return all(wait_healthz(plan.url, deadline - time.monotonic(), stop.is_set) for plan in evaluation.plans)
-
-
-def endpoints(evaluation: Evaluation) -> dict[str, Any]:
-    """Every pattern's entry URLs and the gRPC ports of each role's replicas (machine-readable)."""
-    return {
-        "project": evaluation.project,
-        "patterns": [
-            {
-                "name": plan.topology.name,
-                "pattern": plan.topology.pattern,
-                "url": plan.url,
-                "grpc_url": plan.grpc_url,
-                "roles": [
-                    {
-                        "name": role.name,
-                        "kind": role.kind,
-                        "component": role.component,
-                        "entry": role.entry,
-                        "grpc_ports": list(plan.grpc_ports[role.name]),
-                    }
-                    for role in plan.topology.roles
-                ],
-            }
-            for plan in evaluation.plans
-        ],
-    }
-
-
-def _write_endpoints(path: Path, evaluation: Evaluation) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(endpoints(evaluation), indent=2) + "\n")
-        tmp.replace(path)
-    except OSError as exc:
-        raise fail(f"cannot write {path}: {exc.strerror or exc}", 2) from None
-
-
-def _table(evaluation: Evaluation) -> Group:
+def _table(endpoints: dict[str, Any]) -> Group:
     """One table per pattern: its roles, their replicas and endpoints (the entry's URL first)."""
     tables = []
-    for plan in evaluation.plans:
-        topo = plan.topology
-        table = Table(title=f"{topo.pattern} {topo.name!r}  {plan.url}", title_justify="left", title_style="bold")
+    for pattern in endpoints["patterns"]:
+        table = Table(title=f"{pattern['pattern']} {pattern['name']!r}  {pattern['url']}", title_justify="left", title_style="bold")
         table.add_column("role", no_wrap=True)
         table.add_column("kind")
         table.add_column("replicas", justify="right")
         table.add_column("endpoints", no_wrap=True)
-        for role in topo.roles:
-            ports = "\n".join(f"grpc://127.0.0.1:{p}" for p in plan.grpc_ports[role.name])
-            if role.entry:
-                ports = f"[bold]{plan.url}[/]\n{ports}"
-            table.add_row(role.name, role.component, str(role.replicas), ports)
+        for role in pattern["roles"]:
+            ports = "\n".join(f"grpc://127.0.0.1:{p}" for p in role["grpc_ports"])
+            if role["entry"]:
+                ports = f"[bold]{pattern['url']}[/]\n{ports}"
+            table.add_row(role["name"], role["component"], str(len(role["grpc_ports"])), ports)
         tables.append(table)
     return Group(*tables)
 
 
+def _print_answer(result: Any) -> int:
+    """Prints an answer (stdout) or a CallError (stderr, its document on stdout); the exit code."""
+    if isinstance(result, CallError):
+        err_console.print(f"[bold red]error:[/] {escape(str(result))}", soft_wrap=True)
+        if result.document is not None and not isinstance(result.document, str):
+            console.print_json(json.dumps(result.document))
+        return 1
+    console.print_json(json.dumps(result.body))
+    return 0
+
+
 def _send(url: str, body: bytes, timeout: float = 30.0) -> int:
     try:
-        answer = call_entry(url, body, timeout=timeout)
+        return _print_answer(call_entry(url, body, timeout=timeout))
     except CallError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        if exc.document is not None and not isinstance(exc.document, str):
-            console.print_json(json.dumps(exc.document))
-        return 1
-    console.print_json(json.dumps(answer.body))
-    return 0
+        return _print_answer(exc)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from .topology import Role, Settings, Topology, dns_name
 
 if TYPE_CHECKING:
     from .image import ContainerImage
+    from .targets.local import LocalPlan
     from .specs.docker import DockerSpec
 
 Target = Literal["kubernetes", "docker", "local"]
@@ -144,6 +145,8 @@ class _Pattern(pulumi.ComponentResource):
     image: Optional["ContainerImage"] = None
     #: What the docker target runs (the network and containers), as plain data.
     docker_spec: Optional["DockerSpec"] = None
+    #: The local target's processes and ports (set by its renderer).
+    local_plan: Optional["LocalPlan"] = None
 
     _args_type: type[PatternArgs] = PatternArgs
 

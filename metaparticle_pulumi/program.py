@@ -21,6 +21,7 @@ import yaml
 
 from . import _registry
 from ._errors import Error, PatternError
+from ._ports import Ports
 from .targets import local
 
 
@@ -70,6 +71,8 @@ class Evaluation:
     patterns: list[Any]
     resources: list[MockResource] = field(default_factory=list)
     plans: list[local.LocalPlan] = field(default_factory=list)
+    #: The local target's ports, held until each process that serves on one binds it.
+    ports: Ports = field(default_factory=Ports)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -184,8 +187,8 @@ def evaluate(
     settings.update(config or {})
     pulumi.runtime.set_all_config(settings)
     code_dir = main.parent.resolve()
-    _registry.reset(str(code_dir))
-    local.reset(port)
+    ports = Ports(entry=port)
+    _registry.reset(str(code_dir), ports)
 
     # pulumi.runtime.test runs a function under the mocks and waits for everything it registered.
     @pulumi.runtime.test
@@ -197,16 +200,18 @@ def evaluate(
         with _program_environment(directory, code_dir):
             run_program()
             patterns = _registry.declared()
-    except SyntaxError as exc:
-        where = f"{exc.filename}:{exc.lineno}" if exc.filename else str(main)
-        raise ProgramError(f"{where}: SyntaxError: {exc.msg}") from None
-    except ProgramError:
+    except BaseException as exc:
+        ports.close()
+        if isinstance(exc, SyntaxError):
+            where = f"{exc.filename}:{exc.lineno}" if exc.filename else str(main)
+            raise ProgramError(f"{where}: SyntaxError: {exc.msg}") from None
+        if isinstance(exc, Exception) and not isinstance(exc, ProgramError):  # any failure of the user's program
+            raise ProgramError(_one_line(exc, main)) from None
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure of the user's program
-        raise ProgramError(_one_line(exc, main)) from None
     finally:
         _registry.reset(None)
-    return Evaluation(directory, project, patterns, mocks.resources, local.plans())
+    plans = [p.local_plan for p in patterns if getattr(p, "local_plan", None) is not None]
+    return Evaluation(directory, project, patterns, mocks.resources, plans, ports)
 
 
 def _one_line(exc: BaseException, main: Path) -> str:

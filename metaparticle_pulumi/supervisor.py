@@ -1,8 +1,10 @@
 """Supervises local processes like a tiny Kubernetes: starts, waits for health, restarts, stops.
 
 Every replica runs `python -m metaparticle_runtime` with its role's environment. A replica that
-exits is restarted with backoff; Ctrl-C or SIGTERM stops everything (SIGTERM, then SIGKILL after a
-grace period). Children die with the supervisor even if it is killed (PR_SET_PDEATHSIG).
+exits is restarted with backoff, whether it had served or not; one that keeps exiting before it
+ever serves is given up after `early_restarts` restarts (its last log lines say why). Ctrl-C or
+SIGTERM stops everything (SIGTERM, then SIGKILL after a grace period). Children die with the
+supervisor even if it is killed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Replica:
     next_start: float = 0.0
     exit_codes: list[int] = field(default_factory=list)
     last_lines: list[str] = field(default_factory=list)
+    #: It has served (health SERVING) at least once.
+    ready: bool = False
+    #: It exited before ever serving too often (or restarts are off): it stays down.
+    gave_up: bool = False
     #: The thread that copies the process's output into `last_lines` and the log.
     pump: threading.Thread | None = None
 
@@ -62,11 +68,25 @@ class Replica:
 
 
 class Supervisor:
-    def __init__(self, specs: list[ProcessSpec], *, log: LogSink, python: str = sys.executable, restart: bool = True) -> None:
+    """Runs the replicas of `specs`; `restart=False` leaves an exited replica down."""
+
+    #: Restarts of a replica that exits before it ever served, before the supervisor gives up on it.
+    EARLY_RESTARTS = 3
+
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        *,
+        log: LogSink,
+        python: str = sys.executable,
+        restart: bool = True,
+        early_restarts: int = EARLY_RESTARTS,
+    ) -> None:
         self.replicas = [Replica(s) for s in specs]
         self.log = log
         self.python = python
         self.restart = restart
+        self.early_restarts = early_restarts
         self.stopping = False
         self._threads: list[threading.Thread] = []
 
@@ -117,21 +137,29 @@ class Supervisor:
             self.log(replica.spec.name, format_log_line(line))
 
     def poll(self) -> None:
-        """Restarts replicas that exited (backoff 0.5 s doubling to 5 s), as a Deployment would."""
+        """Restarts replicas that exited (backoff 0.5 s doubling to 5 s), as a Deployment would.
+
+        A replica that never served is restarted `early_restarts` times at most, then given up.
+        """
         now = time.monotonic()
         for replica in self.replicas:
             proc = replica.process
-            if proc is None or self.stopping:
+            if proc is None or self.stopping or replica.gave_up:
                 continue
             code = proc.poll()
             if code is None:
                 continue
             if replica.next_start == 0.0:
                 replica.exit_codes.append(code)
-                if not self.restart:
+                if not self.restart or (not replica.ready and replica.restarts >= self.early_restarts):
+                    replica.gave_up = True
+                    if replica.pump is not None:
+                        replica.pump.join(timeout=1.0)  # its last output lines say why
+                    if self.restart:
+                        self.log(replica.spec.name, f"exited with code {code} before serving; gave up after {replica.restarts} restarts")
                     continue
                 delay = min(5.0, 0.5 * (2 ** min(replica.restarts, 4)))
-                if now - replica.started_at > 30:
+                if replica.ready and now - replica.started_at > 30:
                     delay = 0.5
                 replica.next_start = now + delay
                 self.log(replica.spec.name, f"exited with code {code}; restarting in {delay:.1f}s")
@@ -141,16 +169,9 @@ class Supervisor:
                 self._spawn(replica)
 
     def failed_early(self) -> Replica | None:
-        """A replica that exited before ever becoming ready (bad program, import error...)."""
-        for replica in self.replicas:
-            proc = replica.process
-            if not replica.exit_codes and proc is not None and proc.poll() is not None:
-                replica.exit_codes.append(proc.returncode)
-                if replica.pump is not None:
-                    replica.pump.join(timeout=1.0)  # its last output lines say why
-            if replica.exit_codes:
-                return replica
-        return None
+        """A replica that exited before ever serving and stays down (given up, or restarts off)."""
+        self.poll()
+        return next((r for r in self.replicas if r.gave_up), None)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM everything, wait up to `grace` seconds, SIGKILL what is left; reap all."""
@@ -184,12 +205,14 @@ class Supervisor:
         return status == health_pb2.HealthCheckResponse.SERVING
 
     def wait_ready(self, timeout: float, on_ready: Callable[[Replica], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[Replica]:
-        """Waits until every replica serves; returns those that never did within `timeout`."""
+        """Waits until every replica serves, restarting those that exit; returns those that did
+        not serve within `timeout`, or as soon as one is given up (`failed_early`)."""
         pending = list(self.replicas)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline and not should_stop():
             for replica in list(pending):
-                if replica.process is not None and self.serving(replica):
+                if replica.process is not None and replica.process.poll() is None and self.serving(replica):
+                    replica.ready = True
                     pending.remove(replica)
                     if on_ready:
                         on_ready(replica)

@@ -31,7 +31,6 @@ from . import _registry
 from ._outputs import event_loop
 from .program import MockResource, RecordingMocks, is_secret, reveal
 from .program import evaluate as _evaluate_program
-from .targets import local
 
 __all__ = ["MockedStack", "Mocks", "evaluate", "is_secret", "mocked", "reveal"]
 
@@ -117,7 +116,6 @@ def mocked(
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     pulumi.runtime.set_all_config({"metaparticle:target": target, **dict(config or {})})
     _registry.reset(str(Path(source_dir).resolve()))
-    local.reset(None)
     result = MockedStack(mocks)
     try:
         try:

@@ -30,6 +30,7 @@ CONFIGS = [
         max_in_flight=3,
         env_dir="/run/metaparticle/env",
         metrics_port=9090,
+        reuse_port=True,
         uses=(("search", "dns:///search.prod.svc.cluster.local:50051"), ("users", "ipv4:127.0.0.1:5001")),
         event_loop="asyncio",
         log_level="DEBUG",

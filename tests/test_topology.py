@@ -278,3 +278,21 @@ def test_the_runtime_accepts_the_env_of_every_role_of_every_pattern(tmp_path):
             assert cfg.function == (role.function.ref if role.function else None)
             checked += 1
     assert checked == 1 + 2 + 3 + 4
+
+
+def test_an_evaluation_holds_its_local_ports_until_released(tmp_path):
+    """Chosen ports stay bound (SO_REUSEPORT, not listening) by the evaluation: no other server takes one."""
+    import socket
+
+    evaluation = program(tmp_path, "mp.Spread('api', function=handle, replicas=2)", port=18556)
+    plan = evaluation.plans[0]
+    ports = [18556] + [p for ps in plan.grpc_ports.values() for p in ps]
+    assert evaluation.ports.held() == sorted(ports)
+    for port in ports:
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.bind(("127.0.0.1", port))
+    evaluation.ports.close()
+    for port in ports:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))

@@ -1,13 +1,13 @@
 """The embedded local target: every replica of every role as a process on 127.0.0.1.
 
-Rendering creates no cloud resources: it plans the processes (free ports, the entry on the port
-asked for) so that the component's `url` is the real address, and `metaparticle run` starts them.
+Rendering creates no cloud resources: it plans the processes (ports reserved for the evaluation,
+the entry on the port asked for) so that the component's `url` is the real address, and keeps the
+plan on the component; `metaparticle run` starts the processes.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -15,8 +15,10 @@ import pulumi
 
 from metaparticle_runtime.config import RuntimeConfig
 
+from .. import _registry
 from .._errors import PatternError
 from .._outputs import resolved
+from .._ports import HOST, free_port
 from ..topology import Role, Topology, role_config
 from . import TargetOutputs
 from ._shared import check_env
@@ -24,22 +26,7 @@ from ._shared import check_env
 if TYPE_CHECKING:
     from ..patterns import PatternArgs, _Pattern
 
-HOST = "127.0.0.1"
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port the OS says is free on 127.0.0.1 now, never the same twice in one process."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            port = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise OSError("no free port found on 127.0.0.1")
+__all__ = ["HOST", "LocalPlan", "ProcessSpec", "free_port", "render"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +48,11 @@ class ProcessSpec:
     def env(self) -> dict[str, str]:
         """The process's environment: its runtime configuration and the extra environment."""
         return {**self.extra_env, **self.config.to_env()}
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every port this process binds."""
+        return (self.grpc_port,) + ((self.http_port,) if self.http_port is not None else ())
 
 
 @dataclass
@@ -109,6 +101,7 @@ class LocalPlan:
                     bind_host=HOST,
                     function_file=fn_file,
                     source_dir=topo.source_dir,
+                    reuse_port=True,  # its ports are held (not listening) by the run until it binds
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
@@ -141,34 +134,13 @@ def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
     return paths  # type: ignore[return-value]
 
 
-_plans: list[LocalPlan] = []
-_entry_port: int | None = None
-
-
-def reset(entry_port: int | None) -> None:
-    """Starts a new plan; the first pattern's entry gets `entry_port` (others get free ports)."""
-    global _entry_port
-    _plans.clear()
-    _entry_port = entry_port
-    if entry_port is not None:
-        # Nothing is bound to it until the entry starts: never hand it out as a gRPC port meanwhile.
-        _handed_out.add(entry_port)
-
-
-def plans() -> list[LocalPlan]:
-    return list(_plans)
-
-
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
-    global _entry_port
     where = f"{type(component).__name__} {topology.name!r}"
     plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
     check_env(topology, plan.env, where)
+    ports = _registry.ports()
     for role in topology.roles:
-        plan.grpc_ports[role.name] = [free_port() for _ in range(role.replicas)]
-    if _entry_port is not None:
-        plan.http_port, _entry_port = _entry_port, None
-    else:
-        plan.http_port = free_port()
-    _plans.append(plan)
+        plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
+    plan.http_port = ports.entry_port()
+    component.local_plan = plan
     return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))

@@ -53,6 +53,7 @@ ENV: dict[str, str] = {
     "uses": "MP_USES",
     "event_loop": "MP_EVENT_LOOP",
     "log_level": "MP_LOG_LEVEL",
+    "reuse_port": "MP_REUSE_PORT",
 }
 #: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
 _ALWAYS = ("pattern", "name", "role", "role_name", "replica", "bind_host", "grpc_port", "timeout",
@@ -117,6 +118,8 @@ class RuntimeConfig:
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     log_level: str = "INFO"
+    #: Bind with SO_REUSEPORT: the local target holds each port (bound, not listening) until then.
+    reuse_port: bool = False
 
     @staticmethod
     def env_name(setting: str) -> str:
@@ -134,6 +137,8 @@ class RuntimeConfig:
                     continue
             if setting == "uses":
                 env[variable] = json.dumps(dict(value), sort_keys=True)
+            elif isinstance(value, bool):
+                env[variable] = "true" if value else "false"
             elif isinstance(value, tuple):
                 env[variable] = json.dumps(list(value))
             elif isinstance(value, float):
@@ -179,6 +184,14 @@ class RuntimeConfig:
                 raise ConfigError(f"{ENV[setting]} must be a JSON object of names to gRPC targets, got {raw!r}")
             return tuple(sorted(value.items()))
 
+        def flag(setting: str) -> bool:
+            raw = get(setting)
+            if raw is None:
+                return bool(defaults[setting])
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ConfigError(f"{ENV[setting]} must be true or false, got {raw!r}")
+            return raw.lower() in ("true", "1")
+
         defaults = {f.name: f.default for f in fields(cls)}
         role = get("role")
         if role not in ROLES:
@@ -222,6 +235,7 @@ class RuntimeConfig:
             uses=json_names("uses"),
             event_loop=get("event_loop") or defaults["event_loop"],
             log_level=get("log_level") or defaults["log_level"],
+            reuse_port=flag("reuse_port"),
         )
         cfg.validate()
         return cfg

@@ -138,7 +138,7 @@ class Runtime:
     async def start(self) -> None:
         cfg = self.cfg
         opts = [
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if cfg.reuse_port else 0),
             # Clients reconnect (and re-resolve DNS) now and then, so replicas added by a scale-up
             # behind a headless Service start taking traffic.
             ("grpc.max_connection_age_ms", 30_000),
@@ -175,7 +175,7 @@ class Runtime:
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
             )
-            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port)
+            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port)
         if cfg.metrics_port is not None:
             self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port)
         if self.role.upstreams:

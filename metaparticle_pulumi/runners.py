@@ -1,0 +1,310 @@
+"""One lifecycle for `metaparticle run`, whatever runs the roles: start → ready → serve → stop.
+
+A `Runner` runs a program's roles somewhere: `ProcessRunner` as local processes under the
+supervisor (targets/local.py's ProcessSpecs), `ContainerRunner` as containers on the local engine
+(containers.Deployment). `run` drives either through the same steps (build what is needed, start,
+wait until every replica serves and every entry's GET /healthz answers 200, write the endpoints,
+answer one request or serve until stopped, stop) and tells a `View` what to show; it prints nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import threading
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
+
+from ._endpoints import document as endpoints_document, pattern_endpoints
+from ._errors import Error
+from .client import Answer, CallError, call, wait_healthz
+
+if TYPE_CHECKING:
+    from .containers import BuiltImage, Deployment
+    from .program import Evaluation
+
+LogSink = Callable[[str, str], None]
+ShouldStop = Callable[[], bool]
+#: Replies of a request of `run --request` wait at most this long.
+REQUEST_TIMEOUT = 30.0
+
+
+class RunFailed(Error):
+    """The run cannot go on; the message is for the user, `code` the command's exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Progress(Protocol):
+    """What the lifecycle reports progress to (rich's `Progress` has this shape)."""
+
+    def add_task(self, description: str, total: Optional[float] = ...) -> Any: ...
+    def advance(self, task_id: Any, advance: float = ...) -> None: ...
+    def update(self, task_id: Any, **fields: Any) -> None: ...
+
+
+class View(Protocol):
+    """What the lifecycle shows; the CLI prints it."""
+
+    def logs(self, names: list[str]) -> LogSink:
+        """The sink of the replicas' output lines, for replicas called `names`."""
+
+    def progress(self) -> AbstractContextManager[Progress]: ...
+    def built(self, image: "BuiltImage") -> None: ...
+    def ready(self, endpoints: dict[str, Any]) -> None: ...
+    def answer(self, result: Union[Answer, CallError]) -> None: ...
+    def serving(self, url: str, detached: bool) -> None: ...
+    def stopped(self, message: str) -> None: ...
+    def failed(self, message: str) -> None: ...
+
+
+class Runner(Protocol):
+    """The roles of one program, run somewhere."""
+
+    project: str
+    #: "processes" or "containers".
+    noun: str
+    #: Every replica's name (the names the log sink is given).
+    names: list[str]
+
+    def prepare(self, progress: Progress, view: View, should_stop: ShouldStop) -> None:
+        """What must exist before anything starts (images)."""
+
+    def start(self, log: LogSink, follow_logs: bool) -> None: ...
+
+    def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
+        """Returns once every replica serves (or `should_stop`); RunFailed naming the one that did not."""
+
+    def endpoints(self) -> dict[str, Any]: ...
+
+    def poll(self) -> None:
+        """Called now and then while serving (restarts what exited)."""
+
+    def stop(self) -> str:
+        """Stops and removes everything; what to tell the user ("" for nothing)."""
+
+
+def run(
+    runner: Runner,
+    view: View,
+    *,
+    ready_timeout: float,
+    stop: threading.Event,
+    request: Optional[bytes] = None,
+    endpoints_json: Optional[Path] = None,
+    detach: bool = False,
+) -> int:
+    """Runs `runner` to the end; the command's exit code (1 when an answer is an error, the
+    failure's code when it cannot run, after `view.failed`)."""
+    leave_running = False
+    try:
+        with view.progress() as progress:
+            runner.prepare(progress, view, stop.is_set)
+            starting = progress.add_task(f"starting {len(runner.names)} {runner.noun} of {runner.project}", total=len(runner.names))
+            runner.start(view.logs(runner.names), follow_logs=not detach)
+            runner.wait_ready(ready_timeout, lambda _: progress.advance(starting), stop.is_set)
+        if stop.is_set():
+            return 0
+        endpoints = runner.endpoints()
+        deadline = time.monotonic() + ready_timeout
+        for pattern in endpoints["patterns"]:
+            if not wait_healthz(pattern["url"], deadline - time.monotonic(), stop.is_set):
+                if stop.is_set():
+                    return 0
+                raise RunFailed(f"the entry of {pattern['name']} did not report the whole topology serving (GET /healthz)")
+        if endpoints_json is not None:
+            write_endpoints(endpoints_json, endpoints)
+        view.ready(endpoints)
+        url = endpoints["patterns"][0]["url"]
+        if request is not None:
+            try:
+                view.answer(call(url, request, timeout=REQUEST_TIMEOUT))
+            except CallError as exc:
+                view.answer(exc)
+                return 1
+            return 0
+        leave_running = detach
+        view.serving(url, detach)
+        while not detach and not stop.is_set():
+            runner.poll()
+            stop.wait(0.2)
+        return 0
+    except RunFailed as exc:
+        view.failed(str(exc))  # before the stop's own report
+        return exc.code
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if not leave_running:
+            view.stopped(runner.stop())
+
+
+def write_endpoints(path: Path, endpoints: dict[str, Any]) -> None:
+    """Writes the endpoints document to `path` at once (readers never see half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise RunFailed(f"cannot write {path}: {exc.strerror or exc}", 2) from None
+
+
+# --- processes ----------------------------------------------------------------------------------------
+
+
+class ProcessRunner:
+    """Every replica of the evaluation's local plans as a process on 127.0.0.1, supervised.
+
+    The evaluation holds every port from the moment it chose it; each is released once the
+    replica that binds it serves.
+    """
+
+    noun = "processes"
+
+    def __init__(self, evaluation: "Evaluation", *, python: str = sys.executable) -> None:
+        self.evaluation = evaluation
+        self.project = evaluation.project
+        self.python = python
+        self._function_dir = tempfile.TemporaryDirectory(prefix="metaparticle-")
+        self.specs = [spec for plan in evaluation.plans for spec in plan.processes(self._function_dir.name)]
+        self.names = [spec.name for spec in self.specs]
+        self.supervisor: Any = None
+
+    def prepare(self, progress: Progress, view: View, should_stop: ShouldStop) -> None:
+        pass  # processes run the program's code where it is
+
+    def start(self, log: LogSink, follow_logs: bool = True) -> None:
+        from .supervisor import Supervisor
+
+        self.supervisor = Supervisor(self.specs, log=log, python=self.python)
+        self.supervisor.start()
+
+    def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
+        from .supervisor import format_log_line
+
+        def ready(replica: Any) -> None:
+            for port in replica.spec.ports:
+                self.evaluation.ports.release(port)
+            on_ready(replica)
+
+        pending = self.supervisor.wait_ready(timeout, on_ready=ready, should_stop=should_stop)
+        if should_stop():
+            return
+        broken = self.supervisor.failed_early()
+        if broken or pending:
+            who = broken or pending[0]
+            tail = "\n".join(format_log_line(line) for line in who.last_lines[-8:])
+            reason = f"exited with code {who.exit_codes[-1]}" if broken else f"not serving after {timeout:.0f}s"
+            raise RunFailed(f"{who.spec.name} {reason}\n{tail}")
+
+    def endpoints(self) -> dict[str, Any]:
+        """Every pattern's entry URLs and the gRPC ports of each role's replicas."""
+        return endpoints_document(
+            self.project,
+            [
+                pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: {"grpc_ports": list(p.grpc_ports[role.name])})
+                for plan in self.evaluation.plans
+            ],
+        )
+
+    def poll(self) -> None:
+        self.supervisor.poll()
+
+    def stop(self) -> str:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        self.evaluation.ports.close()
+        self._function_dir.cleanup()
+        return f"stopped {len(self.specs)} processes"
+
+
+# --- containers -------------------------------------------------------------------------------------
+
+
+class ContainerRunner:
+    """Every replica as a container on the local engine (`run --target docker`), from the images
+    it builds first."""
+
+    noun = "containers"
+
+    def __init__(self, deployment: "Deployment") -> None:
+        self.deployment = deployment
+        self.project = deployment.plan.project
+        self.names = [spec.replica for spec in deployment.plan.containers]
+
+    @classmethod
+    def open(cls, evaluation: "Evaluation", directory: Path, *, port: int, python_version: Optional[str]) -> "ContainerRunner":
+        """The runner of `evaluation` on the engine DOCKER_HOST names; RunFailed (code 2) when the
+        engine cannot run it or an earlier run still does."""
+        from . import containers
+
+        try:
+            deployment = containers.Deployment(
+                containers.connect(), containers.plan(evaluation, port=port, python_version=python_version)
+            )
+            running = deployment.existing()
+        except containers.EngineError as exc:
+            raise RunFailed(str(exc), 2) from None
+        if running:
+            raise RunFailed(
+                f"{evaluation.project} already runs on the engine ({', '.join(running)}); "
+                f"remove it with: metaparticle delete {directory} --target docker",
+                2,
+            )
+        return cls(deployment)
+
+    def prepare(self, progress: Progress, view: View, should_stop: ShouldStop) -> None:
+        """Builds the images (Ctrl-C stops a build between two of its lines)."""
+        images = self.deployment.plan.images
+        building = progress.add_task(f"building {len(images)} images", total=len(images))
+        current = {"name": ""}
+
+        def on_image(spec: Any) -> None:
+            if current["name"]:
+                progress.advance(building)
+            current["name"] = spec.name
+
+        def on_line(line: str) -> None:
+            if should_stop():
+                raise KeyboardInterrupt
+            progress.update(building, description=f"building {current['name']}: {line[:60]}")
+
+        for image in self._engine(lambda: self.deployment.build(on_image=on_image, on_line=on_line)):
+            view.built(image)
+        progress.update(building, completed=len(images), description=f"built {len(images)} images")
+
+    def start(self, log: LogSink, follow_logs: bool = True) -> None:
+        self._engine(self.deployment.start)
+        if follow_logs:
+            self.deployment.follow_logs(log)
+
+    def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
+        pending = self._engine(lambda: self.deployment.wait_ready(timeout, on_ready=on_ready, should_stop=should_stop))
+        if pending and not should_stop():
+            who = pending[0]
+            raise RunFailed(f"{who.replica} not serving after {timeout:.0f}s\n" + "\n".join(self.deployment.logs(who, 8)))
+
+    def endpoints(self) -> dict[str, Any]:
+        return self._engine(self.deployment.endpoints)
+
+    def poll(self) -> None:
+        pass  # the engine restarts containers itself
+
+    def stop(self) -> str:
+        count = len(self.deployment.containers)
+        self.deployment.stop()
+        return f"removed {count} containers and their networks" if count else ""
+
+    @staticmethod
+    def _engine(operation: Callable[[], Any]) -> Any:
+        from .containers import EngineError
+
+        try:
+            return operation()
+        except EngineError as exc:
+            raise RunFailed(str(exc)) from None
