@@ -22,6 +22,7 @@ from .topology import Role, Settings, Topology, dns_name
 if TYPE_CHECKING:
     from .image import ContainerImage
     from .specs.docker import DockerSpec
+    from .specs.kubernetes import KubernetesSpec
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
@@ -144,6 +145,9 @@ class _Pattern(pulumi.ComponentResource):
     image: Optional["ContainerImage"] = None
     #: What the docker target runs (the network and containers), as plain data.
     docker_spec: Optional["DockerSpec"] = None
+    #: What the kubernetes target applies (the manifests), or an Output of it when the namespace
+    #: is known only once applied; `metaparticle render` writes it.
+    kubernetes_spec: Optional[Union["KubernetesSpec", "pulumi.Output[KubernetesSpec]"]] = None
 
     _args_type: type[PatternArgs] = PatternArgs
 
