@@ -77,9 +77,12 @@ def _file_name(obj: Mapping[str, Any], taken: set[str]) -> str:
 
 
 class Rendered(list):  # type: ignore[type-arg]
-    """The paths `render_manifests` wrote, and the Secrets it left out (`left_out`, their names)."""
+    """The paths `render_manifests` wrote, the Secrets it left out (`left_out`, their names), and the
+    program's own Kubernetes resources outside patterns, which it does not write (`outside`,
+    "type name")."""
 
     left_out: list[str]
+    outside: list[str]
 
 
 def render_manifests(
@@ -89,7 +92,8 @@ def render_manifests(
     *,
     include_secrets: bool = False,
 ) -> Rendered:
-    """Writes one YAML file per Kubernetes object of the program into `out_dir`; returns their paths.
+    """Writes one YAML file per Kubernetes object of the program's patterns into `out_dir`; returns
+    their paths.
 
     `config` is Pulumi config of the program (`{"metaparticle:namespace": "prod"}` ...). Secrets hold
     the values of the program's Output env: they are left out unless `include_secrets`, and then
@@ -111,6 +115,10 @@ def render_manifests(
             continue
     written = Rendered()
     written.left_out = []
+    children = {child for pattern in evaluation.patterns for child in pattern.children}
+    written.outside = [
+        f"{r.type} {r.name}" for r in evaluation.resources if r.type.startswith("kubernetes:") and (r.type, r.name) not in children
+    ]
     taken: set[str] = set()
     for obj in sorted(objects, key=lambda o: (KIND_ORDER.get(o["kind"], 9), o["metadata"].get("namespace", ""), o["metadata"]["name"])):
         secret = obj["kind"] == "Secret"

@@ -127,6 +127,20 @@ def test_secrets_options_and_autoscaling_render_valid_objects(tmp_path):
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 
 
+def test_render_writes_the_patterns_specs_and_names_the_programs_own_objects_it_leaves_alone(tmp_path):
+    program = write_program(
+        tmp_path / "prog",
+        "import pulumi_kubernetes as k8s\nimport metaparticle_pulumi as mp\n"
+        "def handler(request):\n    return request\n"
+        "k8s.core.v1.ConfigMap('settings', metadata={'name': 'settings'}, data={'a': '1'})\n"
+        "k8s.Provider('cluster')\n"
+        "mp.Service('api', function=handler)\n",
+    )
+    written = render_manifests(program, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["04-service-api.yaml", "05-deployment-api.yaml", "08-networkpolicy-api.yaml"]
+    assert written.outside == ["kubernetes:core/v1:ConfigMap settings"]
+
+
 def test_a_program_error_is_reported_not_rendered(tmp_path):
     from metaparticle_pulumi.program import ProgramError
 
