@@ -21,16 +21,13 @@ from .program import evaluate
 
 #: First line of every rendered file: stale ones (and only those) are removed on the next render.
 HEADER = "# Rendered by metaparticle from a Pulumi program; apply with kubectl apply -f <dir>.\n"
+#: Where objects go when neither the pattern nor the config names a namespace.
 DEFAULT_NAMESPACE = "default"
 #: Files sort in the order kubectl should apply them.
 KIND_ORDER = {
-    "Namespace": 0,
     "Secret": 1,
-    "ConfigMap": 2,
-    "ServiceAccount": 3,
     "Service": 4,
     "Deployment": 5,
-    "StatefulSet": 5,
     "PodDisruptionBudget": 6,
     "HorizontalPodAutoscaler": 7,
     "NetworkPolicy": 8,

@@ -121,3 +121,14 @@ def test_every_manifest_is_a_valid_kubernetes_object(options):
     spec = kubernetes_spec(shard(3, replicas=2), settings(env={"A": "1", "S": "hidden"}, **options))
     for obj in spec.objects:
         kubernetes_validate.validate(dict(obj.manifest), kubernetes_validate.utils.latest_version(), strict=True)
+
+
+def test_only_the_env_of_deployments_that_call_upstreams_depends_on_the_services_namespace():
+    """What the Pulumi applier relies on when the namespace is known only once applied."""
+    topology = shard(2, replicas=2)
+    a = kubernetes_spec(topology, settings(namespace=None, autoscale=(2, 3, 50), egress="restricted"), service_namespace="a")
+    b = kubernetes_spec(topology, settings(namespace=None, autoscale=(2, 3, 50), egress="restricted"), service_namespace="b")
+    differ = [(x.kind, x.name) for x, y in zip(a.objects, b.objects, strict=True) if x != y]
+    assert differ == [("Deployment", "users-router")]
+    router_a, router_b = (s.find("Deployment", "users-router").manifest for s in (a, b))
+    assert {**env(router_a), "MP_UPSTREAMS": None} == {**env(router_b), "MP_UPSTREAMS": None}
