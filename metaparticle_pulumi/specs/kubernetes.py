@@ -122,8 +122,8 @@ def kubernetes_spec(
     labels = {r.name: role_labels(topology, r, settings.labels) for r in topology.roles}
     selectors = {r.name: selector_labels(topology, r.name) for r in topology.roles}
 
-    def meta(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-        m: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    def meta(name: str, its_labels: Mapping[str, str]) -> dict[str, Any]:
+        m: dict[str, Any] = {"name": name, "labels": dict(its_labels)}
         if settings.namespace is not None:
             m["namespace"] = settings.namespace
         if settings.annotations:
