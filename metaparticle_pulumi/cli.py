@@ -272,6 +272,8 @@ def render(
     err_console.print(f"wrote {len(written)} manifests to {out}")
     for name in written.left_out:
         err_console.print(f"left out Secret {name}: it holds secret values (--include-secrets writes it, mode 0600)")
+    for resource in written.outside:
+        err_console.print(f"not rendered: {resource} (declared outside a pattern; pulumi up applies it)")
 
 
 @app.command()

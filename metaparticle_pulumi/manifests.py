@@ -1,7 +1,8 @@
 """A program's Kubernetes objects as YAML files, and its resource tree, without a cluster or the CLI.
 
 `render_manifests` evaluates the program offline (Pulumi's mocks) for the kubernetes target and
-writes one kubectl-ready file per object; images are referenced by their content-tagged name
+writes one kubectl-ready file per object of each pattern's Kubernetes spec (`specs/kubernetes.py`,
+recorded on the pattern when it was declared); images are referenced by their content-tagged name
 (nothing is pushed when rendering: build the context under `.metaparticle/build/` with that tag).
 `preview_tree` shows what `pulumi preview` would create: each pattern and its children.
 """
@@ -15,60 +16,49 @@ from typing import Any, Iterable, Mapping, Optional
 import pulumi
 import yaml
 
-from .program import MockResource, evaluate, is_secret
+from ._outputs import resolved
+from .program import evaluate
 
 #: First line of every rendered file: stale ones (and only those) are removed on the next render.
 HEADER = "# Rendered by metaparticle from a Pulumi program; apply with kubectl apply -f <dir>.\n"
+#: Where objects go when neither the pattern nor the config names a namespace.
+DEFAULT_NAMESPACE = "default"
 #: Files sort in the order kubectl should apply them.
 KIND_ORDER = {
-    "Namespace": 0,
     "Secret": 1,
-    "ConfigMap": 2,
-    "ServiceAccount": 3,
     "Service": 4,
     "Deployment": 5,
-    "StatefulSet": 5,
     "PodDisruptionBudget": 6,
     "HorizontalPodAutoscaler": 7,
     "NetworkPolicy": 8,
 }
 
 
-def _plain(value: Any) -> Any:
-    """JSON-like data with whole floats back as ints (the mocks carry every number as a float) and
-    secret markers removed (a manifest holds the value itself)."""
-    if is_secret(value):
-        return _plain(value["value"])
+def _manifest(manifest: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A recorded manifest with its Outputs resolved: apiVersion, kind and metadata first, then
+    every mapping's keys sorted (stable files, whatever order the spec built them in)."""
+    body = _sorted(resolved(pulumi.Output.from_input(manifest)))
+    meta = body.pop("metadata")
+    meta.setdefault("namespace", namespace)
+    return {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": meta, **body}
+
+
+def _sorted(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in sorted(value.items()) if v is not None}
+        return {k: _sorted(v) for k, v in sorted(value.items()) if v is not None}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return [_sorted(v) for v in value]
     return value
 
 
-def kubernetes_objects(resources: Iterable[MockResource], default_namespace: str = "default") -> list[dict[str, Any]]:
-    """The Kubernetes objects among registered resources, as manifests (apiVersion, kind, metadata first).
-
-    Objects without a namespace get `default_namespace`: the namespace the program's addresses
-    were resolved in, so the manifests and the addresses inside them agree.
-    """
+def kubernetes_manifests(patterns: Iterable[Any], namespace: str = DEFAULT_NAMESPACE) -> list[dict[str, Any]]:
+    """The manifests the patterns' Kubernetes specs hold, resolved (objects without a namespace get
+    `namespace`, the one their addresses were computed for)."""
     objects = []
-    for r in resources:
-        if not r.type.startswith("kubernetes:"):
-            continue
-        body = _plain(r.inputs)
-        if "kind" not in body or "apiVersion" not in body:
-            continue
-        meta = dict(body.get("metadata") or {})
-        meta.setdefault("name", r.name)
-        if body["kind"] not in ("Namespace",):
-            meta.setdefault("namespace", default_namespace)
-        ordered = {"apiVersion": body.pop("apiVersion"), "kind": body.pop("kind"), "metadata": meta}
-        body.pop("metadata", None)
-        ordered.update(body)
-        objects.append(ordered)
+    for pattern in patterns:
+        spec = resolved(getattr(pattern, "kubernetes_spec", None))
+        for obj in spec.objects if spec is not None else ():
+            objects.append(_manifest(obj.manifest, namespace))
     return objects
 
 
@@ -84,9 +74,12 @@ def _file_name(obj: Mapping[str, Any], taken: set[str]) -> str:
 
 
 class Rendered(list):  # type: ignore[type-arg]
-    """The paths `render_manifests` wrote, and the Secrets it left out (`left_out`, their names)."""
+    """The paths `render_manifests` wrote, the Secrets it left out (`left_out`, their names), and the
+    program's own Kubernetes resources outside patterns, which it does not write (`outside`,
+    "type name")."""
 
     left_out: list[str]
+    outside: list[str]
 
 
 def render_manifests(
@@ -96,7 +89,8 @@ def render_manifests(
     *,
     include_secrets: bool = False,
 ) -> Rendered:
-    """Writes one YAML file per Kubernetes object of the program into `out_dir`; returns their paths.
+    """Writes one YAML file per Kubernetes object of the program's patterns into `out_dir`; returns
+    their paths.
 
     `config` is Pulumi config of the program (`{"metaparticle:namespace": "prod"}` ...). Secrets hold
     the values of the program's Output env: they are left out unless `include_secrets`, and then
@@ -104,9 +98,10 @@ def render_manifests(
     """
     settings = dict(config or {})
     settings["metaparticle:render"] = "true"
+    # Objects go to a namespace the manifests name (that their addresses point into).
+    settings["metaparticle:namespace"] = settings.get("metaparticle:namespace") or DEFAULT_NAMESPACE
     evaluation = evaluate(program_dir, target="kubernetes", config=settings)
-    namespace = settings.get("metaparticle:namespace") or "default"
-    objects = kubernetes_objects(evaluation.resources, namespace)
+    objects = kubernetes_manifests(evaluation.patterns, settings["metaparticle:namespace"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.yaml"):
@@ -117,6 +112,10 @@ def render_manifests(
             continue
     written = Rendered()
     written.left_out = []
+    children = {child for pattern in evaluation.patterns for child in pattern.children}
+    written.outside = [
+        f"{r.type} {r.name}" for r in evaluation.resources if r.type.startswith("kubernetes:") and (r.type, r.name) not in children
+    ]
     taken: set[str] = set()
     for obj in sorted(objects, key=lambda o: (KIND_ORDER.get(o["kind"], 9), o["metadata"].get("namespace", ""), o["metadata"]["name"])):
         secret = obj["kind"] == "Secret"

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .image import ContainerImage
     from .targets.local import LocalPlan
     from .specs.docker import DockerSpec
+    from .specs.kubernetes import KubernetesSpec
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")
@@ -147,6 +148,9 @@ class _Pattern(pulumi.ComponentResource):
     docker_spec: Optional["DockerSpec"] = None
     #: The local target's processes and ports (set by its renderer).
     local_plan: Optional["LocalPlan"] = None
+    #: What the kubernetes target applies (the manifests), or an Output of it when the namespace
+    #: is known only once applied; `metaparticle render` writes it.
+    kubernetes_spec: Optional[Union["KubernetesSpec", "pulumi.Output[KubernetesSpec]"]] = None
 
     _args_type: type[PatternArgs] = PatternArgs
 

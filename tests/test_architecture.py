@@ -64,7 +64,7 @@ def test_the_runtime_imports_neither_the_deploy_side_nor_pulumi(module):
 
 @pytest.mark.parametrize("module", sorted(m for m in DEPLOY if m.startswith("metaparticle_pulumi.specs")))
 def test_specs_apply_nothing(module):
-    forbidden = ("pulumi_kubernetes", "pulumi_docker", "docker", "metaparticle_pulumi.targets", "metaparticle_pulumi.containers",
+    forbidden = ("pulumi", "pulumi_kubernetes", "pulumi_docker", "docker", "metaparticle_pulumi.targets", "metaparticle_pulumi.containers",
                  "metaparticle_pulumi.supervisor", "metaparticle_pulumi.cli", "metaparticle_pulumi._engine")
     bad = {n for n in _runtime_imports(module, DEPLOY[module]) if any(n == f or n.startswith(f + ".") for f in forbidden)}
     assert not bad, f"{module} imports {sorted(bad)}"

@@ -406,6 +406,34 @@ def test_namespace_from_config_when_the_pattern_sets_none():
     assert stack.value(api.url) == "http://api-router.staging.svc.cluster.local:8080"
 
 
+class _NamespacedProvider(testing.Mocks):
+    """Mocks of a provider whose default namespace is "apps" (as a kubeconfig context may set)."""
+
+    def new_resource(self, args):
+        if args.typ.startswith("kubernetes:") and "namespace" not in (args.inputs.get("metadata") or {}):
+            args.inputs["metadata"] = {**args.inputs["metadata"], "namespace": "apps"}
+        return super().new_resource(args)
+
+
+def test_without_a_namespace_routers_call_the_services_where_the_provider_put_them(monkeypatch):
+    monkeypatch.setattr(testing, "Mocks", _NamespacedProvider)
+    with testing.mocked() as stack:
+        mp.Shard("users", function=handler, key="user", shards=2)
+    (router,) = stack.objects(kind="Deployment", name="users-router")
+    upstreams = json.loads(env_of(container_of(router))["MP_UPSTREAMS"])
+    assert upstreams == [f"dns:///users-shard-{i}.apps.svc.cluster.local:50051" for i in range(2)]
+
+
+def test_a_namespace_given_as_an_output_reaches_the_objects_and_the_addresses():
+    with testing.mocked() as stack:
+        api = mp.Spread("api", function=handler, namespace=pulumi.Output.from_input("later"))
+    assert {o["metadata"]["namespace"] for o in stack.objects()} == {"later"}
+    (router,) = stack.objects(kind="Deployment", name="api-router")
+    assert json.loads(env_of(container_of(router))["MP_UPSTREAMS"]) == ["dns:///api-replica.later.svc.cluster.local:50051"]
+    recorded = stack.value(api.kubernetes_spec).find("Deployment", "api-router").manifest
+    assert env_of(container_of(recorded)) == env_of(container_of(router)), "the spec render writes is the one applied"
+
+
 @pytest.mark.parametrize("how", ["providers", "provider"])
 def test_a_kubernetes_provider_given_to_the_pattern_reaches_every_kubernetes_child(how):
     with testing.mocked() as stack:

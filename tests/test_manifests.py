@@ -3,6 +3,8 @@ tree, and the testing helpers users write their own infrastructure tests with.""
 
 from __future__ import annotations
 
+import subprocess
+
 import json
 import re
 from pathlib import Path
@@ -16,6 +18,7 @@ from metaparticle_pulumi import testing
 from metaparticle_pulumi.manifests import HEADER, preview_tree, render_manifests
 
 from target_support import EXAMPLE_ROLES, copy_program, write_program
+from conftest import METAPARTICLE
 
 PATTERNS = list(EXAMPLE_ROLES)
 #: The newest Kubernetes the installed validator knows, and the oldest one supported (1.30).
@@ -125,6 +128,23 @@ def test_secrets_options_and_autoscaling_render_valid_objects(tmp_path):
     assert secret_file.stat().st_mode & 0o777 == 0o600
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+def test_render_writes_the_patterns_specs_and_names_the_programs_own_objects_it_leaves_alone(tmp_path):
+    program = write_program(
+        tmp_path / "prog",
+        "import pulumi_kubernetes as k8s\nimport metaparticle_pulumi as mp\n"
+        "def handler(request):\n    return request\n"
+        "k8s.core.v1.ConfigMap('settings', metadata={'name': 'settings'}, data={'a': '1'})\n"
+        "k8s.Provider('cluster')\n"
+        "mp.Service('api', function=handler)\n",
+    )
+    written = render_manifests(program, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["04-service-api.yaml", "05-deployment-api.yaml", "08-networkpolicy-api.yaml"]
+    assert written.outside == ["kubernetes:core/v1:ConfigMap settings"]
+    cli = subprocess.run([METAPARTICLE, "render", str(program), "-o", str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "not rendered: kubernetes:core/v1:ConfigMap settings (declared outside a pattern" in cli.stderr
 
 
 def test_a_program_error_is_reported_not_rendered(tmp_path):

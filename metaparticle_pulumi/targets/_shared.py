@@ -11,18 +11,18 @@ import pulumi
 from .. import _registry
 from .._errors import PatternError
 from ..specs import split_env
-from ..topology import Role, Topology, dns_name, role_env
+from ..specs.labels import (  # noqa: F401 - re-exported: what the renderers share
+    LABEL_VALUE,
+    RESERVED_LABELS,
+    label_value,
+    object_labels,
+    role_labels,
+    selector_labels,
+)
+from ..topology import Topology, dns_name, role_env
 
 if TYPE_CHECKING:
     from ..patterns import PatternArgs, _Pattern
-
-#: Labels the renderers set themselves (selectors rely on them): users cannot override them.
-NAME_LABEL = "app.kubernetes.io/name"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-RESERVED_LABELS = (NAME_LABEL, INSTANCE_LABEL, COMPONENT_LABEL, PART_OF_LABEL, MANAGED_BY_LABEL)
 
 #: Container resources when the pattern gives none (a section the user gives replaces this one).
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
@@ -37,7 +37,6 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 FORMER_NAMES: dict[tuple[str, str], tuple[str, ...]] = {}
 
 _SECRET_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def child_opts(
@@ -51,43 +50,12 @@ def child_opts(
     return pulumi.ResourceOptions(parent=component, aliases=aliases or None, **extra)
 
 
-def label_value(value: str) -> str:
-    """`value` if Kubernetes accepts it as a label value, else its DNS-safe form."""
-    if len(value) <= 63 and _LABEL_VALUE.match(value):
-        return value
-    return dns_name(value)
-
-
-def selector_labels(topology: Topology, role_name: str) -> dict[str, str]:
-    """The labels that select the pods of one role (a subset of their labels, never changed later)."""
-    return {NAME_LABEL: role_name, INSTANCE_LABEL: label_value(topology.name)}
-
-
-def object_labels(topology: Topology, name: str, component: str, extra: Mapping[str, str]) -> dict[str, str]:
-    """Every object's labels: the standard app.kubernetes.io set plus the user's own."""
-    labels = dict(extra)
-    labels.update(
-        {
-            NAME_LABEL: name,
-            INSTANCE_LABEL: label_value(topology.name),
-            COMPONENT_LABEL: label_value(component),
-            PART_OF_LABEL: "metaparticle",
-            MANAGED_BY_LABEL: "pulumi",
-        }
-    )
-    return labels
-
-
-def role_labels(topology: Topology, role: Role, extra: Mapping[str, str]) -> dict[str, str]:
-    return object_labels(topology, role.name, role.component, extra)
-
-
 def check_labels(args: "PatternArgs", where: str) -> None:
     taken = sorted(set(args.labels) & set(RESERVED_LABELS))
     if taken:
         raise PatternError(f"{where}: labels {', '.join(taken)} are set by metaparticle (selectors rely on them)")
     for key, value in args.labels.items():
-        if not isinstance(value, str) or not _LABEL_VALUE.match(value) or len(value) > 63:
+        if not isinstance(value, str) or not LABEL_VALUE.match(value) or len(value) > 63:
             raise PatternError(f"{where}: label {key}={value!r} is not a valid Kubernetes label value")
 
 

@@ -1,0 +1,330 @@
+"""What the Kubernetes target applies, as plain manifests: per role a Service, a Deployment and a
+NetworkPolicy, plus a PodDisruptionBudget, a HorizontalPodAutoscaler and the env Secret where they apply.
+
+A pure function of the Topology and the deployment settings (no Pulumi resources, no config, no
+I/O). Two consumers: the Pulumi layer (`targets/kubernetes.py`, one `pulumi_kubernetes` child per
+object) and `metaparticle render` (`manifests.py`, one YAML file per object). Values the settings
+hold as Pulumi Outputs (the image reference, secret env values, a namespace) pass through untouched.
+
+Upstream groups (roles a router calls) get a headless Service named after the role, so a router
+reaches every ready replica with `dns:///<name>.<namespace>.svc.<domain>:50051`, balanced per call.
+The entry gets a ClusterIP (or LoadBalancer) Service with gRPC and HTTP. Every pod runs as non-root
+with a read-only root filesystem and gRPC health probes; a NetworkPolicy per role lets only its
+callers in (and with egress="restricted" lets it reach only DNS and its upstreams).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from metaparticle_runtime.config import RuntimeConfig
+
+from ..image import APP_DIR, RUN_AS, function_path
+from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
+from .labels import object_labels, role_labels, selector_labels
+
+#: Seconds a stopping replica keeps serving after turning NOT_SERVING, while endpoints update.
+DRAIN_SECONDS = 5
+#: Where the TLS Secret (tls.crt, tls.key, ca.crt) is mounted.
+TLS_DIR = "/etc/metaparticle/tls"
+CONTAINER = "runtime"
+#: How objects are named: a role's objects after the role, the pattern's env Secret after the pattern.
+ROLE_OBJECT = "{role}"
+ENV_SECRET = "{base}-env"
+
+
+@dataclass(frozen=True)
+class KubernetesSettings:
+    """How a pattern is deployed on Kubernetes (validated by the caller)."""
+
+    #: What the containers run: an image reference (a string, or an Output passed through).
+    image: Any
+    #: Every object's namespace: a string, an Output (passed through), or None (the provider's default).
+    namespace: Any = None
+    cluster_domain: str = "cluster.local"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    #: Container resources {"requests": {...}, "limits": {...}}.
+    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: The user's env: strings and numbers as values, anything else (Outputs, secrets) from a Secret.
+    env: Mapping[str, Any] = field(default_factory=dict)
+    #: A LoadBalancer Service for the entry.
+    public: bool = False
+    egress: str = "open"
+    #: Function replicas scale on CPU: (min, max, target CPU %).
+    autoscale: Optional[tuple[int, int, int]] = None
+    #: A Secret with tls.crt, tls.key, ca.crt: mutual TLS between roles.
+    tls_secret: Optional[str] = None
+    #: Seconds a stopping pod gets before it is killed.
+    grace_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class KubernetesObject:
+    """One kubectl-ready manifest, and how its name is made (ROLE_OBJECT or ENV_SECRET)."""
+
+    manifest: Mapping[str, Any]
+    template: str
+    #: The role it belongs to (None: the pattern's own object).
+    role: Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["metadata"]["name"])
+
+
+@dataclass(frozen=True)
+class KubernetesSpec:
+    """A pattern on Kubernetes, in the order objects are created (Services first)."""
+
+    objects: tuple[KubernetesObject, ...]
+
+    def find(self, kind: str, name: str) -> KubernetesObject:
+        for obj in self.objects:
+            if obj.kind == kind and obj.name == name:
+                return obj
+        raise KeyError(f"no {kind} {name}")
+
+
+def service_address(name: str, namespace: str, domain: str) -> str:
+    """The gRPC target that reaches every ready replica behind the Service `name`."""
+    return f"dns:///{name}.{namespace}.svc.{domain}:{GRPC_PORT}"
+
+
+def tls_settings(tls_secret: Optional[str]) -> dict[str, str]:
+    """Where the runtime finds the TLS Secret's files, when the pattern has one."""
+    if not tls_secret:
+        return {}
+    return {"tls_cert": f"{TLS_DIR}/tls.crt", "tls_key": f"{TLS_DIR}/tls.key", "tls_ca": f"{TLS_DIR}/ca.crt"}
+
+
+def kubernetes_spec(
+    topology: Topology,
+    settings: KubernetesSettings,
+    *,
+    service_namespace: Optional[str] = None,
+) -> KubernetesSpec:
+    """The objects of `topology`.
+
+    Routers call their upstreams at the Services' addresses in `service_namespace`, by default
+    `settings.namespace`, which must then be a string (no other object depends on it).
+    """
+    where = service_namespace if service_namespace is not None else settings.namespace
+    if not isinstance(where, str):
+        raise ValueError("the Services' namespace is needed as a string to address them (service_namespace=)")
+    addresses = {r.name: service_address(r.name, where, settings.cluster_domain) for r in topology.roles}
+    base = dns_name(topology.name)
+    labels = {r.name: role_labels(topology, r, settings.labels) for r in topology.roles}
+    selectors = {r.name: selector_labels(topology, r.name) for r in topology.roles}
+
+    def meta(name: str, its_labels: Mapping[str, str]) -> dict[str, Any]:
+        m: dict[str, Any] = {"name": name, "labels": dict(its_labels)}
+        if settings.namespace is not None:
+            m["namespace"] = settings.namespace
+        if settings.annotations:
+            m["annotations"] = dict(settings.annotations)
+        return m
+
+    def role_object(api: str, kind: str, role: Role, spec: dict[str, Any]) -> KubernetesObject:
+        manifest = {"apiVersion": api, "kind": kind, "metadata": meta(role.name, labels[role.name]), "spec": spec}
+        return KubernetesObject(manifest, ROLE_OBJECT, role.name)
+
+    objects = [role_object("v1", "Service", role, _service(role, selectors, settings)) for role in topology.roles]
+    plain, hidden = _split_env(settings.env)
+    user_env = plain
+    if hidden:
+        secret_name = ENV_SECRET.format(base=base)
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(secret_name, object_labels(topology, secret_name, "env", settings.labels)),
+            "type": "Opaque",
+            "stringData": dict(hidden),
+        }
+        objects.append(KubernetesObject(manifest, ENV_SECRET))
+        refs = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(hidden)]
+        user_env = sorted(plain + refs, key=lambda e: e["name"])
+    for role in topology.roles:
+        scaled = settings.autoscale if role.kind == "function" else None
+        env = _container_env(topology, role, addresses, settings.tls_secret) + user_env
+        objects.append(role_object("apps/v1", "Deployment", role, _deployment(role, settings, selectors, labels, env, scaled)))
+        objects.append(role_object("networking.k8s.io/v1", "NetworkPolicy", role, _network_policy(topology, role, selectors, settings.egress)))
+        least = scaled[0] if scaled else role.replicas
+        if least > 1:
+            budget = {"maxUnavailable": 1, "selector": {"matchLabels": dict(selectors[role.name])}}
+            objects.append(role_object("policy/v1", "PodDisruptionBudget", role, budget))
+        if scaled:
+            objects.append(role_object("autoscaling/v2", "HorizontalPodAutoscaler", role, _autoscaler(role, scaled)))
+    return KubernetesSpec(tuple(objects))
+
+
+def _split_env(env: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """`env` as plain container env (strings and numbers) and the values a Secret holds (the rest)."""
+    plain: list[dict[str, Any]] = []
+    hidden: dict[str, Any] = {}
+    for key in sorted(env):
+        value = env[key]
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            plain.append({"name": key, "value": str(value)})
+        else:
+            hidden[key] = value
+    return plain, hidden
+
+
+def _service(role: Role, selectors: Mapping[str, Mapping[str, str]], settings: KubernetesSettings) -> dict[str, Any]:
+    """Headless for upstream groups (DNS gives every ready replica); ClusterIP/LoadBalancer for the entry."""
+    ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}]
+    spec: dict[str, Any] = {"selector": dict(selectors[role.name]), "ports": ports}
+    if role.entry:
+        ports.append({"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"})
+        spec["type"] = "LoadBalancer" if settings.public else "ClusterIP"
+    else:
+        spec["clusterIP"] = "None"
+        spec["publishNotReadyAddresses"] = False
+    return spec
+
+
+def _container_env(topology: Topology, role: Role, addresses: Mapping[str, str], tls_secret: Optional[str]) -> list[dict[str, Any]]:
+    """The runtime's configuration, with the pod's name as the replica."""
+    config = role_config(
+        topology,
+        role,
+        addresses,
+        replica="",
+        function_file=function_path(role.function),
+        source_dir=APP_DIR,
+        drain_seconds=DRAIN_SECONDS,
+        **tls_settings(tls_secret),
+    )
+    replica = RuntimeConfig.env_name("replica")
+    items: list[dict[str, Any]] = []
+    for key, value in config.to_env().items():
+        if key == replica:
+            items.append({"name": key, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+        else:
+            items.append({"name": key, "value": value})
+    return items
+
+
+def _probes(tls: bool) -> dict[str, Any]:
+    """gRPC health probes (the runtime's grpc.health.v1); a TCP check when the port speaks TLS,
+    which the kubelet's gRPC probe cannot. The startup probe gives routers time to see their
+    upstreams serve before liveness counts."""
+    check: dict[str, Any] = {"tcpSocket": {"port": GRPC_PORT}} if tls else {"grpc": {"port": GRPC_PORT}}
+    return {
+        "startupProbe": {**check, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 150},
+        "readinessProbe": {**check, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
+        "livenessProbe": {**check, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6},
+    }
+
+
+def _deployment(
+    role: Role,
+    settings: KubernetesSettings,
+    selectors: Mapping[str, Mapping[str, str]],
+    labels: Mapping[str, Mapping[str, str]],
+    env: list[dict[str, Any]],
+    autoscale: Optional[tuple[int, int, int]],
+) -> dict[str, Any]:
+    selector = dict(selectors[role.name])
+    ports = [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}]
+    if role.entry:
+        ports.append({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"})
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    if settings.tls_secret:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}})
+    container = {
+        "name": CONTAINER,
+        "image": settings.image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": ports,
+        "env": env,
+        "resources": {k: dict(v) for k, v in settings.resources.items()},
+        **_probes(bool(settings.tls_secret)),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    pod_meta: dict[str, Any] = {"labels": dict(labels[role.name])}
+    if settings.annotations:
+        pod_meta["annotations"] = dict(settings.annotations)
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.grace_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if role.replicas > 1 or autoscale:
+        pod_spec["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+            }
+        ]
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "revisionHistoryLimit": 5,
+        "template": {"metadata": pod_meta, "spec": pod_spec},
+    }
+    if autoscale is None:
+        # Under an autoscaler the replica count is its to set: a fixed one would fight it on every up.
+        spec["replicas"] = role.replicas
+    return spec
+
+
+def _network_policy(topology: Topology, role: Role, selectors: Mapping[str, Mapping[str, str]], egress: str) -> dict[str, Any]:
+    """The entry accepts gRPC and HTTP from anywhere; any other role gRPC only from its callers' pods.
+    With egress="restricted" a role may only resolve names (DNS) and call its own upstreams."""
+    grpc_port = {"port": GRPC_PORT, "protocol": "TCP"}
+    if role.entry:
+        ingress = [{"ports": [grpc_port, {"port": HTTP_PORT, "protocol": "TCP"}]}]
+    else:
+        callers = [{"podSelector": {"matchLabels": dict(selectors[c.name])}} for c in topology.callers_of(role.name)]
+        ingress = [{"from": callers, "ports": [grpc_port]}] if callers else []
+    spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": dict(selectors[role.name])},
+        "policyTypes": ["Ingress"],
+        "ingress": ingress,
+    }
+    if egress == "restricted":
+        dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+        upstreams = [{"podSelector": {"matchLabels": dict(selectors[u])}} for u in role.upstreams]
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = [dns] + ([{"to": upstreams, "ports": [grpc_port]}] if upstreams else [])
+    return spec
+
+
+def _autoscaler(role: Role, autoscale: tuple[int, int, int]) -> dict[str, Any]:
+    low, high, cpu = autoscale
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": role.name},
+        "minReplicas": low,
+        "maxReplicas": high,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}}],
+    }
