@@ -31,6 +31,7 @@ KIND_ORDER = {
     "PodDisruptionBudget": 6,
     "HorizontalPodAutoscaler": 7,
     "NetworkPolicy": 8,
+    "ServiceMonitor": 9,
 }
 
 

@@ -68,6 +68,9 @@ class PatternArgs:
     #: "open" (default), or "restricted": each role may only resolve names (DNS) and call the roles
     #: it routes to (a NetworkPolicy egress rule); a function that calls out needs "open".
     egress: Literal["open", "restricted"] = "open"
+    #: A prometheus-operator ServiceMonitor scraping every role's `metrics` port (Kubernetes; the
+    #: cluster needs the operator's CRDs). Pods carry prometheus.io/* scrape annotations regardless.
+    monitoring: bool = False
     #: Horizontal autoscaling of function replicas: (min, max, target CPU %).
     autoscale: Optional[tuple[int, int, int]] = None
     #: Mutual TLS between roles: name of a Kubernetes Secret with tls.crt, tls.key and ca.crt.

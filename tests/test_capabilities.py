@@ -28,6 +28,7 @@ SAMPLES = {
     "tls_secret": "mtls",
     "tls": ("cert.pem", "key.pem", "ca.pem"),
     "egress": "restricted",
+    "monitoring": True,
 }
 CASES = [(target, option, support) for target, options in CAPABILITIES.items() for option, support in options.items()]
 

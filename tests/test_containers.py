@@ -175,7 +175,7 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
         env = dict(e.split("=", 1) for e in spec.options["environment"])
         fn = role.function
         fn_file = f"/app/.metaparticle/functions/{fn.file_name}" if fn is not None and fn.by_value else None
-        assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app"), "MP_DRAIN_SECONDS": "1"}
+        assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app", metrics_port=9090), "MP_DRAIN_SECONDS": "1"}
         assert spec.aliases == (role.name,)
         assert spec.network == network.name
         assert spec.options["user"] == "10001:10001" and spec.options["read_only"] is True

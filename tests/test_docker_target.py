@@ -77,7 +77,7 @@ def test_container_env_is_role_env_with_docker_dns_addresses(stacks, example):
     for name, c in containers(stack).items():
         role = topology.role(name.rsplit("-", 1)[0])
         fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
-        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app")
+        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app", metrics_port=9090)
         expected["MP_DRAIN_SECONDS"] = "1"
         assert env(c) == expected
 

@@ -118,11 +118,11 @@ def test_upstream_groups_get_headless_services_and_the_entry_a_cluster_ip(stacks
     services = by_name(stacks[example].objects(kind="Service"))
     entry = services.pop(EXAMPLE_ENTRY[example])
     assert entry["spec"]["type"] == "ClusterIP"
-    assert {(p["name"], p["port"]) for p in entry["spec"]["ports"]} == {("grpc", 50051), ("http", 8080)}
+    assert {(p["name"], p["port"]) for p in entry["spec"]["ports"]} == {("grpc", 50051), ("http", 8080), ("metrics", 9090)}
     for name, svc in services.items():
         assert svc["metadata"]["name"] == name
         assert svc["spec"]["clusterIP"] == "None", f"{name} must be headless so DNS gives every replica"
-        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("grpc", 50051)]
+        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("grpc", 50051), ("metrics", 9090)]
 
 
 @pytest.mark.parametrize("example", PATTERNS)
@@ -130,7 +130,9 @@ def test_ports_of_entry_and_upstream_containers(stacks, example):
     for name, d in by_name(stacks[example].objects(kind="Deployment")).items():
         ports = {(p["name"], p["containerPort"]) for p in container_of(d)["ports"]}
         expected = {("grpc", 50051), ("http", 8080)} if name == EXAMPLE_ENTRY[example] else {("grpc", 50051)}
-        assert ports == expected
+        assert ports == expected | {("metrics", 9090)}
+        annotations = d["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
 
 
 # --- wiring between roles --------------------------------------------------------------------
@@ -166,7 +168,7 @@ def test_container_env_is_role_env_with_the_pod_name_as_replica(stacks, example)
     for d in stack.objects(kind="Deployment"):
         role = topology.role(d["metadata"]["name"])
         fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
-        expected = role_env(topology, role, addresses, replica="x", function_file=fn_file, source_dir="/app")
+        expected = role_env(topology, role, addresses, replica="x", function_file=fn_file, source_dir="/app", metrics_port=9090)
         expected["MP_REPLICA"] = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         expected["MP_DRAIN_SECONDS"] = "5"
         assert env_of(container_of(d)) == expected
@@ -301,16 +303,21 @@ def test_every_pod_is_probed_over_grpc_and_locked_down(stacks, example):
         assert pod["terminationGracePeriodSeconds"] >= 5 + 10  # drain + request timeout
 
 
+#: Every role lets anyone reach its operations port (GET /metrics and /healthz; no requests).
+OPS_RULE = {"ports": [{"port": 9090, "protocol": "TCP"}]}
+
+
 def test_only_the_router_reaches_the_shards_and_anyone_the_entry(stacks):
     stack = stacks["shard"]
     pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in by_name(stack.objects(kind="Deployment")).items()}
     policies = by_name(stack.objects(kind="NetworkPolicy"))
     entry = policies.pop("users-router")
     assert entry["spec"]["policyTypes"] == ["Ingress"]
-    assert entry["spec"]["ingress"] == [{"ports": [{"port": 50051, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]}]
+    assert entry["spec"]["ingress"] == [{"ports": [{"port": 50051, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]}, OPS_RULE]
     assert len(policies) == 3
     for name, policy in policies.items():
-        (rule,) = policy["spec"]["ingress"]
+        rule, ops = policy["spec"]["ingress"]
+        assert ops == OPS_RULE, "metrics and health only, from anywhere (Prometheus, the kubelet)"
         assert rule["ports"] == [{"port": 50051, "protocol": "TCP"}]
         allowed = [p for p, labels in pods.items() for peer in rule["from"] if matches(peer["podSelector"]["matchLabels"], labels)]
         assert allowed == ["users-router"], f"{name} lets in {allowed}"
@@ -322,7 +329,8 @@ def test_leaves_accept_only_the_root(stacks):
     for name, policy in by_name(stack.objects(kind="NetworkPolicy")).items():
         if name == "search-root":
             continue
-        (rule,) = policy["spec"]["ingress"]
+        rule, ops = policy["spec"]["ingress"]
+        assert ops == OPS_RULE
         assert [p for p, labels in pods.items() for peer in rule["from"] if matches(peer["podSelector"]["matchLabels"], labels)] == ["search-root"]
 
 
@@ -365,6 +373,9 @@ def test_autoscaling_needs_a_cpu_request():
 # --- options reaching every child --------------------------------------------------------------
 
 
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
+
+
 def test_namespace_labels_annotations_resources_and_env_reach_every_child():
     with testing.mocked() as stack:
         mp.ScatterGather(
@@ -387,7 +398,7 @@ def test_namespace_labels_annotations_resources_and_env_reach_every_child():
     for d in stack.objects(kind="Deployment"):
         template = d["spec"]["template"]
         assert template["metadata"]["labels"]["team"] == "discovery"
-        assert template["metadata"]["annotations"] == {"owner": "discovery@example.com"}
+        assert template["metadata"]["annotations"] == {"owner": "discovery@example.com", **SCRAPE}
         c = container_of(d)
         assert c["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
         env = env_of(c)
@@ -456,7 +467,7 @@ def test_every_child_is_parented_by_its_component():
     assert all(not c._childResources for c in pattern._childResources)
 
 
-def test_secret_env_lives_in_a_secret_not_in_the_pod_spec():
+def test_secret_env_lives_in_a_secret_volume_never_in_the_pod_spec_or_its_env():
     with testing.mocked() as stack:
         mp.Service("api", function=handler, env={"TOKEN": pulumi.Output.secret("s3cr3t-value"), "MODE": "fast"})
     (secret,) = stack.objects(kind="Secret")
@@ -464,9 +475,12 @@ def test_secret_env_lives_in_a_secret_not_in_the_pod_spec():
     assert testing.is_secret(secret["stringData"])
     assert testing.reveal(secret["stringData"]) == {"TOKEN": "s3cr3t-value"}
     (d,) = stack.objects(kind="Deployment")
-    env = env_of(container_of(d))
-    assert env["TOKEN"] == {"valueFrom": {"secretKeyRef": {"name": "api-env", "key": "TOKEN"}}}
-    assert env["MODE"] == "fast"
+    c = container_of(d)
+    env = env_of(c)
+    assert "TOKEN" not in env and env["MODE"] == "fast"
+    assert env["MP_ENV_DIR"] == "/run/metaparticle/env"
+    assert {"name": "env", "secret": {"secretName": "api-env", "defaultMode": 0o440}} in d["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "env", "mountPath": "/run/metaparticle/env", "readOnly": True} in c["volumeMounts"]
     assert "s3cr3t-value" not in dumps(d)
 
 
@@ -506,8 +520,11 @@ def test_mutual_tls_mounts_the_secret_and_points_the_runtime_at_it():
             "/etc/metaparticle/tls/tls.key",
             "/etc/metaparticle/tls/ca.crt",
         )
-        # The kubelet's gRPC probe cannot speak TLS: a TCP check instead.
-        assert c["readinessProbe"]["tcpSocket"] == {"port": 50051}
+        # The kubelet's gRPC probe cannot speak TLS: the plain operations port's /healthz, which
+        # answers the replica's own gRPC health (503 while it starts or drains).
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert c[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert env["MP_METRICS_PORT"] == "9090"
 
 
 # --- urls -------------------------------------------------------------------------------------

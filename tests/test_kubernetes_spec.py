@@ -75,7 +75,8 @@ def test_outputs_pass_through_untouched_and_secret_values_stay_out_of_the_deploy
     for d in manifests(spec, "Deployment").values():
         (container,) = d["spec"]["template"]["spec"]["containers"]
         assert container["image"] is image
-        assert env(d)["TOKEN"] == {"secretKeyRef": {"name": "users-env", "key": "TOKEN"}}
+        assert "TOKEN" not in env(d) and env(d)["MP_ENV_DIR"] == "/run/metaparticle/env"
+        assert {"name": "env", "secret": {"secretName": "users-env", "defaultMode": 0o440}} in d["spec"]["template"]["spec"]["volumes"]
         assert env(d)["MODE"] == "fast" and env(d)["N"] == "3"
     plain = kubernetes_spec(shard(), settings(env={"MODE": "fast"}))
     assert not manifests(plain, "Secret"), "no Secret without a value to hide"
@@ -103,8 +104,20 @@ def test_restricted_egress_and_tls_shape_the_policies_pods_and_probes():
     d = manifests(spec, "Deployment")["users-shard-0"]
     pod = d["spec"]["template"]["spec"]
     assert {"name": "tls", "secret": {"secretName": "users-tls", "defaultMode": 0o440}} in pod["volumes"]
-    assert pod["containers"][0]["readinessProbe"]["tcpSocket"] == {"port": 50051}, "the kubelet cannot probe gRPC over TLS"
+    assert pod["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, "the kubelet cannot probe gRPC over TLS"
     assert env(d)["MP_TLS_CA"] == "/etc/metaparticle/tls/ca.crt"
+
+
+def test_monitoring_adds_a_service_monitor_of_every_services_metrics_port():
+    spec = kubernetes_spec(shard(2), settings(monitoring=True))
+    (monitor,) = manifests(spec, "ServiceMonitor").values()
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = manifests(spec, "Service")
+    assert services and all(selector.items() <= s["metadata"]["labels"].items() for s in services.values())
+    assert all("metrics" in {p["name"] for p in s["spec"]["ports"]} for s in services.values())
+    assert not manifests(kubernetes_spec(shard(2), settings()), "ServiceMonitor")
 
 
 def test_the_spec_is_a_function_of_its_inputs():

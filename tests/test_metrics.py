@@ -116,3 +116,33 @@ def test_the_metrics_port_serves_the_same_registry(function_role):
     own = _scrape(function_role.metrics_port)
     assert own[("metaparticle_requests_total", (("code", "OK"), ("pattern", "Service"), ("role", "api")))] == 1
     assert {name for name, _ in own} == {name for name, _ in _scrape(function_role.http_port)}
+
+
+def test_the_metrics_port_answers_the_replicas_own_health_and_turns_503_on_drain(tmp_path):
+    """What a kubelet's httpGet probe sees under mutual TLS: 200 while SERVING, 503 once draining."""
+    (tmp_path / "handlers.py").write_text(HANDLERS)
+    config = RuntimeConfig(
+        role="function", function="handlers:handler", source_dir=str(tmp_path), bind_host="127.0.0.1",
+        grpc_port=free_port(), metrics_port=free_port(), drain_seconds=3.0,
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MP_")}, **config.to_env()}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runtime"), env.get("PYTHONPATH", "")])
+    process = subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{config.metrics_port}/healthz"
+
+    def status() -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                return reply.status
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return 0
+
+    try:
+        assert wait_until(lambda: status() == 200, 30, 0.05)
+        process.terminate()
+        assert wait_until(lambda: status() == 503, 2.5, 0.02), "still 200 while draining"
+    finally:
+        process.kill()
+        process.wait(timeout=30)

@@ -2,6 +2,11 @@
 
 from typing import Any, Mapping
 
+#: Where a container finds the user's secret env values, one file per variable (RuntimeConfig.env_dir).
+ENV_DIR = "/run/metaparticle/env"
+#: The operations port of every container: GET /metrics (Prometheus) and GET /healthz (the replica's health).
+OPS_PORT = 9090
+
 
 def split_env(env: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     """The user's `env=` as (plain values, secret values): strings and numbers may sit in a

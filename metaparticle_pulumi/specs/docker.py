@@ -8,7 +8,8 @@ exactly the same containers. `options` are the Docker SDK's `containers.create` 
 Every replica of a role joins the pattern's network with the role's name as alias, so
 `dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
 balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
-Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check.
+Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check;
+each serves Prometheus metrics on `OPS_PORT` inside the network (not published).
 Secret `env=` values are never in a container's configured environment: each goes as a file (mode
 0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
 container starts, and the runtime loads them into the function's `os.environ`.
@@ -21,7 +22,7 @@ from typing import Any, Mapping, Optional
 
 from ..image import APP_DIR, RUN_AS, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
-from . import split_env
+from . import ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
 PUBLISH_HOST = "127.0.0.1"
@@ -36,9 +37,8 @@ HEALTH_RETRIES = 3
 RESTART = "unless-stopped"
 TMPFS = {"/tmp": "rw,noexec,nosuid,size=64m"}
 SECURITY_OPT = ("no-new-privileges:true",)
-#: Where secret env values are written, one file per variable (an anonymous volume: the root
+#: Secret env values are written into ENV_DIR, one file per variable: an anonymous volume (the root
 #: filesystem is read-only, and the engine writes into volumes of a created container).
-ENV_DIR = "/run/metaparticle/env"
 #: Mode of each secret env file, owned by the runtime's user.
 ENV_FILE_MODE = 0o400
 
@@ -127,6 +127,7 @@ def docker_spec(
                 source_dir=APP_DIR,
                 drain_seconds=DRAIN_SECONDS,
                 env_dir=ENV_DIR if env_files else None,
+                metrics_port=OPS_PORT,
             )
             env.update(plain_env)
             entry = role.entry and index == 0

@@ -9,8 +9,12 @@ hold as Pulumi Outputs (the image reference, secret env values, a namespace) pas
 Upstream groups (roles a router calls) get a headless Service named after the role, so a router
 reaches every ready replica with `dns:///<name>.<namespace>.svc.<domain>:50051`, balanced per call.
 The entry gets a ClusterIP (or LoadBalancer) Service with gRPC and HTTP. Every pod runs as non-root
-with a read-only root filesystem and gRPC health probes; a NetworkPolicy per role lets only its
-callers in (and with egress="restricted" lets it reach only DNS and its upstreams).
+with a read-only root filesystem and health probes (gRPC, or under mutual TLS an httpGet of the
+operations port's /healthz); a NetworkPolicy per role lets only its callers in (and with
+egress="restricted" lets it reach only DNS and its upstreams). Every container serves Prometheus
+metrics on its `metrics` port (pod annotations for annotation-based scraping; `monitoring=True` adds
+a prometheus-operator ServiceMonitor). Secret env values reach the function as files of a Secret
+volume, never as container env.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from metaparticle_runtime.config import RuntimeConfig
 
 from ..image import APP_DIR, RUN_AS, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
+from . import ENV_DIR, OPS_PORT, split_env
 from .labels import object_labels, role_labels, selector_labels
 
 #: Seconds a stopping replica keeps serving after turning NOT_SERVING, while endpoints update.
@@ -32,6 +37,9 @@ CONTAINER = "runtime"
 #: How objects are named: a role's objects after the role, the pattern's env Secret after the pattern.
 ROLE_OBJECT = "{role}"
 ENV_SECRET = "{base}-env"
+MONITOR = "{base}-monitor"
+#: Pod annotations that annotation-based Prometheus scrape configs look for.
+SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(OPS_PORT), "prometheus.io/path": "/metrics"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class KubernetesSettings:
     tls_secret: Optional[str] = None
     #: Seconds a stopping pod gets before it is killed.
     grace_seconds: int = 30
+    #: A prometheus-operator ServiceMonitor for the pattern's Services.
+    monitoring: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,8 @@ def kubernetes_spec(
         return KubernetesObject(manifest, ROLE_OBJECT, role.name)
 
     objects = [role_object("v1", "Service", role, _service(role, selectors, settings)) for role in topology.roles]
-    plain, hidden = _split_env(settings.env)
-    user_env = plain
+    plain, hidden = split_env(settings.env)
+    user_env = [{"name": k, "value": v} for k, v in plain.items()]
     if hidden:
         secret_name = ENV_SECRET.format(base=base)
         manifest = {
@@ -147,12 +157,12 @@ def kubernetes_spec(
             "stringData": dict(hidden),
         }
         objects.append(KubernetesObject(manifest, ENV_SECRET))
-        refs = [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": k}}} for k in sorted(hidden)]
-        user_env = sorted(plain + refs, key=lambda e: e["name"])
+    env_secret = ENV_SECRET.format(base=base) if hidden else None
     for role in topology.roles:
         scaled = settings.autoscale if role.kind == "function" else None
-        env = _container_env(topology, role, addresses, settings.tls_secret) + user_env
-        objects.append(role_object("apps/v1", "Deployment", role, _deployment(role, settings, selectors, labels, env, scaled)))
+        env = _container_env(topology, role, addresses, settings.tls_secret, bool(hidden)) + user_env
+        deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
+        objects.append(role_object("apps/v1", "Deployment", role, deployment))
         objects.append(role_object("networking.k8s.io/v1", "NetworkPolicy", role, _network_policy(topology, role, selectors, settings.egress)))
         least = scaled[0] if scaled else role.replicas
         if least > 1:
@@ -160,25 +170,36 @@ def kubernetes_spec(
             objects.append(role_object("policy/v1", "PodDisruptionBudget", role, budget))
         if scaled:
             objects.append(role_object("autoscaling/v2", "HorizontalPodAutoscaler", role, _autoscaler(role, scaled)))
+    if settings.monitoring:
+        monitor = MONITOR.format(base=base)
+        manifest = {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "ServiceMonitor",
+            "metadata": meta(monitor, object_labels(topology, monitor, "monitor", settings.labels)),
+            "spec": {
+                "selector": {"matchLabels": _pattern_selector(selectors)},
+                "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+            },
+        }
+        objects.append(KubernetesObject(manifest, MONITOR))
     return KubernetesSpec(tuple(objects))
 
 
-def _split_env(env: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """`env` as plain container env (strings and numbers) and the values a Secret holds (the rest)."""
-    plain: list[dict[str, Any]] = []
-    hidden: dict[str, Any] = {}
-    for key in sorted(env):
-        value = env[key]
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            plain.append({"name": key, "value": str(value)})
-        else:
-            hidden[key] = value
-    return plain, hidden
+def _pattern_selector(selectors: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The labels every role of the pattern shares (what selects all its Services)."""
+    common = None
+    for labels in selectors.values():
+        items = set(labels.items())
+        common = items if common is None else common & items
+    return dict(sorted(common or ()))
 
 
 def _service(role: Role, selectors: Mapping[str, Mapping[str, str]], settings: KubernetesSettings) -> dict[str, Any]:
     """Headless for upstream groups (DNS gives every ready replica); ClusterIP/LoadBalancer for the entry."""
-    ports = [{"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}]
+    ports = [
+        {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
+        {"name": "metrics", "port": OPS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+    ]
     spec: dict[str, Any] = {"selector": dict(selectors[role.name]), "ports": ports}
     if role.entry:
         ports.append({"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"})
@@ -189,7 +210,9 @@ def _service(role: Role, selectors: Mapping[str, Mapping[str, str]], settings: K
     return spec
 
 
-def _container_env(topology: Topology, role: Role, addresses: Mapping[str, str], tls_secret: Optional[str]) -> list[dict[str, Any]]:
+def _container_env(
+    topology: Topology, role: Role, addresses: Mapping[str, str], tls_secret: Optional[str], env_files: bool
+) -> list[dict[str, Any]]:
     """The runtime's configuration, with the pod's name as the replica."""
     config = role_config(
         topology,
@@ -199,6 +222,8 @@ def _container_env(topology: Topology, role: Role, addresses: Mapping[str, str],
         function_file=function_path(role.function),
         source_dir=APP_DIR,
         drain_seconds=DRAIN_SECONDS,
+        metrics_port=OPS_PORT,
+        env_dir=ENV_DIR if env_files else None,
         **tls_settings(tls_secret),
     )
     replica = RuntimeConfig.env_name("replica")
@@ -212,10 +237,11 @@ def _container_env(topology: Topology, role: Role, addresses: Mapping[str, str],
 
 
 def _probes(tls: bool) -> dict[str, Any]:
-    """gRPC health probes (the runtime's grpc.health.v1); a TCP check when the port speaks TLS,
-    which the kubelet's gRPC probe cannot. The startup probe gives routers time to see their
-    upstreams serve before liveness counts."""
-    check: dict[str, Any] = {"tcpSocket": {"port": GRPC_PORT}} if tls else {"grpc": {"port": GRPC_PORT}}
+    """gRPC health probes (the runtime's grpc.health.v1); under mutual TLS, which the kubelet's gRPC
+    probe cannot speak, an httpGet of the operations port's /healthz: the same replica health
+    (503 while starting or draining). The startup probe gives routers time to see their upstreams
+    serve before liveness counts."""
+    check: dict[str, Any] = {"httpGet": {"path": "/healthz", "port": "metrics"}} if tls else {"grpc": {"port": GRPC_PORT}}
     return {
         "startupProbe": {**check, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 150},
         "readinessProbe": {**check, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
@@ -230,16 +256,22 @@ def _deployment(
     labels: Mapping[str, Mapping[str, str]],
     env: list[dict[str, Any]],
     autoscale: Optional[tuple[int, int, int]],
+    env_secret: Optional[str],
 ) -> dict[str, Any]:
     selector = dict(selectors[role.name])
     ports = [{"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"}]
     if role.entry:
         ports.append({"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"})
+    ports.append({"name": "metrics", "containerPort": OPS_PORT, "protocol": "TCP"})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     if settings.tls_secret:
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         volumes.append({"name": "tls", "secret": {"secretName": settings.tls_secret, "defaultMode": 0o440}})
+    if env_secret:
+        # Readable by the runtime's group only (fsGroup); never in the container's env.
+        mounts.append({"name": "env", "mountPath": ENV_DIR, "readOnly": True})
+        volumes.append({"name": "env", "secret": {"secretName": env_secret, "defaultMode": 0o440}})
     container = {
         "name": CONTAINER,
         "image": settings.image,
@@ -260,9 +292,7 @@ def _deployment(
         },
         "volumeMounts": mounts,
     }
-    pod_meta: dict[str, Any] = {"labels": dict(labels[role.name])}
-    if settings.annotations:
-        pod_meta["annotations"] = dict(settings.annotations)
+    pod_meta: dict[str, Any] = {"labels": dict(labels[role.name]), "annotations": {**SCRAPE_ANNOTATIONS, **settings.annotations}}
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -307,6 +337,8 @@ def _network_policy(topology: Topology, role: Role, selectors: Mapping[str, Mapp
     else:
         callers = [{"podSelector": {"matchLabels": dict(selectors[c.name])}} for c in topology.callers_of(role.name)]
         ingress = [{"from": callers, "ports": [grpc_port]}] if callers else []
+    # Metrics and health (no requests) from anywhere: Prometheus runs in another namespace.
+    ingress.append({"ports": [{"port": OPS_PORT, "protocol": "TCP"}]})
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": dict(selectors[role.name])},
         "policyTypes": ["Ingress"],

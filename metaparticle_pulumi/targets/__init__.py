@@ -30,16 +30,19 @@ CAPABILITIES: dict[str, dict[str, str]] = {
         "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": HONOURED,
         "labels": HONOURED, "annotations": HONOURED, "resources": HONOURED, "env": HONOURED,
         "public": HONOURED, "autoscale": HONOURED, "tls_secret": HONOURED, "tls": REFUSED, "egress": HONOURED,
+        "monitoring": HONOURED,
     },
     "docker": {
         "image": HONOURED, "registry": HONOURED, "skip_push": HONOURED, "namespace": IGNORED,
         "labels": HONOURED, "annotations": IGNORED, "resources": HONOURED, "env": HONOURED,
         "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": REFUSED, "egress": IGNORED,
+        "monitoring": IGNORED,
     },
     "local": {
         "image": IGNORED, "registry": IGNORED, "skip_push": IGNORED, "namespace": IGNORED,
         "labels": IGNORED, "annotations": IGNORED, "resources": IGNORED, "env": HONOURED,
         "public": IGNORED, "autoscale": IGNORED, "tls_secret": REFUSED, "tls": HONOURED, "egress": IGNORED,
+        "monitoring": IGNORED,
     },
 }
 #: What to use instead of a refused option.

@@ -37,6 +37,8 @@ RESOURCES: dict[str, tuple[Any, str]] = {
     "NetworkPolicy": (k8s.networking.v1.NetworkPolicy, "kubernetes:networking.k8s.io/v1:NetworkPolicy"),
     "PodDisruptionBudget": (k8s.policy.v1.PodDisruptionBudget, "kubernetes:policy/v1:PodDisruptionBudget"),
     "HorizontalPodAutoscaler": (k8s.autoscaling.v2.HorizontalPodAutoscaler, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"),
+    # prometheus-operator's custom resource: the cluster must have its CRD (monitoring=True).
+    "ServiceMonitor": (k8s.apiextensions.CustomResource, "kubernetes:monitoring.coreos.com/v1:ServiceMonitor"),
 }
 #: Manifest fields under the names pulumi_kubernetes takes them.
 _ARGUMENTS = {"metadata": "metadata", "spec": "spec", "type": "type", "stringData": "string_data"}
@@ -68,6 +70,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         autoscale=autoscale,
         tls_secret=args.tls_secret,
         grace_seconds=grace_seconds(topology, DRAIN_SECONDS),
+        monitoring=args.monitoring,
     )
     known = isinstance(namespace, str)
     # A namespace known only once applied (the provider's default, or an Output) changes nothing but
@@ -125,6 +128,8 @@ def _create(component: "_Pattern", base: str, obj: KubernetesObject, body: dict[
     fields = {"base": base, "role": obj.role or base}
     opts = child_opts(component, type_token, obj.template, fields, delete_before_replace=True, depends_on=depends_on or None)
     arguments = {_ARGUMENTS[k]: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+    if resource is k8s.apiextensions.CustomResource:
+        arguments.update(api_version=body["apiVersion"], kind=body["kind"])
     return resource(obj.template.format(**fields), opts=opts, **arguments)
 
 

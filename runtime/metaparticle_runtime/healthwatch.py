@@ -31,6 +31,10 @@ class HealthServicer(health.aio.HealthServicer):
     def _status(self, service: str) -> "health_pb2.HealthCheckResponse.ServingStatus":
         return self._server_status.get(service, SERVICE_UNKNOWN)
 
+    def serving(self, service: str = "") -> bool:
+        """Whether `service` (default: the whole server) is SERVING now."""
+        return self._status(service) == health_pb2.HealthCheckResponse.SERVING
+
     async def Watch(self, request: health_pb2.HealthCheckRequest, context) -> None:  # noqa: N802 - gRPC's name
         last = None
         while True:

@@ -3,14 +3,13 @@
 Every request the role answers counts once in `metaparticle_requests_total` by its gRPC status
 name (`OK`, `RESOURCE_EXHAUSTED`, ...) and in the duration histogram; routers and roots also count
 their calls to each upstream (shard or leaf) by outcome, their retries and their hedges. The HTTP
-entry serves the registry at `GET /metrics`; any role given `metrics_port` serves it there too.
+entry serves the registry at `GET /metrics`; any role given `metrics_port` serves it there too
+(ops.py, next to the replica's own `GET /healthz`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 #: Request durations, in seconds: from well under a millisecond to the longest deadlines.
@@ -68,8 +67,3 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
-
-    def serve(self, host: str, port: int) -> Optional[object]:
-        """Serves `GET /metrics` on its own port (a daemon thread); returns the server to close."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server

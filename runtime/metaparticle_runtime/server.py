@@ -14,7 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import SERVICE_NAME
-from . import http_entry
+from . import http_entry, ops
 from .config import RuntimeConfig
 from .errors import RoleError
 from .healthwatch import HealthServicer
@@ -177,7 +177,7 @@ class Runtime:
             )
             self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port)
         if cfg.metrics_port is not None:
-            self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port)
+            self._metrics_server = await ops.start(ops.make_app(self.metrics, self.health.serving), cfg.bind_host, cfg.metrics_port)
         if self.role.upstreams:
             self._watch = asyncio.ensure_future(self._await_upstreams())
         else:
@@ -211,7 +211,7 @@ class Runtime:
             await up.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
+            await self._metrics_server.cleanup()
         if self.tracing is not None:
             self.tracing.shutdown()
         log.info("stopped")
