@@ -21,6 +21,8 @@ class Ports:
 
     def __init__(self, entry: int | None = None) -> None:
         self._entry = entry
+        #: The port asked for the main entry (`run --port`), if any.
+        self.main_entry = entry
         self._held: dict[int, socket.socket] = {}
 
     def reserve(self, port: int = 0) -> int:

@@ -60,3 +60,11 @@ def source_dir() -> str:
     if path and os.path.basename(path) == "__main__.py":
         return os.path.dirname(os.path.abspath(path))
     return os.getcwd()
+
+
+def main_first(patterns: list["_Pattern"]) -> list["_Pattern"]:
+    """`patterns` with the main one first: the first declared that no other pattern `uses` (the
+    one `run --port` and `run --request` reach); the rest in declaration order."""
+    used = {id(p) for q in patterns for p in getattr(q, "uses", {}).values()}
+    main = next((p for p in patterns if id(p) not in used), None)
+    return [main, *(p for p in patterns if p is not main)] if main is not None else list(patterns)

@@ -7,6 +7,7 @@ its target: Kubernetes and Docker resources for `pulumi up`, or local processes 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
 
@@ -71,6 +72,10 @@ class PatternArgs:
     #: A prometheus-operator ServiceMonitor scraping every role's `metrics` port (Kubernetes; the
     #: cluster needs the operator's CRDs). Pods carry prometheus.io/* scrape annotations regardless.
     monitoring: bool = False
+    #: Patterns this pattern's functions call, by the name they call them with:
+    #: `uses={"users": users}` lets a function do `ctx.call("users", request)`. Each must be a pattern
+    #: declared before this one, on the same target (so `uses` can never form a cycle).
+    uses: Mapping[str, Any] = field(default_factory=dict)
     #: Horizontal autoscaling of function replicas: (min, max, target CPU %).
     autoscale: Optional[tuple[int, int, int]] = None
     #: Mutual TLS between roles: name of a Kubernetes Secret with tls.crt, tls.key and ca.crt.
@@ -149,6 +154,8 @@ class _Pattern(pulumi.ComponentResource):
     image: Optional["ContainerImage"] = None
     #: What the docker target runs (the network and containers), as plain data.
     docker_spec: Optional["DockerSpec"] = None
+    #: The docker target's network resource (a pattern that uses this one joins it).
+    docker_network: Any = None
     #: The local target's processes and ports (set by its renderer).
     local_plan: Optional["LocalPlan"] = None
     #: What the kubernetes target applies (the manifests), or an Output of it when the namespace
@@ -182,6 +189,10 @@ class _Pattern(pulumi.ComponentResource):
         if args.egress not in ("open", "restricted"):
             raise PatternError(f"{where}: egress must be 'open' or 'restricted', got {args.egress!r}")
         self.target = _resolve_target(args.target, where)
+        #: The patterns this one uses, by name (`uses=`).
+        self.uses: dict[str, _Pattern] = _check_uses(args.uses, self.target, where)
+        if self.uses:
+            self.topology = replace(self.topology, uses=tuple((n, p.topology) for n, p in sorted(self.uses.items())))
         for option in check_options(self.target, args, where):
             pulumi.log.warn(f"{where}: {option}= does not apply to the {self.target} target, which ignores it", resource=self)
 
@@ -217,6 +228,31 @@ def _make_args(
     except TypeError as exc:
         missing = str(exc).split("argument", 1)[-1].strip(": ")
         raise PatternError(f"{kind} {name!r}: missing required argument {missing}") from None
+
+
+_USES_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def _check_uses(uses: Any, target: str, where: str) -> dict[str, "_Pattern"]:
+    """`uses=` as {name: pattern}: names a function can call, patterns already declared on `target`."""
+    if not isinstance(uses, Mapping):
+        raise PatternError(f"{where}: uses must be a mapping of names to patterns, e.g. uses={{'users': users}}")
+    out: dict[str, _Pattern] = {}
+    for name, pattern in uses.items():
+        if not isinstance(name, str) or not _USES_NAME.fullmatch(name):
+            raise PatternError(f"{where}: uses name {name!r} must be a word (letters, digits, _ . -)")
+        if not isinstance(pattern, _Pattern):
+            raise PatternError(
+                f"{where}: uses[{name!r}] must be a pattern declared before this one (mp.Service, mp.Spread, ...), "
+                f"got {type(pattern).__name__}"
+            )
+        if pattern.target != target:
+            raise PatternError(
+                f"{where}: uses[{name!r}] is {type(pattern).__name__} {pattern.topology.name!r} on the {pattern.target} "
+                f"target; a pattern can only call patterns on its own target ({target})"
+            )
+        out[name] = pattern
+    return out
 
 
 def _resolve_target(target: Optional[str], where: str) -> str:

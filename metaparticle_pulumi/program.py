@@ -210,6 +210,7 @@ def evaluate(
         raise
     finally:
         _registry.reset(None)
+    patterns = _registry.main_first(patterns)
     plans = [p.local_plan for p in patterns if getattr(p, "local_plan", None) is not None]
     return Evaluation(directory, project, patterns, mocks.resources, plans, ports)
 

@@ -109,6 +109,8 @@ class Topology:
     settings: Settings = field(default_factory=Settings)
     #: Directory of the program that declared the pattern (where the user's code lives).
     source_dir: str = "."
+    #: The patterns its functions call (`uses=`): (the name functions call it by, the Topology of it).
+    uses: tuple[tuple[str, "Topology"], ...] = ()
 
     @property
     def entry(self) -> Role:
@@ -157,6 +159,7 @@ def role_config(
     bind_host: str = "0.0.0.0",
     function_file: str | None = None,
     source_dir: str | None = None,
+    uses: Mapping[str, str] | None = None,
     **target_settings: Any,
 ) -> RuntimeConfig:
     """The runtime configuration of one replica of `role`.
@@ -164,8 +167,9 @@ def role_config(
     `addresses` maps each upstream role name to a gRPC target that reaches all its replicas
     (`ipv4:127.0.0.1:5001,127.0.0.1:5002` locally, `dns:///name:50051` on Kubernetes and Docker);
     the runtime balances every call over them. `function_file` is where the by-value copy of the
-    role's function lies, when it is shipped by value. `target_settings` are what the target adds
-    (drain_seconds, tls_cert, tls_key, tls_ca).
+    role's function lies, when it is shipped by value. `uses` maps each name of `topology.uses` to
+    the gRPC target of that pattern's entry; only roles that run user functions are told.
+    `target_settings` are what the target adds (drain_seconds, tls_cert, tls_key, tls_ca).
     """
     s = topology.settings
     extra: dict[str, Any] = {}
@@ -179,6 +183,8 @@ def role_config(
         )
     if role.function is not None:
         extra.update(role.function.location(function_file))
+    if uses and role.kind in ("function", "gather"):
+        extra["uses"] = tuple(sorted(uses.items()))
     return RuntimeConfig(
         role=role.kind,
         pattern=topology.pattern,

@@ -107,6 +107,11 @@ class Deployment:
         except DockerException as exc:
             raise _api_error(f"creating container {spec.name}", exc) from None
         self.containers[spec.name] = container
+        for network in spec.extra_networks:
+            try:
+                self.networks[network].connect(container)
+            except DockerException as exc:
+                raise _api_error(f"connecting {spec.name} to {network}", exc) from None
         if spec.env_files:
             try:
                 container.put_archive(ENV_DIR, env_archive(spec.env_files))

@@ -72,6 +72,8 @@ class ContainerSpec:
     #: Seconds a stopping container gets before it is killed.
     stop_timeout: int = 30
     entry: bool = False
+    #: Networks of the patterns this one `uses`, joined too (their entries answer there by alias).
+    extra_networks: tuple[str, ...] = ()
     #: The user's secret `env=` values (Pulumi Outputs, which only an applier can resolve), sorted:
     #: each applier writes them as files into `ENV_DIR` before the container starts.
     env_files: tuple[tuple[str, Any], ...] = ()
@@ -95,11 +97,13 @@ def docker_spec(
     limits: Mapping[str, float],
     user_env: Mapping[str, Any],
     stop_timeout: int,
+    uses: Mapping[str, tuple[str, str]] = {},
 ) -> DockerSpec:
     """The network and containers of `topology`.
 
     `prefix` keeps engine-global names of two stacks apart; `role_labels` are each role's labels;
-    `limits` the container limits in bytes (`memory`) and cores (`cpu`).
+    `limits` the container limits in bytes (`memory`) and cores (`cpu`); `uses` maps each name
+    of `topology.uses` to (its entry's network alias, its network).
     """
     base = dns_name(topology.name)
     network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
@@ -128,7 +132,9 @@ def docker_spec(
                 drain_seconds=DRAIN_SECONDS,
                 env_dir=ENV_DIR if env_files else None,
                 metrics_port=OPS_PORT,
+                uses={name: f"dns:///{alias}:{GRPC_PORT}" for name, (alias, _) in uses.items()},
             )
+            calls_out = bool(uses) and role.kind in ("function", "gather")
             env.update(plain_env)
             entry = role.entry and index == 0
             ports: dict[str, tuple[str, Optional[int]]] = {}
@@ -166,6 +172,7 @@ def docker_spec(
                     stop_timeout=stop_timeout,
                     entry=entry,
                     env_files=env_files,
+                    extra_networks=tuple(sorted({net for _, net in uses.values()})) if calls_out else (),
                 )
             )
     return DockerSpec(network, tuple(containers))

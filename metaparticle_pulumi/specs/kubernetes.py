@@ -43,6 +43,18 @@ SCRAPE_ANNOTATIONS = {"prometheus.io/scrape": "true", "prometheus.io/port": str(
 
 
 @dataclass(frozen=True)
+class UsedPattern:
+    """A pattern this one `uses`, as its callers need it: its entry Service and where it lives."""
+
+    #: The entry role (its Service's name).
+    entry: str
+    #: Its namespace when known as a string (None: the same as this pattern's Services).
+    namespace: Optional[str]
+    #: The labels that select its entry's pods (for a restricted egress rule).
+    selector: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class KubernetesSettings:
     """How a pattern is deployed on Kubernetes (validated by the caller)."""
 
@@ -68,6 +80,8 @@ class KubernetesSettings:
     grace_seconds: int = 30
     #: A prometheus-operator ServiceMonitor for the pattern's Services.
     monitoring: bool = False
+    #: The patterns its functions call, by the name they call them with.
+    uses: Mapping[str, UsedPattern] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,7 @@ def kubernetes_spec(
     if not isinstance(where, str):
         raise ValueError("the Services' namespace is needed as a string to address them (service_namespace=)")
     addresses = {r.name: service_address(r.name, where, settings.cluster_domain) for r in topology.roles}
+    uses = {n: service_address(u.entry, u.namespace or where, settings.cluster_domain) for n, u in settings.uses.items()}
     base = dns_name(topology.name)
     labels = {r.name: role_labels(topology, r, settings.labels) for r in topology.roles}
     selectors = {r.name: selector_labels(topology, r.name) for r in topology.roles}
@@ -160,10 +175,11 @@ def kubernetes_spec(
     env_secret = ENV_SECRET.format(base=base) if hidden else None
     for role in topology.roles:
         scaled = settings.autoscale if role.kind == "function" else None
-        env = _container_env(topology, role, addresses, settings.tls_secret, bool(hidden)) + user_env
+        env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden)) + user_env
         deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
         objects.append(role_object("apps/v1", "Deployment", role, deployment))
-        objects.append(role_object("networking.k8s.io/v1", "NetworkPolicy", role, _network_policy(topology, role, selectors, settings.egress)))
+        policy = _network_policy(topology, role, selectors, settings, where)
+        objects.append(role_object("networking.k8s.io/v1", "NetworkPolicy", role, policy))
         least = scaled[0] if scaled else role.replicas
         if least > 1:
             budget = {"maxUnavailable": 1, "selector": {"matchLabels": dict(selectors[role.name])}}
@@ -211,7 +227,12 @@ def _service(role: Role, selectors: Mapping[str, Mapping[str, str]], settings: K
 
 
 def _container_env(
-    topology: Topology, role: Role, addresses: Mapping[str, str], tls_secret: Optional[str], env_files: bool
+    topology: Topology,
+    role: Role,
+    addresses: Mapping[str, str],
+    uses: Mapping[str, str],
+    tls_secret: Optional[str],
+    env_files: bool,
 ) -> list[dict[str, Any]]:
     """The runtime's configuration, with the pod's name as the replica."""
     config = role_config(
@@ -224,6 +245,7 @@ def _container_env(
         drain_seconds=DRAIN_SECONDS,
         metrics_port=OPS_PORT,
         env_dir=ENV_DIR if env_files else None,
+        uses=uses,
         **tls_settings(tls_secret),
     )
     replica = RuntimeConfig.env_name("replica")
@@ -328,9 +350,13 @@ def _deployment(
     return spec
 
 
-def _network_policy(topology: Topology, role: Role, selectors: Mapping[str, Mapping[str, str]], egress: str) -> dict[str, Any]:
+def _network_policy(
+    topology: Topology, role: Role, selectors: Mapping[str, Mapping[str, str]], settings: KubernetesSettings, namespace: str
+) -> dict[str, Any]:
     """The entry accepts gRPC and HTTP from anywhere; any other role gRPC only from its callers' pods.
-    With egress="restricted" a role may only resolve names (DNS) and call its own upstreams."""
+    With egress="restricted" a role may only resolve names (DNS), call its own upstreams and, where
+    it runs user functions, the entries of the patterns it `uses` (in their namespaces)."""
+    egress = settings.egress
     grpc_port = {"port": GRPC_PORT, "protocol": "TCP"}
     if role.entry:
         ingress = [{"ports": [grpc_port, {"port": HTTP_PORT, "protocol": "TCP"}]}]
@@ -347,6 +373,12 @@ def _network_policy(topology: Topology, role: Role, selectors: Mapping[str, Mapp
     if egress == "restricted":
         dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
         upstreams = [{"podSelector": {"matchLabels": dict(selectors[u])}} for u in role.upstreams]
+        if role.kind in ("function", "gather"):
+            for used in settings.uses.values():
+                peer: dict[str, Any] = {"podSelector": {"matchLabels": dict(used.selector)}}
+                if used.namespace is not None and used.namespace != namespace:
+                    peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": used.namespace}}
+                upstreams.append(peer)
         spec["policyTypes"] = ["Ingress", "Egress"]
         spec["egress"] = [dns] + ([{"to": upstreams, "ports": [grpc_port]}] if upstreams else [])
     return spec

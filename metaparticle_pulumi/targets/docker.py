@@ -52,6 +52,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         limits=limits,
         user_env=args.env,
         stop_timeout=grace_seconds(topology, DRAIN_SECONDS),
+        uses={name: (used.topology.entry.name, used.docker_spec.network.name) for name, used in component.uses.items()},
     )
     component.docker_spec = spec
     network = docker.Network(
@@ -61,9 +62,11 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         labels=_labels(spec.network.labels),
         opts=child_opts(component, "docker:index/network:Network", "{base}-net", {"base": base}),
     )
+    component.docker_network = network
+    used_networks = [used.docker_network for used in component.uses.values()]
     entry: Optional[docker.Container] = None
     for container_spec in spec.containers:
-        container = _container(component, container_spec, image.ref, network)
+        container = _container(component, container_spec, image.ref, network, used_networks if container_spec.extra_networks else [])
         if container_spec.entry:
             entry = container
     assert entry is not None
@@ -85,7 +88,9 @@ def _go_duration(nanoseconds: int) -> str:
     return f"{nanoseconds // 10**6}ms"
 
 
-def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], network: docker.Network) -> docker.Container:
+def _container(
+    component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], network: docker.Network, used_networks: list[Any]
+) -> docker.Container:
     options = spec.options
     envs: list[Any] = list(options["environment"])
     ports = [
@@ -122,7 +127,7 @@ def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Out
         image=image_ref,
         envs=envs,
         labels=_labels(spec.labels),
-        networks_advanced=[{"name": network.name, "aliases": list(spec.aliases)}],
+        networks_advanced=[{"name": network.name, "aliases": list(spec.aliases)}, *({"name": n} for n in spec.extra_networks)],
         ports=ports,
         user=options["user"],
         read_only=options["read_only"],
@@ -140,7 +145,7 @@ def _container(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Out
         must_run=True,
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
-        opts=child_opts(component, "docker:index/container:Container", template, fields),
+        opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=used_networks or None),
         **extra,
     )
 

@@ -16,7 +16,8 @@ import pulumi_kubernetes as k8s
 
 from .._errors import PatternError
 from ..image import APP_DIR, container_image
-from ..specs.kubernetes import DRAIN_SECONDS, KubernetesObject, KubernetesSettings, kubernetes_spec, tls_settings
+from ..specs.kubernetes import DRAIN_SECONDS, KubernetesObject, KubernetesSettings, UsedPattern, kubernetes_spec, tls_settings
+from ..specs.labels import selector_labels
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import check_env, check_labels, check_unique, child_opts, config, config_bool, grace_seconds, resources
@@ -71,6 +72,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         tls_secret=args.tls_secret,
         grace_seconds=grace_seconds(topology, DRAIN_SECONDS),
         monitoring=args.monitoring,
+        uses=_uses(component, where),
     )
     known = isinstance(namespace, str)
     # A namespace known only once applied (the provider's default, or an Output) changes nothing but
@@ -95,6 +97,18 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     )
     url, grpc_url = _entry_urls(entry, args.public, domain)
     return TargetOutputs(url=url, grpc_url=grpc_url, extra={"image": image.ref})
+
+
+def _uses(component: "_Pattern", where: str) -> dict[str, UsedPattern]:
+    """The patterns `component` uses, as its spec needs them."""
+    out = {}
+    for name, used in component.uses.items():
+        if bool(used.args.tls_secret) != bool(component.args.tls_secret):
+            raise PatternError(f"{where}: uses[{name!r}]: both patterns need tls_secret= or neither (calls go over the same mutual TLS)")
+        namespace = used.args.namespace if used.args.namespace is not None else config().get("namespace")
+        entry = used.topology.entry.name
+        out[name] = UsedPattern(entry, namespace if isinstance(namespace, str) else None, selector_labels(used.topology, entry))
+    return out
 
 
 def _namespace(namespace: Any, service: Any) -> pulumi.Output[str]:

@@ -67,6 +67,8 @@ class LocalPlan:
     tls: tuple[str, str, str] | None = None
     #: The pattern's `env=`: more environment for every process (values may be Outputs).
     env: Mapping[str, Any] = field(default_factory=dict)
+    #: The entries of the patterns it `uses`, by name: gRPC targets on 127.0.0.1.
+    uses: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -102,6 +104,7 @@ class LocalPlan:
                     function_file=fn_file,
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
+                    uses=self.uses,
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
@@ -137,10 +140,27 @@ def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     where = f"{type(component).__name__} {topology.name!r}"
     plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
+    for name, used in component.uses.items():
+        callee = used.local_plan
+        assert callee is not None, "a used pattern is declared (and planned) before its users"
+        if (plan.tls is None) != (callee.tls is None):
+            raise PatternError(f"{where}: uses[{name!r}]: both patterns need tls= or neither (calls go over the same TLS)")
+        plan.uses[name] = callee.address(callee.topology.entry.name)
     check_env(topology, plan.env, where)
     ports = _registry.ports()
     for role in topology.roles:
         plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
     plan.http_port = ports.entry_port()
+    for used in component.uses.values():
+        callee = used.local_plan
+        if ports.main_entry is not None and callee is not None and callee.http_port == ports.main_entry:
+            # The main entry (`run --port`) belongs to the pattern nothing else uses: a caller
+            # takes it over from the pattern it calls.
+            plan.http_port, callee.http_port = callee.http_port, plan.http_port
     component.local_plan = plan
-    return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))
+    # Read when awaited (after the whole program is declared): a later caller may take the port over.
+    return TargetOutputs(url=pulumi.Output.from_input(_later(lambda: plan.url)), grpc_url=pulumi.Output.from_input(plan.grpc_url))
+
+
+async def _later(value: Any) -> Any:
+    return value()
