@@ -18,7 +18,7 @@ from .logs import configure
 from .server import serve
 
 
-def _run(coro: Any, choice: str) -> None:
+def _run(coro: Any, choice: str) -> int:
     """Runs the server coroutine on the chosen event loop (see the module docstring)."""
     if choice != "asyncio":
         try:
@@ -28,9 +28,8 @@ def _run(coro: Any, choice: str) -> None:
                 coro.close()
                 raise ConfigError("MP_EVENT_LOOP=uvloop but uvloop is not installed") from None
         else:
-            uvloop.run(coro)
-            return
-    asyncio.run(coro)
+            return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def main() -> int:
@@ -41,14 +40,14 @@ def main() -> int:
         return 2
     configure(cfg.role_name, cfg.replica, cfg.log_level)
     try:
-        _run(serve(cfg), cfg.event_loop)
+        code = _run(serve(cfg), cfg.event_loop)
     except ConfigError as exc:
         logging.getLogger("metaparticle").error("configuration error: %s", exc)
         return 2
     except OSError as exc:
         logging.getLogger("metaparticle").error("cannot serve: %s", exc)
         return 1
-    return 0
+    return code
 
 
 if __name__ == "__main__":

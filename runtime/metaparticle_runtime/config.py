@@ -99,7 +99,9 @@ class RuntimeConfig:
     source_dir: str | None = None
     #: Seconds between turning NOT_SERVING (routers stop sending) and refusing new calls on SIGTERM.
     drain_seconds: float = 0.5
-    threads: int = 16
+    #: Threads for user code (sync functions, gather and key functions); None: `max_in_flight`, so
+    #: every admitted call has a thread at once. Fewer threads lower what a replica admits.
+    threads: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -200,6 +202,11 @@ class RuntimeConfig:
         cfg.validate()
         return cfg
 
+    @property
+    def worker_threads(self) -> int:
+        """How many threads run user code (see `threads`)."""
+        return self.threads if self.threads is not None else self.max_in_flight
+
     def leaf_replicas(self, index: int) -> int:
         """How many replicas upstream group `index` has (hedging needs another one to go to)."""
         return self.upstream_replicas[index] if index < len(self.upstream_replicas) else 1
@@ -228,5 +235,5 @@ class RuntimeConfig:
             raise ConfigError("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
         if self.timeout <= 0:
             raise ConfigError("MP_TIMEOUT must be positive")
-        if self.max_in_flight < 1 or self.threads < 1:
+        if self.max_in_flight < 1 or (self.threads is not None and self.threads < 1):
             raise ConfigError("MP_MAX_IN_FLIGHT and MP_THREADS must be at least 1")

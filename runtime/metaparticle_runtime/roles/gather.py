@@ -8,10 +8,9 @@ first answer wins, within a budget of 5% extra leaf calls.
 from __future__ import annotations
 
 import asyncio
-import bisect
+import inspect
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -22,6 +21,7 @@ from ..errors import RoleError
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
 from ..upstream import Upstream
+from ..workers import Workers
 from . import make_upstreams
 from .function import invoke
 
@@ -54,12 +54,13 @@ class LatencyTracker:
 
 
 class GatherRoot:
-    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, workers: Workers) -> None:
         self.cfg = cfg
-        self.executor = executor
+        self.workers = workers
         self.upstreams = make_upstreams(cfg, "leaf")
         self.gather = load_function(cfg)
         self.with_context = wants_context(self.gather)
+        self.uses_threads = not inspect.iscoroutinefunction(self.gather)
         self.latency = LatencyTracker()
         self.leaf_calls = 0
         self.hedged_calls = 0
@@ -166,7 +167,7 @@ class GatherRoot:
                 ),
             )
         merged = await invoke(
-            self.gather, args, deadline=deadline, executor=self.executor, what=self.what, details={"role": self.cfg.role_name}
+            self.gather, args, deadline=deadline, workers=self.workers, what=self.what, details={"role": self.cfg.role_name}
         )
         if missing:
             if isinstance(merged, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -12,12 +11,16 @@ from ..errors import BadRequest, RoleError
 from ..hashing import key_at_path, shard_for
 from ..loader import load_function
 from ..payload import decode, unwrap
+from ..workers import Workers
 from . import make_upstreams
 
 
 class ShardRouter:
-    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
+    uses_threads = False
+
+    def __init__(self, cfg: RuntimeConfig, workers: Workers) -> None:
         self.cfg = cfg
+        self.workers = workers
         self.upstreams = make_upstreams(cfg, "shard")
         self.key_fn = load_function(cfg) if (cfg.function or cfg.function_file) else None
 
