@@ -81,6 +81,7 @@ class PatternArgs:
             max_request_bytes=self.max_request_bytes,
             max_in_flight=self.max_in_flight,
             retries=self.retries if self.idempotent else 0,
+            idempotent=self.idempotent,
             **extra,
         )
 

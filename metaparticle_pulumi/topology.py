@@ -54,6 +54,8 @@ class Settings:
     #: Scatter/gather: send a hedged call to another replica of a slow leaf after this many seconds
     #: (None: after the observed 95th percentile once enough calls were seen; 0 disables hedging).
     hedge_after: float | None = RuntimeConfig.hedge_after
+    #: Whether running the function twice for one request is harmless (False: never hedged).
+    idempotent: bool = RuntimeConfig.idempotent
 
     def validate(self) -> None:
         if not self.timeout > 0:
@@ -70,6 +72,8 @@ class Settings:
             raise ValueError(f"on_missing must be 'fail' or 'partial', got {self.on_missing!r}")
         if self.hedge_after is not None and self.hedge_after < 0:
             raise ValueError(f"hedge_after must be 0 or more seconds, got {self.hedge_after!r}")
+        if not self.idempotent and self.hedge_after:
+            raise ValueError("hedge_after runs a leaf call twice: it needs idempotent=True")
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,7 @@ def role_config(
             upstream_replicas=tuple(topology.role(u).replicas for u in role.upstreams),
             on_missing=s.on_missing,
             hedge_after=s.hedge_after,
+            idempotent=s.idempotent,
         )
     if role.function is not None:
         extra.update(role.function.location(function_file))

@@ -25,6 +25,7 @@ CONFIGS = [
         upstream_replicas=(2, 3),
         on_missing="partial",
         hedge_after=0.05,
+        idempotent=False,
         function_file="/app/gather.pkl",
         function_python="3.11",
         drain_seconds=5,

@@ -39,6 +39,7 @@ ENV: dict[str, str] = {
     "key_path": "MP_KEY_PATH",
     "on_missing": "MP_ON_MISSING",
     "hedge_after": "MP_HEDGE_AFTER",
+    "idempotent": "MP_IDEMPOTENT",
     "function": "MP_FUNCTION",
     "function_file": "MP_FUNCTION_FILE",
     "function_python": "MP_FUNCTION_PYTHON",
@@ -93,6 +94,8 @@ class RuntimeConfig:
     on_missing: str = "fail"
     #: Scatter/gather: seconds before a slow leaf call is hedged (None: adaptive; 0: never).
     hedge_after: float | None = None
+    #: Whether running the function twice for one request is harmless; False: never hedged.
+    idempotent: bool = True
     function: str | None = None
     function_file: str | None = None
     function_python: str | None = None
@@ -123,7 +126,9 @@ class RuntimeConfig:
             if setting not in _ALWAYS and (value is None or value == () or value == defaults[setting]):
                 if not (setting == "on_missing" and self.role == "gather"):
                     continue
-            if isinstance(value, tuple):
+            if isinstance(value, bool):
+                env[variable] = "true" if value else "false"
+            elif isinstance(value, tuple):
                 env[variable] = json.dumps(list(value))
             elif isinstance(value, float):
                 env[variable] = repr(value)
@@ -147,6 +152,14 @@ class RuntimeConfig:
                 return kind(raw)
             except ValueError:
                 raise ConfigError(f"{ENV[setting]} must be a {kind.__name__}, got {raw!r}") from None
+
+        def flag(setting: str) -> bool:
+            raw = get(setting)
+            if raw is None:
+                return defaults[setting]  # type: ignore[return-value]
+            if raw.lower() not in ("true", "false"):
+                raise ConfigError(f"{ENV[setting]} must be true or false, got {raw!r}")
+            return raw.lower() == "true"
 
         def json_list(setting: str) -> tuple[object, ...]:
             raw = get(setting)
@@ -187,6 +200,7 @@ class RuntimeConfig:
             key_path=get("key_path"),
             on_missing=get("on_missing") or defaults["on_missing"],
             hedge_after=number("hedge_after", float),
+            idempotent=flag("idempotent"),
             function=get("function"),
             function_file=get("function_file"),
             function_python=get("function_python"),

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import SERVICE_NAME
+from . import CALL_ID_METADATA_KEY, HEDGE_METADATA_KEY, SERVICE_NAME
 from . import http_entry
 from .config import RuntimeConfig
 from .errors import RoleError
@@ -43,6 +43,8 @@ class Runtime:
         #: Set when lost threads have left no capacity for WEDGED_GRACE seconds: stop and exit.
         self.wedged = asyncio.Event()
         self._wedge_timer: asyncio.TimerHandle | None = None
+        #: Ids of the calls running here that a root may hedge (see `hedging`).
+        self._call_ids: set[str] = set()
         self._server: grpc.aio.Server | None = None
         self._http: Any = None
         self._watch: asyncio.Task[None] | None = None
@@ -113,11 +115,39 @@ class Runtime:
     async def _grpc_call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         remaining = context.time_remaining()
         timeout = self.cfg.timeout if remaining is None else min(remaining, self.cfg.timeout)
+        call_id = None
         try:
+            call_id = self._claim_call_id(context)
             return await self.dispatch(request, time.monotonic() + timeout)
         except RoleError as err:
             await context.abort(err.code, err.message, trailing_metadata=err.metadata())
             raise AssertionError("unreachable")  # abort raises
+        finally:
+            if call_id is not None:
+                self._call_ids.discard(call_id)
+
+    def _claim_call_id(self, context: grpc.aio.ServicerContext) -> str | None:
+        """Records a hedgeable call's id; refuses (before running anything) a hedge of a call that
+        runs here already, so that the root sends it to another replica."""
+        call_id, hedge = None, False
+        for key, value in context.invocation_metadata() or ():
+            if key == CALL_ID_METADATA_KEY:
+                call_id = value
+            elif key == HEDGE_METADATA_KEY:
+                hedge = True
+        if call_id is None:
+            return None
+        if hedge and call_id in self._call_ids:
+            raise RoleError(
+                grpc.StatusCode.ABORTED,
+                f"{self.cfg.role_name}: the hedged call already runs on this replica",
+                hedge="same-replica",
+                replica=self.cfg.replica,
+            )
+        if call_id in self._call_ids:
+            return None  # the same id twice: keep the first claim
+        self._call_ids.add(call_id)
+        return call_id
 
     async def topology_health(self) -> tuple[bool, dict[str, Any]]:
         """Whether this role and everything behind it serves (for /healthz)."""

@@ -117,13 +117,13 @@ class Upstream:
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self.serving = False
 
-    async def call(self, message: bytes, deadline: float) -> bytes:
+    async def call(self, message: bytes, deadline: float, metadata: tuple[tuple[str, str], ...] | None = None) -> bytes:
         """Forwards the raw request bytes and answers the raw reply bytes."""
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.label}: deadline exceeded", **self.details)
         try:
-            return await self._call(message, timeout=timeout)
+            return await self._call(message, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise RoleError.from_rpc_error(err, context=self.label, **self.details) from None
 

@@ -15,3 +15,18 @@ def hang(request):
     if request.get("hang"):
         release.wait(float(request.get("hang")))
     return {"ok": True}
+
+
+calls: dict[str, int] = {}
+
+
+def slow_on(request, ctx):
+    """Sleeps `sleep` seconds on the replica named `slow`; counts the calls each replica ran."""
+    calls[ctx.replica] = calls.get(ctx.replica, 0) + 1
+    if ctx.replica == request.get("slow"):
+        time.sleep(float(request.get("sleep", 0)))
+    return {"replica": ctx.replica}
+
+
+def fail(request):
+    raise ValueError("always")
