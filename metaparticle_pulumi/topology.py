@@ -43,6 +43,8 @@ class Settings:
     timeout: float = RuntimeConfig.timeout
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
     max_request_bytes: int = RuntimeConfig.max_request_bytes
+    #: Largest result on every hop, in bytes (a larger one is an error naming this limit).
+    max_response_bytes: int = RuntimeConfig.max_response_bytes
     #: Deepest accepted JSON nesting of a request.
     max_json_depth: int = RuntimeConfig.max_json_depth
     #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
@@ -62,6 +64,8 @@ class Settings:
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes!r}")
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be at least 1024, got {self.max_response_bytes!r}")
         if self.max_json_depth < 1:
             raise ValueError(f"max_json_depth must be at least 1, got {self.max_json_depth!r}")
         if self.max_in_flight < 1:
@@ -195,6 +199,7 @@ def role_config(
         http_port=http_port if role.entry else None,
         timeout=s.timeout,
         max_request_bytes=s.max_request_bytes,
+        max_response_bytes=s.max_response_bytes,
         max_json_depth=s.max_json_depth,
         max_in_flight=s.max_in_flight,
         retries=s.retries,

@@ -27,6 +27,7 @@ ENV: dict[str, str] = {
     "grpc_port": "MP_GRPC_PORT",
     "timeout": "MP_TIMEOUT",
     "max_request_bytes": "MP_MAX_REQUEST_BYTES",
+    "max_response_bytes": "MP_MAX_RESPONSE_BYTES",
     "max_json_depth": "MP_MAX_JSON_DEPTH",
     "max_in_flight": "MP_MAX_IN_FLIGHT",
     "retries": "MP_RETRIES",
@@ -77,6 +78,9 @@ class RuntimeConfig:
     timeout: float = 10.0
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
     max_request_bytes: int = 4 * 1024 * 1024
+    #: Largest result, in bytes, on every hop: what a function or gather function may answer and what
+    #: routers and roots accept from the roles behind them.
+    max_response_bytes: int = 16 * 1024 * 1024
     #: Deepest accepted JSON nesting of a request.
     max_json_depth: int = 64
     #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
@@ -189,6 +193,7 @@ class RuntimeConfig:
             http_port=number("http_port", int),
             timeout=number("timeout", float),
             max_request_bytes=number("max_request_bytes", int),
+            max_response_bytes=number("max_response_bytes", int),
             max_json_depth=number("max_json_depth", int),
             max_in_flight=number("max_in_flight", int),
             retries=number("retries", int),
@@ -249,5 +254,7 @@ class RuntimeConfig:
             raise ConfigError("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
         if self.timeout <= 0:
             raise ConfigError("MP_TIMEOUT must be positive")
+        if self.max_request_bytes < 1 or self.max_response_bytes < 1:
+            raise ConfigError("MP_MAX_REQUEST_BYTES and MP_MAX_RESPONSE_BYTES must be at least 1")
         if self.max_in_flight < 1 or (self.threads is not None and self.threads < 1):
             raise ConfigError("MP_MAX_IN_FLIGHT and MP_THREADS must be at least 1")

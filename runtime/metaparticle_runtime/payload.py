@@ -146,13 +146,24 @@ def _check_depth(stripped: bytes, max_depth: int) -> None:
         )
 
 
-def encode(value: Any, what: str = "result") -> bytes:
-    """Serialises a function's result, or fails with INTERNAL naming what could not be serialised."""
+def encode(value: Any, what: str = "result", *, max_bytes: int | None = None, role: str | None = None) -> bytes:
+    """Serialises a function's result, or fails with INTERNAL naming what could not be serialised,
+    or RESOURCE_EXHAUSTED (HTTP 500) naming `max_response_bytes` and the role when it is larger."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        data = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise RoleError(
             grpc.StatusCode.INTERNAL,
             f"the {what} is not JSON-serialisable: {exc}",
             type=type(value).__name__,
         ) from None
+    if max_bytes is not None and len(data) > max_bytes:
+        where = f" of {role}" if role else ""
+        raise RoleError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the {what}{where} is {len(data)} bytes, larger than max_response_bytes ({max_bytes})",
+            response_too_large=True,
+            limit=max_bytes,
+            **({"role": role} if role else {}),
+        )
+    return data

@@ -185,7 +185,8 @@ class Runtime:
             ("grpc.max_connection_age_ms", 30_000),
             ("grpc.max_connection_age_grace_ms", int(cfg.timeout * 1000) + 1000),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Results are checked against max_response_bytes before they are sent (an error naming it).
+            ("grpc.max_send_message_length", cfg.max_response_bytes + 1024),
         ]
         server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
         server.add_generic_rpc_handlers(

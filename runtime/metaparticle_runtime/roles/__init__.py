@@ -50,6 +50,7 @@ def make_upstreams(cfg: RuntimeConfig, label: str | None) -> list[Upstream]:
                 role_name=name,
                 retries=cfg.retries,
                 max_message_bytes=cfg.max_request_bytes,
+                max_response_bytes=cfg.max_response_bytes,
                 burst=cfg.max_in_flight,
                 details=details,
                 tls=(cfg.tls_cert, cfg.tls_key, cfg.tls_ca),

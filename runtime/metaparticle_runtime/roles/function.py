@@ -94,4 +94,4 @@ class FunctionServer:
         result = await invoke(
             self.fn, args, deadline=deadline, workers=self.workers, what=self.what, details=self.details
         )
-        return wrap(encode(result))
+        return wrap(encode(result, max_bytes=self.cfg.max_response_bytes, role=self.cfg.role_name))

@@ -114,10 +114,12 @@ class GatherRoot:
                 merged = {**merged, "missing": missing}
             else:
                 merged = {"result": merged, "missing": missing}
-        return wrap(encode(merged, "gather function's result"))
+        return wrap(
+            encode(merged, "gather function's result", max_bytes=self.cfg.max_response_bytes, role=self.cfg.role_name)
+        )
 
     def _decode_leaf(self, index: int, reply: bytes) -> Any:
         try:
-            return decode(unwrap(reply), max_bytes=1 << 62, max_depth=1 << 30)
+            return decode(unwrap(reply), max_bytes=self.cfg.max_response_bytes, max_depth=1 << 30)
         except RoleError as exc:
             raise RoleError(grpc.StatusCode.INTERNAL, f"leaf {index} answered invalid JSON: {exc.message}", leaf=index) from None
