@@ -64,9 +64,10 @@ def decode(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
         )
     if not data or data.isspace():
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, "request body is empty; send a JSON document")
-    skeleton = _check_decoded_size(data, max_bytes)
-    if data.count(b"[") + data.count(b"{") > max_depth:
-        _check_depth(skeleton if skeleton is not None else _strip_strings(data), max_depth)
+    deep = data.count(b"[") + data.count(b"{") > max_depth  # else it cannot be too deep
+    stripped = _check_decoded_size(data, max_bytes, max_depth if deep else None)
+    if deep:
+        _check_depth(stripped if stripped is not None else _strip_strings(data), max_depth)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -95,14 +96,18 @@ def decoded_size_estimate(data: bytes) -> int:
     )
 
 
-def _check_decoded_size(data: bytes, max_bytes: int) -> bytes | None:
-    """Refuses a body whose decoded form would exceed the budget; the string-stripped body when it
-    had to be computed (only when the quick count, which counts inside strings too, is over and
-    the strings alone do not already exceed it)."""
+def _check_decoded_size(data: bytes, max_bytes: int, max_depth: int | None) -> bytes | None:
+    """Refuses a body whose decoded form would exceed the budget. Returns the string-stripped body
+    when it had to be computed (the quick count, which counts inside strings too, was over and the
+    strings alone were not). A run of more than `max_depth` opening brackets (None: no need to
+    look) is refused as too deep first, so that a deep body is told so even when it is too large."""
     budget = DECODED_BYTES_PER_LIMIT_BYTE * max_bytes
-    lists = _LIST_COST * data.count(b"[")
-    if lists > budget and b'"' not in data:
-        _too_large(lists, budget)  # no strings: the lists alone are over (one count, no more)
+    if b'"' not in data:
+        if max_depth is not None:
+            _check_opening_run(data, max_depth)
+        lists = _LIST_COST * data.count(b"[")
+        if lists > budget:
+            _too_large(lists, budget)  # no strings: the lists alone are over (one count, no more)
     estimate = decoded_size_estimate(data)
     if estimate <= budget:
         return None
@@ -111,17 +116,26 @@ def _check_decoded_size(data: bytes, max_bytes: int) -> bytes | None:
     stripped = None
     if _STRING_COST * strings <= budget and b'"' in data:
         stripped = _strip_strings(data)
+        if max_depth is not None:
+            _check_opening_run(stripped, max_depth)
         estimate = decoded_size_estimate(stripped)
     if estimate > budget:
         _too_large(estimate, budget)
     return stripped
 
 
+def _check_opening_run(stripped: bytes, max_depth: int) -> None:
+    """The cheap part of the depth check (one translate, one search): `max_depth` + 1 brackets
+    opened in a row, whatever lies between them but other brackets."""
+    if b"[" * (max_depth + 1) in stripped.translate(_CURLY_AS_SQUARE, _NOT_BRACKET):
+        _too_deep(max_depth)
+
+
 def _too_large(estimate: int, budget: int) -> None:
     raise RoleError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        f"request JSON would decode to at least about {estimate} bytes of objects, more than "
-        f"{DECODED_BYTES_PER_LIMIT_BYTE}x the request limit ({budget} bytes): send fewer or larger values",
+        f"request JSON would decode to at least about {estimate} bytes of objects, more than {budget} "
+        f"({DECODED_BYTES_PER_LIMIT_BYTE}x the request size limit): send fewer or larger values",
         too_large=True,
         limit=budget,
     )
@@ -129,21 +143,28 @@ def _too_large(estimate: int, budget: int) -> None:
 
 def _check_depth(stripped: bytes, max_depth: int) -> None:
     """Measures bracket nesting of a string-stripped body at C speed: each pass removes the innermost
-    pairs, one level; anything left after `max_depth` passes that still shrinks is deeper."""
+    pairs, one level; a pair left after `max_depth` passes is deeper. Unbalanced input that still
+    opens more than `max_depth` levels is refused as too deep; json.loads names other problems."""
     brackets = stripped.translate(_CURLY_AS_SQUARE, _NOT_BRACKET)
-    for _ in range(max_depth):
+    for done in range(max_depth + 1):
         if not brackets:
             return
         shorter = brackets.replace(b"[]", b"")
-        if len(shorter) == len(brackets):
-            return  # unbalanced: json.loads names the problem
+        if len(shorter) == len(brackets):  # only "]]..[[" is left: unbalanced
+            if done + brackets.count(b"[") > max_depth:
+                _too_deep(max_depth)
+            return
+        if done == max_depth:
+            _too_deep(max_depth)
         brackets = shorter
-    if brackets and b"[]" in brackets:
-        raise RoleError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"request JSON is nested deeper than {max_depth} levels",
-            limit=max_depth,
-        )
+
+
+def _too_deep(max_depth: int) -> None:
+    raise RoleError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"request JSON is nested deeper than {max_depth} levels",
+        limit=max_depth,
+    )
 
 
 def encode(value: Any, what: str = "result", *, max_bytes: int | None = None, role: str | None = None) -> bytes:
