@@ -51,6 +51,7 @@ ENV: dict[str, str] = {
     "tls_key": "MP_TLS_KEY",
     "tls_ca": "MP_TLS_CA",
     "event_loop": "MP_EVENT_LOOP",
+    "parent_pid": "MP_PARENT_PID",
     "log_level": "MP_LOG_LEVEL",
 }
 #: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
@@ -114,6 +115,9 @@ class RuntimeConfig:
     tls_ca: str | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
+    #: The local supervisor's pid: the replica has the kernel kill it when that process dies
+    #: (PR_SET_PDEATHSIG, armed by the replica itself so the supervisor never has to fork).
+    parent_pid: int | None = None
     log_level: str = "INFO"
 
     @staticmethod
@@ -216,6 +220,7 @@ class RuntimeConfig:
             tls_key=get("tls_key"),
             tls_ca=get("tls_ca"),
             event_loop=get("event_loop") or defaults["event_loop"],
+            parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],
         )
         cfg.validate()
