@@ -71,8 +71,9 @@ def test_huge_list_bodies_neither_block_small_requests_nor_grow_memory(decode_to
     worst = max(o.latency for o in small)
     rs.record(f"decode_{pattern}", {"small_requests": len(small), "small_max_ms": round(1000 * worst, 1),
                                     "rss_growth_mib": round((peak - baseline) / 1024, 1)})
-    # Decoding one such body took ~0.5-1 s on the loop before; now a refusal costs a few ms.
-    assert worst < 0.25, f"a small request waited {worst:.3f}s behind the big ones"
+    # Small requests waited 3.5-5 s behind these bodies before (each held the loop 0.5-1 s); a
+    # refusal now costs ~2-10 ms of loop time. The bound leaves room for a busy 2-core machine.
+    assert worst < 1.0, f"a small request waited {worst:.3f}s behind the big ones"
     # Decoding them grew RSS by 330-400 MiB before; what remains is the 4 MiB messages, their copies
     # (gRPC buffers, the Payload and its json field) and what malloc keeps of them.
     assert peak - baseline < 128 * 1024, f"RSS grew from {baseline} KiB to {peak} KiB"

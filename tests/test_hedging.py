@@ -67,15 +67,23 @@ async def _two_replicas():
         f"ipv4:{rs.HOST}:{ports[0]},{rs.HOST}:{ports[1]}", label="leaf 0", role_name="leaf-0", retries=2,
         max_message_bytes=1 << 20,
     )
-    for _ in range(100):
-        if await up.check():
+    # Round robin spreads calls once both replicas are connected: call until both have answered.
+    seen: set[str] = set()
+    for _ in range(200):
+        try:
+            reply = await up.call(wrap(b"{}"), time.monotonic() + 1)
+            seen.add(json.loads(unwrap(reply))["replica"])
+        except RoleError:
+            pass
+        if len(seen) == 2:
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
+    assert len(seen) == 2, seen
     return replicas, up
 
 
 def test_a_hedge_goes_to_another_replica_than_the_first_call():
-    """One of two replicas is slow (0.6 s). 16 concurrent leaf calls, hedged after 50 ms: every call
+    """One of two replicas is slow (0.6 s). 12 concurrent leaf calls, hedged after 50 ms: every call
     is answered by the fast replica in well under 0.6 s, and the slow replica ran no hedge (only the
     first calls round robin sent it); hedges that landed on it were refused there and re-sent."""
     import dp_fns
@@ -92,7 +100,7 @@ def test_a_hedge_goes_to_another_replica_than_the_first_call():
                 reply = await hedger.call(up, body, time.monotonic() + 5, hedge=True)
                 return json.loads(unwrap(reply))["replica"], time.monotonic() - start
 
-            outcomes = await asyncio.gather(*(one() for _ in range(16)))
+            outcomes = await asyncio.gather(*(one() for _ in range(12)))
             await asyncio.sleep(0.7)  # the slow first calls finish
             return outcomes, dict(dp_fns.calls), hedger
         finally:
@@ -106,7 +114,7 @@ def test_a_hedge_goes_to_another_replica_than_the_first_call():
     slow_first_calls = hedger.hedges  # a hedge was sent exactly for each first call on the slow one
     assert slow_first_calls >= 4, (hedger.hedges, calls)
     assert calls["leaf-1"] == slow_first_calls, (calls, hedger.hedges, hedger.collisions)
-    assert calls["leaf-0"] == 16
+    assert calls["leaf-0"] == 12
 
 
 def test_idempotent_false_never_hedges():

@@ -26,7 +26,7 @@ from .upstream import Upstream
 
 HEDGE_BUDGET = 0.05
 WINDOW_SECONDS = 10
-HEDGE_ATTEMPTS = 4
+HEDGE_ATTEMPTS = 10
 #: Hedge a leaf call once it is slower than this share of recent leaf calls. Near the p95, but above
 #: it: at the p95 ordinary calls alone would spend the whole 5% budget before a straggler came.
 HEDGE_QUANTILE = 0.97
