@@ -59,7 +59,7 @@ def test_calls_beyond_free_threads_are_refused_at_once_not_queued():
         finally:
             runtime.workers.shutdown()
 
-    outcomes = asyncio.run(run())
+    outcomes = rs.run(run())
     ok = [o for o in outcomes if o[0] == "OK"]
     refused = [o for o in outcomes if o[0] == "RESOURCE_EXHAUSTED"]
     assert len(ok) == 2 and len(refused) == 6, outcomes
@@ -80,7 +80,7 @@ def test_by_default_every_admitted_call_has_a_thread():
         finally:
             runtime.workers.shutdown()
 
-    outcomes, took = asyncio.run(run())
+    outcomes, took = rs.run(run())
     assert sorted(o[0] for o in outcomes) == ["OK"] * 4 + ["RESOURCE_EXHAUSTED"]
     assert took < 0.55, f"4 calls of 0.3 s took {took:.2f}s: they did not all run at once"
 
@@ -112,7 +112,7 @@ def test_calls_past_their_deadline_answer_504_lose_their_thread_and_turn_the_rep
             release.set()
             await runtime.stop()
 
-    first, second, after_one, after_two, recovered = asyncio.run(run())
+    first, second, after_one, after_two, recovered = rs.run(run())
     for code, took, message in (first, second):
         assert code == "DEADLINE_EXCEEDED" and 0.25 < took < 0.5, (code, took, message)
     lost, status, call = after_one
@@ -138,7 +138,7 @@ def test_a_replica_whose_threads_all_hang_exits_and_is_replaced_on_the_local_tar
             finally:
                 await client.close()
 
-        outcomes = asyncio.run(hang())
+        outcomes = rs.run(hang())
         assert [o.status for o in outcomes] == ["DEADLINE_EXCEEDED"] * 2, outcomes
         assert all(o.latency < 1.0 for o in outcomes), outcomes
         time.sleep(0.1)
@@ -156,4 +156,4 @@ def test_a_replica_whose_threads_all_hang_exits_and_is_replaced_on_the_local_tar
             finally:
                 await client.close()
 
-        assert asyncio.run(ok()).ok
+        assert rs.run(ok()).ok

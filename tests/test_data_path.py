@@ -66,7 +66,7 @@ def test_huge_list_bodies_neither_block_small_requests_nor_grow_memory(decode_to
         await client.close()
         return big, small, baseline, peak
 
-    big, small, baseline, peak = asyncio.run(run())
+    big, small, baseline, peak = rs.run(run())
     assert small and all(o.ok for o in small), [o for o in small if not o.ok][:3]
     worst = max(o.latency for o in small)
     rs.record(f"decode_{pattern}", {"small_requests": len(small), "small_max_ms": round(1000 * worst, 1),

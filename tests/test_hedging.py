@@ -108,7 +108,7 @@ def test_a_hedge_goes_to_another_replica_than_the_first_call():
             for r in replicas:
                 await r.stop()
 
-    outcomes, calls, hedger = asyncio.run(run())
+    outcomes, calls, hedger = rs.run(run())
     assert {replica for replica, _ in outcomes} == {"leaf-0"}, outcomes
     assert max(took for _, took in outcomes) < 0.45, outcomes
     slow_first_calls = hedger.hedges  # a hedge was sent exactly for each first call on the slow one
@@ -133,7 +133,7 @@ def test_idempotent_false_never_hedges():
             await root.upstreams[0].close()
         return result
 
-    assert asyncio.run(run()) == [True, False]
+    assert rs.run(run()) == [True, False]
 
     class Slow:
         calls = 0
@@ -145,7 +145,7 @@ def test_idempotent_false_never_hedges():
 
     hedger = Hedger("root", hedge_after=0.01)
     hedger.budget = HedgeBudget(share=1.0)
-    assert asyncio.run(hedger.call(Slow(), b"", time.monotonic() + 1, hedge=False)) == b"x"
+    assert rs.run(hedger.call(Slow(), b"", time.monotonic() + 1, hedge=False)) == b"x"
     assert Slow.calls == 1 and hedger.hedges == 0
 
 
@@ -179,6 +179,6 @@ def test_latency_samples_come_from_successful_calls_only():
             await hedger.call(Flaky(False), b"", time.monotonic() + 1, hedge=True)
         return failed_only, hedger.latency.quantile(0.5)
 
-    failed_only, after_success = asyncio.run(run())
+    failed_only, after_success = rs.run(run())
     assert failed_only is None  # 100 failures taught it nothing
     assert after_success is not None

@@ -55,7 +55,7 @@ def _call(topo: rs.Topology, pattern: str, size: int) -> tuple[rs.Outcome, rs.Ou
             await client.close()
             await http.close()
 
-    return asyncio.run(run())
+    return rs.run(run())
 
 
 def test_a_10_mib_result_passes_a_spread_router(topo: rs.Topology) -> None:

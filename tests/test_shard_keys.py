@@ -30,7 +30,7 @@ def test_a_slow_key_function_answers_504_at_the_deadline_and_stalls_no_other_req
         finally:
             await client.close()
 
-    slow, quick = asyncio.run(run())
+    slow, quick = rs.run(run())
     assert slow.status == "DEADLINE_EXCEEDED" and 0.4 < slow.latency < 0.9, slow
     assert "key function" in slow.body["error"], slow.body
     # Before, the key function ran on the router's loop: these waited the whole 3 s.
@@ -48,5 +48,5 @@ def test_equal_numeric_keys_reach_the_same_shard(keys: rs.Topology) -> None:
         finally:
             await client.close()
 
-    for pair in asyncio.run(run()):
+    for pair in rs.run(run()):
         assert pair[0] == pair[1], pair
