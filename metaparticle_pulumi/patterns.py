@@ -38,6 +38,8 @@ class PatternArgs:
     timeout: float = RuntimeConfig.timeout
     #: Largest request body accepted, in bytes.
     max_request_bytes: int = RuntimeConfig.max_request_bytes
+    #: Largest result, in bytes, a function may answer and every router passes on (default 16 MiB).
+    max_response_bytes: int = RuntimeConfig.max_response_bytes
     #: Requests one replica serves at once before refusing more (429 / RESOURCE_EXHAUSTED).
     max_in_flight: int = RuntimeConfig.max_in_flight
     #: Extra attempts on another replica when one is unavailable.
@@ -89,8 +91,10 @@ class PatternArgs:
         return Settings(
             timeout=self.timeout,
             max_request_bytes=self.max_request_bytes,
+            max_response_bytes=self.max_response_bytes,
             max_in_flight=self.max_in_flight,
             retries=self.retries if self.idempotent else 0,
+            idempotent=self.idempotent,
             **extra,
         )
 

@@ -22,6 +22,7 @@ import yaml
 from . import _registry
 from ._errors import Error, PatternError
 from ._ports import Ports
+from ._outputs import event_loop
 from .targets import local
 
 
@@ -182,6 +183,7 @@ def evaluate(
         raise ProgramError(f"{directory} is not a directory")
     project, main = read_project(directory)
     mocks = RecordingMocks(preview=preview)
+    event_loop()  # Pulumi schedules on the thread's loop; a finished asyncio.run() left none
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview)
     settings: dict[str, str] = {"metaparticle:target": target}
     settings.update(config or {})

@@ -4,12 +4,13 @@ Every replica runs `python -m metaparticle_runtime` with its role's environment.
 exits is restarted with backoff, whether it had served or not; one that keeps exiting before it
 ever serves is given up after `early_restarts` restarts (its last log lines say why). Ctrl-C or
 SIGTERM stops everything (SIGTERM, then SIGKILL after a grace period). Children die with the
-supervisor even if it is killed (PR_SET_PDEATHSIG).
+supervisor even if it is killed: each arms PR_SET_PDEATHSIG itself (MP_PARENT_PID). Children are
+spawned without a `preexec_fn`, which would fork() this process while its gRPC threads run: gRPC's
+fork handlers then aborted some children before exec.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -24,24 +25,16 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from metaparticle_runtime import probe
+from metaparticle_runtime.config import RuntimeConfig
 
 from .targets.local import HOST, ProcessSpec
 
 LogSink = Callable[[str, str], None]
 
-_PR_SET_PDEATHSIG = 1
 # The deploying machine's environment reaches local processes only for what Python needs, and
 # OpenTelemetry's standard configuration (OTEL_*: where traces go, sampling, service name).
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT", "TMPDIR")
 _PASSED_PREFIXES = ("OTEL_",)
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -114,6 +107,7 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(_PASSED_PREFIXES)}
         env.update(replica.spec.env)
         env["PYTHONUNBUFFERED"] = "1"
+        env[RuntimeConfig.env_name("parent_pid")] = str(os.getpid())
         replica.process = subprocess.Popen(
             [self.python, "-m", "metaparticle_runtime"],
             env=env,
@@ -121,7 +115,6 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
-            preexec_fn=_die_with_parent,
         )
         replica.started_at = time.monotonic()
         thread = threading.Thread(target=self._pump, args=(replica, replica.process), daemon=True)

@@ -43,6 +43,8 @@ class Settings:
     timeout: float = RuntimeConfig.timeout
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
     max_request_bytes: int = RuntimeConfig.max_request_bytes
+    #: Largest result on every hop, in bytes (a larger one is an error naming this limit).
+    max_response_bytes: int = RuntimeConfig.max_response_bytes
     #: Deepest accepted JSON nesting of a request.
     max_json_depth: int = RuntimeConfig.max_json_depth
     #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
@@ -54,12 +56,16 @@ class Settings:
     #: Scatter/gather: send a hedged call to another replica of a slow leaf after this many seconds
     #: (None: after the observed 95th percentile once enough calls were seen; 0 disables hedging).
     hedge_after: float | None = RuntimeConfig.hedge_after
+    #: Whether running the function twice for one request is harmless (False: never hedged).
+    idempotent: bool = RuntimeConfig.idempotent
 
     def validate(self) -> None:
         if not self.timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.max_request_bytes < 1024:
             raise ValueError(f"max_request_bytes must be at least 1024, got {self.max_request_bytes!r}")
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be at least 1024, got {self.max_response_bytes!r}")
         if self.max_json_depth < 1:
             raise ValueError(f"max_json_depth must be at least 1, got {self.max_json_depth!r}")
         if self.max_in_flight < 1:
@@ -70,6 +76,8 @@ class Settings:
             raise ValueError(f"on_missing must be 'fail' or 'partial', got {self.on_missing!r}")
         if self.hedge_after is not None and self.hedge_after < 0:
             raise ValueError(f"hedge_after must be 0 or more seconds, got {self.hedge_after!r}")
+        if not self.idempotent and self.hedge_after:
+            raise ValueError("hedge_after runs a leaf call twice: it needs idempotent=True")
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,7 @@ def role_config(
             upstream_replicas=tuple(topology.role(u).replicas for u in role.upstreams),
             on_missing=s.on_missing,
             hedge_after=s.hedge_after,
+            idempotent=s.idempotent,
         )
     if role.function is not None:
         extra.update(role.function.location(function_file))
@@ -196,6 +205,7 @@ def role_config(
         http_port=http_port if role.entry else None,
         timeout=s.timeout,
         max_request_bytes=s.max_request_bytes,
+        max_response_bytes=s.max_response_bytes,
         max_json_depth=s.max_json_depth,
         max_in_flight=s.max_in_flight,
         retries=s.retries,

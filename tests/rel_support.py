@@ -656,3 +656,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     print(render_markdown(json.loads(RESULTS_FILE.read_text())))
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    """Like asyncio.run, on a loop of its own, but leaves this thread's current event loop as it
+    was: asyncio.run leaves none, and Pulumi's mocks in later tests need one."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

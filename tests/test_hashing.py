@@ -104,3 +104,49 @@ def test_key_at_path_names_the_first_missing_field(request_, path, missing):
     with pytest.raises(KeyError) as info:
         key_at_path(request_, path)
     assert info.value.args[0] == missing
+
+
+# -- known answers: a change here moves keys between shards during a rolling upgrade ------------------
+
+#: key -> (key_hash, shard_for with 1, 2, 3, 10 and 1000 shards), computed once and pinned.
+KNOWN_KEYS = [
+    ("", 13020603013274838756, [0, 0, 2, 6, 987]),
+    ("user-42", 12029086546990375023, [0, 1, 1, 9, 897]),
+    ("ü", 3976460501203677525, [0, 0, 0, 9, 681]),
+    (0, 8493733112532773764, [0, 0, 0, 0, 279]),
+    (1, 8518482412311870710, [0, 1, 2, 4, 891]),
+    (-7, 1742748123310498148, [0, 0, 0, 8, 296]),
+    (2**70, 16213371291910180463, [0, 1, 1, 9, 540]),
+    (1.5, 3831814941423113338, [0, 0, 2, 5, 993]),
+    (True, 4608981236071098869, [0, 0, 0, 3, 562]),
+    (None, 7985457161556883059, [0, 1, 1, 3, 128]),
+    ([1, "a"], 3391806434102023716, [0, 1, 1, 6, 230]),
+    ({"b": 1, "a": [2]}, 6998724998086459368, [0, 1, 1, 6, 958]),
+]
+
+
+@pytest.mark.parametrize("key, hashed, shards", KNOWN_KEYS, ids=[repr(k[0]) for k in KNOWN_KEYS])
+def test_key_hash_and_shard_for_give_their_known_answers(key, hashed, shards):
+    assert key_hash(key) == hashed
+    assert [shard_for(key, n) for n in (1, 2, 3, 10, 1000)] == shards
+
+
+def test_jump_hash_gives_the_answers_of_the_papers_reference_implementation():
+    # From the C code of Lamping & Veach (2014), compiled and run on these inputs.
+    assert [jump_hash(1, n) for n in (1, 2, 10, 100, 1 << 20)] == [0, 0, 6, 55, 985611]
+    assert [jump_hash(0xDEADBEEF, n) for n in (1, 2, 10, 100, 1 << 20)] == [0, 1, 5, 87, 479362]
+    assert [jump_hash(2**64 - 1, n) for n in (1, 2, 10, 100, 1 << 20)] == [0, 1, 9, 92, 589430]
+    assert [jump_hash(0, n) for n in (1, 2, 10, 100, 1 << 20)] == [0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [(1, 1.0), (0, -0.0), (10**20, 1e20), ([1, {"x": 2}], [1.0, {"x": 2.0}]), ({"n": 3}, {"n": 3.0}), (42, "42")],
+)
+def test_equal_json_numbers_hash_equally(a, b):
+    assert key_hash(a) == key_hash(b)
+
+
+@pytest.mark.parametrize("a, b", [(True, 1), (False, 0), (1.5, 1), ("1.0", 1)])
+def test_different_json_values_hash_differently(a, b):
+    assert key_hash(a) != key_hash(b)

@@ -118,3 +118,77 @@ def test_a_result_json_cannot_express_is_internal_and_names_its_type():
     with pytest.raises(RoleError):
         encode(float("nan"))
     assert encode({"a": [1, "ü"]}) == b'{"a":[1,"\\u00fc"]}'
+
+
+# -- what a body may cost once decoded ---------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_four_mib_of_empty_lists_is_refused_before_any_object_is_built():
+    """4 MiB of `[[],[],...]` would be ~90 MiB of lists: refused in milliseconds, at almost no cost."""
+    import time
+    import tracemalloc
+
+    body = b"[" + b",".join([b"[]"] * (4 * MIB // 3 - 1)) + b"]"
+    tracemalloc.start()
+    start = time.perf_counter()
+    err = refusal(body, max_bytes=4 * MIB, max_depth=64)
+    took = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.http_status == 413
+    assert err.details["limit"] == 8 * 4 * MIB and "decode" in err.message
+    assert peak < 2 * len(body), f"refusing allocated {peak} bytes"  # decoding built ~90 MiB
+    assert took < 0.1, f"refusing took {took:.3f}s"  # json.loads alone took 0.2-0.5 s
+
+
+@pytest.mark.parametrize(
+    "item", [b'"ab"', b'{"id":1,"name":"xyz"}', b'[]', b'""'], ids=["short-strings", "small-objects", "lists", "empty-strings"]
+)
+def test_dense_bodies_over_eight_times_the_limit_are_refused_and_lighter_ones_decode(item):
+    limit = 256 * 1024
+    heavy = b"[" + b",".join([item] * (limit // (len(item) + 1) - 1)) + b"]"
+    assert refusal(heavy, max_bytes=limit, max_depth=64).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    light = b"[" + b",".join([item] * (limit // (len(item) + 1) // 4)) + b"]"
+    assert len(decode(light, max_bytes=limit, max_depth=64)) == limit // (len(item) + 1) // 4
+
+
+def test_brackets_and_quotes_inside_strings_do_not_count_as_objects():
+    text = '[{\\"a\\":[1]},' * (300 * 1024 // 14)
+    body = json.dumps({"text": text}).encode()
+    assert len(body) < 400 * 1024
+    assert decode(body, max_bytes=400 * 1024, max_depth=4) == {"text": text}
+
+
+def test_the_size_estimate_is_close_to_what_json_builds():
+    import tracemalloc
+
+    from metaparticle_runtime.payload import decoded_size_estimate
+
+    for body in (
+        b"[" + b",".join([b"[]"] * 20000) + b"]",
+        b"[" + b",".join([b'{"id":1,"name":"xyz"}'] * 5000) + b"]",
+        b"[" + b",".join([b'"ab"'] * 20000) + b"]",
+    ):
+        tracemalloc.start()
+        value = json.loads(body)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del value
+        assert 0.7 * peak < decoded_size_estimate(body) < 2 * peak
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 30_000 + b"1" + b"}" * 30_000, b'[{"k":"x","v":' * 30_000],
+    ids=["unclosed", "balanced", "objects", "with-strings"],
+)
+def test_deep_bodies_are_told_they_are_too_deep_even_when_also_too_large(body):
+    err = refusal(body, max_bytes=len(body) + 10, max_depth=64)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "nested deeper than 64" in err.message
+
+
+def test_unbalanced_but_shallow_input_is_named_by_the_json_parser():
+    err = refusal(b"[]" * 10 + b"]" * 5, max_bytes=LIMIT, max_depth=DEPTH)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "not valid JSON" in err.message

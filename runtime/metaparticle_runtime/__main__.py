@@ -8,8 +8,10 @@ bench/results/latest.md), else asyncio's own; MP_EVENT_LOOP=asyncio or =uvloop f
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -18,8 +20,10 @@ from .envfiles import load_env_dir
 from .logs import configure
 from .server import serve
 
+_PR_SET_PDEATHSIG = 1
 
-def _run(coro: Any, choice: str) -> None:
+
+def _run(coro: Any, choice: str) -> int:
     """Runs the server coroutine on the chosen event loop (see the module docstring)."""
     if choice != "asyncio":
         try:
@@ -29,9 +33,24 @@ def _run(coro: Any, choice: str) -> None:
                 coro.close()
                 raise ConfigError("MP_EVENT_LOOP=uvloop but uvloop is not installed") from None
         else:
-            uvloop.run(coro)
-            return
-    asyncio.run(coro)
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _die_with(parent_pid: int) -> bool:
+    """Asks the kernel for SIGKILL when `parent_pid` (our parent) dies; False if it already has.
+
+    The supervisor used to arm this in a `preexec_fn`, which makes subprocess fork() the whole
+    supervisor: gRPC's fork handlers then ran in the child while the supervisor's gRPC threads
+    were busy (health checks), and a few children in a hundred aborted before exec with
+    `ev_epoll1_linux.cc ... Check failed: wakeup_fd_->Wakeup().ok()` or `epoll_wait ... Bad file
+    descriptor`. Armed here, after exec, the supervisor spawns without forking (vfork/exec)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass  # not Linux: the supervisor stops its children itself
+    return os.getppid() == parent_pid
 
 
 def main() -> int:
@@ -40,6 +59,9 @@ def main() -> int:
     except (ConfigError, ValueError) as exc:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
+    if cfg.parent_pid is not None and not _die_with(cfg.parent_pid):
+        print(f"metaparticle-runtime: supervisor {cfg.parent_pid} is gone; exiting", file=sys.stderr)
+        return 1
     configure(cfg.role_name, cfg.replica, cfg.log_level)
     if cfg.env_dir:
         # Before the function is imported: module-level reads of os.environ see the values.
@@ -50,14 +72,14 @@ def main() -> int:
             return 2
         logging.getLogger("metaparticle").info("loaded %d secret environment variable(s): %s", len(names), ", ".join(names))
     try:
-        _run(serve(cfg), cfg.event_loop)
+        code = _run(serve(cfg), cfg.event_loop)
     except ConfigError as exc:
         logging.getLogger("metaparticle").error("configuration error: %s", exc)
         return 2
     except OSError as exc:
         logging.getLogger("metaparticle").error("cannot serve: %s", exc)
         return 1
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ ENV: dict[str, str] = {
     "grpc_port": "MP_GRPC_PORT",
     "timeout": "MP_TIMEOUT",
     "max_request_bytes": "MP_MAX_REQUEST_BYTES",
+    "max_response_bytes": "MP_MAX_RESPONSE_BYTES",
     "max_json_depth": "MP_MAX_JSON_DEPTH",
     "max_in_flight": "MP_MAX_IN_FLIGHT",
     "retries": "MP_RETRIES",
@@ -39,6 +40,7 @@ ENV: dict[str, str] = {
     "key_path": "MP_KEY_PATH",
     "on_missing": "MP_ON_MISSING",
     "hedge_after": "MP_HEDGE_AFTER",
+    "idempotent": "MP_IDEMPOTENT",
     "function": "MP_FUNCTION",
     "function_file": "MP_FUNCTION_FILE",
     "function_python": "MP_FUNCTION_PYTHON",
@@ -52,6 +54,7 @@ ENV: dict[str, str] = {
     "metrics_port": "MP_METRICS_PORT",
     "uses": "MP_USES",
     "event_loop": "MP_EVENT_LOOP",
+    "parent_pid": "MP_PARENT_PID",
     "log_level": "MP_LOG_LEVEL",
     "reuse_port": "MP_REUSE_PORT",
 }
@@ -80,6 +83,9 @@ class RuntimeConfig:
     timeout: float = 10.0
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
     max_request_bytes: int = 4 * 1024 * 1024
+    #: Largest result, in bytes, on every hop: what a function or gather function may answer and what
+    #: routers and roots accept from the roles behind them.
+    max_response_bytes: int = 16 * 1024 * 1024
     #: Deepest accepted JSON nesting of a request.
     max_json_depth: int = 64
     #: Requests one replica works on at once; more are refused fast (HTTP 429 / RESOURCE_EXHAUSTED).
@@ -97,13 +103,17 @@ class RuntimeConfig:
     on_missing: str = "fail"
     #: Scatter/gather: seconds before a slow leaf call is hedged (None: adaptive; 0: never).
     hedge_after: float | None = None
+    #: Whether running the function twice for one request is harmless; False: never hedged.
+    idempotent: bool = True
     function: str | None = None
     function_file: str | None = None
     function_python: str | None = None
     source_dir: str | None = None
     #: Seconds between turning NOT_SERVING (routers stop sending) and refusing new calls on SIGTERM.
     drain_seconds: float = 0.5
-    threads: int = 16
+    #: Threads for user code (sync functions, gather and key functions); None: `max_in_flight`, so
+    #: every admitted call has a thread at once. Fewer threads lower what a replica admits.
+    threads: int | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
@@ -117,6 +127,9 @@ class RuntimeConfig:
     uses: tuple[tuple[str, str], ...] = ()
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
+    #: The local supervisor's pid: the replica has the kernel kill it when that process dies
+    #: (PR_SET_PDEATHSIG, armed by the replica itself so the supervisor never has to fork).
+    parent_pid: int | None = None
     log_level: str = "INFO"
     #: Bind with SO_REUSEPORT: the local target holds each port (bound, not listening) until then.
     reuse_port: bool = False
@@ -164,6 +177,14 @@ class RuntimeConfig:
             except ValueError:
                 raise ConfigError(f"{ENV[setting]} must be a {kind.__name__}, got {raw!r}") from None
 
+        def flag(setting: str) -> bool:
+            raw = get(setting)
+            if raw is None:
+                return defaults[setting]  # type: ignore[return-value]
+            if raw.lower() not in ("true", "false"):
+                raise ConfigError(f"{ENV[setting]} must be true or false, got {raw!r}")
+            return raw.lower() == "true"
+
         def json_list(setting: str) -> tuple[object, ...]:
             raw = get(setting)
             try:
@@ -210,6 +231,7 @@ class RuntimeConfig:
             http_port=number("http_port", int),
             timeout=number("timeout", float),
             max_request_bytes=number("max_request_bytes", int),
+            max_response_bytes=number("max_response_bytes", int),
             max_json_depth=number("max_json_depth", int),
             max_in_flight=number("max_in_flight", int),
             retries=number("retries", int),
@@ -221,6 +243,7 @@ class RuntimeConfig:
             key_path=get("key_path"),
             on_missing=get("on_missing") or defaults["on_missing"],
             hedge_after=number("hedge_after", float),
+            idempotent=flag("idempotent"),
             function=get("function"),
             function_file=get("function_file"),
             function_python=get("function_python"),
@@ -234,6 +257,7 @@ class RuntimeConfig:
             metrics_port=number("metrics_port", int),
             uses=json_names("uses"),
             event_loop=get("event_loop") or defaults["event_loop"],
+            parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],
             reuse_port=flag("reuse_port"),
         )
@@ -245,6 +269,11 @@ class RuntimeConfig:
         if self.tls_cert and self.tls_key and self.tls_ca:
             return (self.tls_cert, self.tls_key, self.tls_ca)
         return None
+
+    @property
+    def worker_threads(self) -> int:
+        """How many threads run user code (see `threads`)."""
+        return self.threads if self.threads is not None else self.max_in_flight
 
     def leaf_replicas(self, index: int) -> int:
         """How many replicas upstream group `index` has (hedging needs another one to go to)."""
@@ -274,5 +303,7 @@ class RuntimeConfig:
             raise ConfigError("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
         if self.timeout <= 0:
             raise ConfigError("MP_TIMEOUT must be positive")
-        if self.max_in_flight < 1 or self.threads < 1:
+        if self.max_request_bytes < 1 or self.max_response_bytes < 1:
+            raise ConfigError("MP_MAX_REQUEST_BYTES and MP_MAX_RESPONSE_BYTES must be at least 1")
+        if self.max_in_flight < 1 or (self.threads is not None and self.threads < 1):
             raise ConfigError("MP_MAX_IN_FLIGHT and MP_THREADS must be at least 1")

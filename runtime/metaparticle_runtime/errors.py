@@ -57,6 +57,8 @@ class RoleError(Exception):
     def http_status(self) -> int:
         if self.details.get("too_large"):
             return 413
+        if self.details.get("response_too_large"):
+            return 500  # the result is too large: not the caller's fault, and no use retrying
         return HTTP_STATUS.get(self.code, 500)
 
     def document(self) -> dict[str, Any]:

@@ -6,14 +6,13 @@ import asyncio
 import logging
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import SERVICE_NAME
+from . import CALL_ID_METADATA_KEY, HEDGE_METADATA_KEY, SERVICE_NAME
 from . import http_entry, ops
 from .config import RuntimeConfig
 from .errors import RoleError
@@ -22,11 +21,14 @@ from .metrics import Metrics
 from . import tracing
 from .roles import Role, build_role
 from .tls import server_credentials
+from .workers import Workers
 
 log = logging.getLogger("metaparticle.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+#: Exit code of a replica that stopped because calls past their deadline held every thread.
+EXIT_WEDGED = 3
 
 
 class Runtime:
@@ -34,8 +36,8 @@ class Runtime:
 
     def __init__(self, cfg: RuntimeConfig) -> None:
         self.cfg = cfg
-        self.executor = ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="mp-fn")
-        self.role: Role = build_role(cfg, self.executor)
+        self.workers = Workers(cfg.worker_threads, on_change=self._capacity_changed)
+        self.role: Role = build_role(cfg, self.workers)
         self.in_flight = 0
         self.metrics = Metrics(cfg.pattern, cfg.role_name)
         self.tracing = tracing.configure(cfg)
@@ -43,6 +45,11 @@ class Runtime:
         self.health = HealthServicer()
         self.ready = asyncio.Event()
         self.stopping = False
+        #: Set when lost threads have left no capacity for WEDGED_GRACE seconds: stop and exit.
+        self.wedged = asyncio.Event()
+        self._wedge_timer: asyncio.TimerHandle | None = None
+        #: Ids of the calls running here that a root may hedge (see `hedging`).
+        self._call_ids: set[str] = set()
         self._server: grpc.aio.Server | None = None
         self._http: Any = None
         self._watch: asyncio.Task[None] | None = None
@@ -62,13 +69,23 @@ class Runtime:
             return reply
 
     async def _dispatch(self, message: bytes, deadline: float) -> bytes:
-        """Runs one request through the role, refusing it fast when this replica is saturated."""
-        if self.in_flight >= self.cfg.max_in_flight:
+        """Runs one request through the role, refusing it fast when this replica is saturated: at
+        `max_in_flight`, or (roles that run user code on threads) with no thread free for it."""
+        limit = self.cfg.max_in_flight
+        if self.role.uses_threads and self.workers.capacity < limit:
+            limit = self.workers.capacity
+        if self.in_flight >= limit:
             self.metrics.refused()
             self.metrics.answered("RESOURCE_EXHAUSTED", 0.0)
+            lost = self.workers.lost
+            why = (
+                f"; {lost} of its {self.workers.threads} threads still run calls past their deadline"
+                if lost and self.role.uses_threads
+                else ""
+            )
             raise RoleError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self.cfg.role_name} is at its limit of {self.cfg.max_in_flight} requests in flight; retry later",
+                f"{self.cfg.role_name} is at its limit of {limit} requests in flight{why}; retry later",
                 role=self.cfg.role_name,
                 replica=self.cfg.replica,
             )
@@ -98,15 +115,71 @@ class Runtime:
             self.metrics.in_flight.dec()
             self.metrics.answered(code, time.monotonic() - started)
 
+    def _capacity_changed(self) -> None:
+        """Lost threads that leave no capacity turn the replica NOT_SERVING (routers stop sending,
+        probes fail); if no thread comes back within the grace period, the replica exits so that its
+        supervisor (local, Docker, Kubernetes) replaces it."""
+        if not self.role.uses_threads or self.stopping or not self.ready.is_set():
+            return
+        status = SERVING if self.workers.capacity > 0 else NOT_SERVING
+        asyncio.ensure_future(self._set_status(status))
+        if status == NOT_SERVING and self._wedge_timer is None:
+            log.error(
+                "every thread runs a call past its deadline: not serving",
+                extra={"fields": {"lost": self.workers.lost, "grace_s": self.wedged_grace}},
+            )
+            self._wedge_timer = asyncio.get_running_loop().call_later(self.wedged_grace, self.wedged.set)
+        elif status == SERVING and self._wedge_timer is not None:
+            self._wedge_timer.cancel()
+            self._wedge_timer = None
+            log.info("a thread is free again: serving", extra={"fields": {"lost": self.workers.lost}})
+
+    @property
+    def wedged_grace(self) -> float:
+        """How long a replica with no free thread waits for one before it exits to be replaced."""
+        return max(5.0, self.cfg.timeout)
+
+    async def _set_status(self, status: "health_pb2.HealthCheckResponse.ServingStatus") -> None:
+        await self.health.set("", status)
+        await self.health.set(SERVICE_NAME, status)
+
     async def _grpc_call(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         remaining = context.time_remaining()
         timeout = self.cfg.timeout if remaining is None else min(remaining, self.cfg.timeout)
+        call_id = None
         try:
+            call_id = self._claim_call_id(context)
             carrier = tracing.metadata_carrier(context.invocation_metadata()) if self.tracing else None
             return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:
             await context.abort(err.code, err.message, trailing_metadata=err.metadata())
             raise AssertionError("unreachable")  # abort raises
+        finally:
+            if call_id is not None:
+                self._call_ids.discard(call_id)
+
+    def _claim_call_id(self, context: grpc.aio.ServicerContext) -> str | None:
+        """Records a hedgeable call's id; refuses (before running anything) a hedge of a call that
+        runs here already, so that the root sends it to another replica."""
+        call_id, hedge = None, False
+        for key, value in context.invocation_metadata() or ():
+            if key == CALL_ID_METADATA_KEY:
+                call_id = value
+            elif key == HEDGE_METADATA_KEY:
+                hedge = True
+        if call_id is None:
+            return None
+        if hedge and call_id in self._call_ids:
+            raise RoleError(
+                grpc.StatusCode.ABORTED,
+                f"{self.cfg.role_name}: the hedged call already runs on this replica",
+                hedge="same-replica",
+                replica=self.cfg.replica,
+            )
+        if call_id in self._call_ids:
+            return None  # the same id twice: keep the first claim
+        self._call_ids.add(call_id)
+        return call_id
 
     async def topology_health(self) -> tuple[bool, dict[str, Any]]:
         """Whether this role and everything behind it serves (for /healthz)."""
@@ -144,7 +217,8 @@ class Runtime:
             ("grpc.max_connection_age_ms", 30_000),
             ("grpc.max_connection_age_grace_ms", int(cfg.timeout * 1000) + 1000),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Results are checked against max_response_bytes before they are sent (an error naming it).
+            ("grpc.max_send_message_length", cfg.max_response_bytes + 1024),
         ]
         server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=None)
         server.add_generic_rpc_handlers(
@@ -209,7 +283,7 @@ class Runtime:
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.workers.shutdown()
         if self._metrics_server is not None:
             await self._metrics_server.cleanup()
         if self.tracing is not None:
@@ -217,13 +291,21 @@ class Runtime:
         log.info("stopped")
 
 
-async def serve(cfg: RuntimeConfig) -> None:
-    """Runs until SIGTERM or SIGINT, then stops gracefully."""
+async def serve(cfg: RuntimeConfig) -> int:
+    """Runs until SIGTERM or SIGINT, then stops gracefully; the exit code (EXIT_WEDGED when calls
+    past their deadline held every thread for the grace period)."""
     runtime = Runtime(cfg)
     await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(runtime.wedged.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    wedged = runtime.wedged.is_set() and not stop.is_set()
+    if wedged:
+        log.error("exiting to be replaced: %d threads still run calls past their deadline", runtime.workers.lost)
     await runtime.stop()
+    return EXIT_WEDGED if wedged else 0

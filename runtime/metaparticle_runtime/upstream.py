@@ -54,13 +54,15 @@ def service_config(retries: int, burst: int = 256) -> dict[str, Any]:
     return config
 
 
-def channel_options(retries: int, max_message_bytes: int, burst: int = 256) -> list[tuple[str, Any]]:
+def channel_options(retries: int, max_message_bytes: int, burst: int = 256, max_response_bytes: int | None = None) -> list[tuple[str, Any]]:
+    """Channel options of a router's or root's calls: requests up to `max_message_bytes`, replies up
+    to `max_response_bytes` (each plus 1 KiB for the Payload envelope)."""
     return [
         ("grpc.service_config", json.dumps(service_config(retries, burst))),
         # On even with retries 0: gRPC's transparent retries only resend calls no replica received.
         ("grpc.enable_retries", 1),
         ("grpc.max_send_message_length", max_message_bytes + 1024),
-        ("grpc.max_receive_message_length", max_message_bytes + 1024),
+        ("grpc.max_receive_message_length", (max_response_bytes or max_message_bytes) + 1024),
         # A restarted replica must take traffic again within seconds, not after gRPC's 2-minute backoff.
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
@@ -95,6 +97,7 @@ class Upstream:
         role_name: str,
         retries: int,
         max_message_bytes: int,
+        max_response_bytes: int | None = None,
         burst: int = 256,
         details: dict[str, Any] | None = None,
         tls: tuple[str | None, str | None, str | None] = (None, None, None),
@@ -104,7 +107,8 @@ class Upstream:
         self.role_name = role_name
         self.details = dict(details or {})
         self.details.setdefault("role", role_name)
-        options = channel_options(retries, max_message_bytes, burst)
+        self.max_response_bytes = max_response_bytes
+        options = channel_options(retries, max_message_bytes, burst, max_response_bytes)
         creds = channel_credentials(*tls)
         name = tls_server_name(target) if creds is not None else None
         if name is not None:
@@ -117,14 +121,24 @@ class Upstream:
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self.serving = False
 
-    async def call(self, message: bytes, deadline: float) -> bytes:
+    async def call(self, message: bytes, deadline: float, metadata: tuple[tuple[str, str], ...] | None = None) -> bytes:
         """Forwards the raw request bytes and answers the raw reply bytes."""
         timeout = deadline - time.monotonic()
         if timeout <= 0:
             raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.label}: deadline exceeded", **self.details)
         try:
-            return await self._call(message, timeout=timeout, metadata=tracing.outgoing_metadata())
+            return await self._call(message, timeout=timeout, metadata=tracing.with_trace(metadata))
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and self.max_response_bytes and "larger than max" in (err.details() or ""):
+                # gRPC's own refusal of a reply over this channel's limit (a hop configured with a
+                # larger max_response_bytes than this one): name the limit and the group.
+                raise RoleError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{self.label}: its result is larger than max_response_bytes ({self.max_response_bytes})",
+                    response_too_large=True,
+                    limit=self.max_response_bytes,
+                    **self.details,
+                ) from None
             raise RoleError.from_rpc_error(err, context=self.label, **self.details) from None
 
     async def check(self, timeout: float = 1.0) -> bool:

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from ..config import RuntimeConfig
 from ..upstream import Upstream
+from ..workers import Workers
 
 
 class Role(Protocol):
     """What the server needs of a role."""
 
     upstreams: list[Upstream]
+    #: Whether a call takes a worker thread (admission then also needs a free one).
+    uses_threads: bool
 
     async def call(self, message: bytes, deadline: float) -> bytes:
         """Answers one serialized `Payload` request with a serialized `Payload` reply."""
         ...
 
 
-def build_role(cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> Role:
+def build_role(cfg: RuntimeConfig, workers: Workers) -> Role:
     """The role `cfg` asks for, with its function loaded and its upstreams connected."""
     from .function import FunctionServer
     from .gather import GatherRoot
@@ -27,12 +29,12 @@ def build_role(cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> Role:
     from .spread import SpreadRouter
 
     if cfg.role == "function":
-        return FunctionServer(cfg, executor)
+        return FunctionServer(cfg, workers)
     if cfg.role == "spread":
         return SpreadRouter(cfg)
     if cfg.role == "shard":
-        return ShardRouter(cfg, executor)
-    return GatherRoot(cfg, executor)
+        return ShardRouter(cfg, workers)
+    return GatherRoot(cfg, workers)
 
 
 def make_upstreams(cfg: RuntimeConfig, label: str | None) -> list[Upstream]:
@@ -48,6 +50,7 @@ def make_upstreams(cfg: RuntimeConfig, label: str | None) -> list[Upstream]:
                 role_name=name,
                 retries=cfg.retries,
                 max_message_bytes=cfg.max_request_bytes,
+                max_response_bytes=cfg.max_response_bytes,
                 burst=cfg.max_in_flight,
                 details=details,
                 tls=(cfg.tls_cert, cfg.tls_key, cfg.tls_ca),

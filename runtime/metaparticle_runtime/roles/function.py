@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import grpc
@@ -17,6 +15,7 @@ from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
+from ..workers import Workers
 
 log = logging.getLogger("metaparticle.function")
 
@@ -28,11 +27,11 @@ async def invoke(
     args: tuple[Any, ...],
     *,
     deadline: float,
-    executor: ThreadPoolExecutor,
+    workers: Workers,
     what: str,
     details: dict[str, Any],
 ) -> Any:
-    """Runs a user function (sync ones on the thread pool) within the deadline, mapping failures."""
+    """Runs a user function (sync ones on a worker thread) within the deadline, mapping failures."""
     loop = asyncio.get_running_loop()
     timeout = deadline - loop.time()
     if timeout <= 0:
@@ -40,7 +39,7 @@ async def invoke(
     try:
         if inspect.iscoroutinefunction(fn):
             return await asyncio.wait_for(fn(*args), timeout)
-        return await asyncio.wait_for(loop.run_in_executor(executor, functools.partial(fn, *args)), timeout)
+        return await workers.run(fn, args, timeout)
     except asyncio.TimeoutError:
         raise RoleError(
             grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} did not finish within the deadline", **details
@@ -66,10 +65,12 @@ class FunctionServer:
 
     upstreams: list = []
 
-    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, workers: Workers) -> None:
         self.cfg = cfg
-        self.executor = executor
+        self.workers = workers
         self.fn = load_function(cfg)
+        #: Sync functions take a thread per call (admission counts them); coroutines run on the loop.
+        self.uses_threads = not inspect.iscoroutinefunction(self.fn)
         self.with_context = wants_context(self.fn)
         self.upstreams = []
         component = _COMPONENT.get(cfg.pattern, "service")
@@ -93,6 +94,6 @@ class FunctionServer:
         if self.with_context:
             args = (request, Context(deadline=deadline, **self._context_fields))
         result = await invoke(
-            self.fn, args, deadline=deadline, executor=self.executor, what=self.what, details=self.details
+            self.fn, args, deadline=deadline, workers=self.workers, what=self.what, details=self.details
         )
-        return wrap(encode(result))
+        return wrap(encode(result, max_bytes=self.cfg.max_response_bytes, role=self.cfg.role_name))

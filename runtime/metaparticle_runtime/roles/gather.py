@@ -1,17 +1,16 @@
 """The scatter/gather root: fans a request out to every leaf at once, gathers, merges.
 
-Slow leaves are hedged ("The Tail at Scale"): when a leaf has other replicas and has not answered
-after about the observed 95th-percentile latency, the same call goes to another replica and the
-first answer wins, within a budget of 5% extra leaf calls.
+Slow leaves are hedged (see `hedging`): when a leaf has other replicas and has not answered after
+about the observed 97th-percentile latency, the same call goes to another replica and the first
+answer wins, within a budget of 5% extra leaf calls over a sliding window; never when the pattern
+is not idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
+import inspect
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -20,91 +19,33 @@ from ..config import RuntimeConfig
 from ..client import uses_clients
 from ..context import Context
 from ..errors import RoleError
+from ..hedging import Hedger
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
 from ..upstream import Upstream
+from ..workers import Workers
 from . import make_upstreams
 from .function import invoke
 
-HEDGE_BUDGET = 0.05
-#: Hedge a leaf call once it is slower than this share of recent leaf calls. Near the p95, but above
-#: it: at the p95 ordinary calls alone would spend the whole 5% budget before a straggler came.
-HEDGE_QUANTILE = 0.97
-_WINDOW = 512
-
-
-class LatencyTracker:
-    """Rolling leaf-call latencies, for the hedging delay."""
-
-    def __init__(self) -> None:
-        self._recent: deque[float] = deque(maxlen=_WINDOW)
-        self._sorted: list[float] = []
-        self._since_sort = 0
-
-    def add(self, seconds: float) -> None:
-        self._recent.append(seconds)
-        self._since_sort += 1
-        if self._since_sort >= 64:
-            self._sorted = sorted(self._recent)
-            self._since_sort = 0
-
-    def quantile(self, q: float) -> float | None:
-        if len(self._sorted) < 64:
-            return None
-        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
-
 
 class GatherRoot:
-    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, workers: Workers) -> None:
         self.cfg = cfg
-        self.executor = executor
+        self.workers = workers
         self.upstreams = make_upstreams(cfg, "leaf")
         self.gather = load_function(cfg)
         self.with_context = wants_context(self.gather)
         self.uses = uses_clients(cfg.uses, cfg.tls_files())
-        self.latency = LatencyTracker()
-        self.leaf_calls = 0
-        self.hedged_calls = 0
+        self.uses_threads = not inspect.iscoroutinefunction(self.gather)
+        self.hedger = Hedger(cfg.replica, cfg.hedge_after)
         self.what = f"gather function {getattr(self.gather, '__qualname__', 'gather')}"
 
-    def _hedge_delay(self, upstream_index: int) -> float | None:
-        if self.cfg.hedge_after == 0 or self.cfg.leaf_replicas(upstream_index) < 2:
-            return None
-        if self.hedged_calls >= HEDGE_BUDGET * self.leaf_calls:
-            return None
-        if self.cfg.hedge_after is not None:
-            return self.cfg.hedge_after
-        return self.latency.quantile(HEDGE_QUANTILE)
+    def _hedges(self, upstream_index: int) -> bool:
+        """Whether calls to this leaf may be hedged: idempotent, enabled, a second replica."""
+        return self.cfg.idempotent and self.cfg.hedge_after != 0 and self.cfg.leaf_replicas(upstream_index) >= 2
 
     async def _leaf(self, index: int, up: Upstream, message: bytes, deadline: float) -> bytes:
-        self.leaf_calls += 1
-        start = time.monotonic()
-        delay = self._hedge_delay(index)
-        first = asyncio.ensure_future(up.call(message, deadline))
-        try:
-            if delay is None:
-                return await first
-            done, _ = await asyncio.wait({first}, timeout=delay)
-            if done:
-                return first.result()
-            self.hedged_calls += 1
-            self.leaf_calls += 1
-            pending = {first, asyncio.ensure_future(up.call(message, deadline))}
-            error: BaseException | None = None
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task.exception() is None:
-                        for other in pending:
-                            other.cancel()
-                        return task.result()
-                    error = error or task.exception()
-            assert error is not None
-            raise error
-        finally:
-            if not first.done():
-                first.cancel()
-            self.latency.add(time.monotonic() - start)
+        return await self.hedger.call(up, message, deadline, self._hedges(index))
 
     async def call(self, message: bytes, deadline: float) -> bytes:
         # Bad input is refused here, once, rather than by every leaf (and never reads as a missing leaf).
@@ -169,17 +110,19 @@ class GatherRoot:
                 ),
             )
         merged = await invoke(
-            self.gather, args, deadline=deadline, executor=self.executor, what=self.what, details={"role": self.cfg.role_name}
+            self.gather, args, deadline=deadline, workers=self.workers, what=self.what, details={"role": self.cfg.role_name}
         )
         if missing:
             if isinstance(merged, dict):
                 merged = {**merged, "missing": missing}
             else:
                 merged = {"result": merged, "missing": missing}
-        return wrap(encode(merged, "gather function's result"))
+        return wrap(
+            encode(merged, "gather function's result", max_bytes=self.cfg.max_response_bytes, role=self.cfg.role_name)
+        )
 
     def _decode_leaf(self, index: int, reply: bytes) -> Any:
         try:
-            return decode(unwrap(reply), max_bytes=1 << 62, max_depth=1 << 30)
+            return decode(unwrap(reply), max_bytes=self.cfg.max_response_bytes, max_depth=1 << 30)
         except RoleError as exc:
             raise RoleError(grpc.StatusCode.INTERNAL, f"leaf {index} answered invalid JSON: {exc.message}", leaf=index) from None

@@ -1,8 +1,15 @@
-"""The shard router: computes the request's key, picks its shard by consistent hash, forwards."""
+"""The shard router: computes the request's key, picks its shard by consistent hash, forwards.
+
+A key function is user code: it runs on a worker thread (a coroutine on the loop), within the
+request's deadline, so a slow one answers 504 instead of stalling every request on the router.
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+import inspect
+import time
+
 from typing import Any
 
 import grpc
@@ -12,17 +19,21 @@ from ..errors import BadRequest, RoleError
 from ..hashing import key_at_path, shard_for
 from ..loader import load_function
 from ..payload import decode, unwrap
+from ..workers import Workers
 from . import make_upstreams
 
 
 class ShardRouter:
-    def __init__(self, cfg: RuntimeConfig, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, cfg: RuntimeConfig, workers: Workers) -> None:
         self.cfg = cfg
+        self.workers = workers
         self.upstreams = make_upstreams(cfg, "shard")
         self.key_fn = load_function(cfg) if (cfg.function or cfg.function_file) else None
+        self.uses_threads = self.key_fn is not None and not inspect.iscoroutinefunction(self.key_fn)
 
-    def key_of(self, request: Any) -> Any:
-        """The shard key of a decoded request; INVALID_ARGUMENT naming the field when it has none."""
+    async def key_of(self, request: Any, deadline: float) -> Any:
+        """The shard key of a decoded request; INVALID_ARGUMENT naming the field when it has none,
+        DEADLINE_EXCEEDED when the key function does not answer within the deadline."""
         if self.key_fn is None:
             assert self.cfg.key_path
             try:
@@ -33,8 +44,19 @@ class ShardRouter:
                     f"request has no shard key field {exc.args[0]!r} (key path {self.cfg.key_path!r})",
                     field=self.cfg.key_path,
                 ) from None
+        timeout = deadline - time.monotonic()
         try:
-            return self.key_fn(request)
+            if timeout <= 0:
+                raise asyncio.TimeoutError
+            if inspect.iscoroutinefunction(self.key_fn):
+                return await asyncio.wait_for(self.key_fn(request), timeout)
+            return await self.workers.run(self.key_fn, (request,), timeout)
+        except asyncio.TimeoutError:
+            raise RoleError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the shard key function did not finish within the deadline",
+                role=self.cfg.role_name,
+            ) from None
         except BadRequest as exc:
             raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - the key function is user code
@@ -44,8 +66,7 @@ class ShardRouter:
                 type=type(exc).__name__,
             ) from None
 
-    def shard_of(self, request: Any) -> int:
-        key = self.key_of(request)
+    def shard_of_key(self, key: Any) -> int:
         try:
             return shard_for(key, len(self.upstreams))
         except (TypeError, ValueError) as exc:
@@ -56,5 +77,6 @@ class ShardRouter:
 
     async def call(self, message: bytes, deadline: float) -> bytes:
         request = decode(unwrap(message), max_bytes=self.cfg.max_request_bytes, max_depth=self.cfg.max_json_depth)
+        shard = self.shard_of_key(await self.key_of(request, deadline))
         # The router reads the key but forwards the original bytes.
-        return await self.upstreams[self.shard_of(request)].call(message, deadline)
+        return await self.upstreams[shard].call(message, deadline)

@@ -7,6 +7,8 @@ from . import make_upstreams
 
 
 class SpreadRouter:
+    uses_threads = False
+
     def __init__(self, cfg: RuntimeConfig) -> None:
         self.upstreams = make_upstreams(cfg, None)
         self._replicas = self.upstreams[0]

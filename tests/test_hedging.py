@@ -1,0 +1,184 @@
+"""Hedged leaf calls: never for idempotent=False, a budget over a sliding window, the hedge on
+another replica than the first call, delays learnt from successful calls only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import rel_support as rs
+from metaparticle_runtime.config import RuntimeConfig
+from metaparticle_runtime.errors import RoleError
+from metaparticle_runtime.hedging import HedgeBudget, Hedger
+from metaparticle_runtime.payload import unwrap, wrap
+from metaparticle_runtime.server import Runtime
+from metaparticle_runtime.upstream import Upstream
+
+pytestmark = pytest.mark.timeout(60)
+
+FNS = Path(__file__).resolve().parent / "programs" / "dp_admission"
+sys.path.insert(0, str(FNS))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_budget_is_five_percent_of_the_calls_of_the_last_ten_seconds():
+    clock = Clock()
+    budget = HedgeBudget(clock=clock)
+    for _ in range(100):
+        budget.call()
+    assert [budget.try_hedge() for _ in range(6)] == [True] * 5 + [False]
+    # 10,000 calls over 100 s earned a lifetime budget of 500 hedges; the window allows 5% of the
+    # last 10 s only, so a slow spell cannot spend them in one burst.
+    for _ in range(100):
+        clock.now += 1
+        for _ in range(100):
+            budget.call()
+    spent = sum(budget.try_hedge() for _ in range(1000))
+    assert spent == 50
+    clock.now += 11  # no calls for 11 s: nothing left to spend
+    assert not budget.try_hedge()
+
+
+def _leaf_cfg(port: int, replica: str) -> RuntimeConfig:
+    return RuntimeConfig(
+        role="function", function="dp_fns:slow_on", source_dir=str(FNS), bind_host=rs.HOST,
+        grpc_port=port, replica=replica, drain_seconds=0.0, pattern="ScatterGather", index=0, count=1,
+    )
+
+
+async def _two_replicas():
+    ports = [rs.free_port(), rs.free_port()]
+    replicas = [Runtime(_leaf_cfg(p, f"leaf-{i}")) for i, p in enumerate(ports)]
+    for r in replicas:
+        await r.start()
+    up = Upstream(
+        f"ipv4:{rs.HOST}:{ports[0]},{rs.HOST}:{ports[1]}", label="leaf 0", role_name="leaf-0", retries=2,
+        max_message_bytes=1 << 20,
+    )
+    # Round robin spreads calls once both replicas are connected: call until both have answered.
+    seen: set[str] = set()
+    for _ in range(200):
+        try:
+            reply = await up.call(wrap(b"{}"), time.monotonic() + 1)
+            seen.add(json.loads(unwrap(reply))["replica"])
+        except RoleError:
+            pass
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(seen) == 2, seen
+    return replicas, up
+
+
+def test_a_hedge_goes_to_another_replica_than_the_first_call():
+    """One of two replicas is slow (0.6 s). 12 concurrent leaf calls, hedged after 50 ms: every call
+    is answered by the fast replica in well under 0.6 s, and the slow replica ran no hedge (only the
+    first calls round robin sent it); hedges that landed on it were refused there and re-sent."""
+    import dp_fns
+
+    async def run():
+        replicas, up = await _two_replicas()
+        hedger = Hedger("root", hedge_after=0.05)
+        hedger.budget = HedgeBudget(share=1.0)
+        dp_fns.calls.clear()
+        body = wrap(json.dumps({"slow": "leaf-1", "sleep": 0.6}).encode())
+        try:
+            async def one():
+                start = time.monotonic()
+                reply = await hedger.call(up, body, time.monotonic() + 5, hedge=True)
+                return json.loads(unwrap(reply))["replica"], time.monotonic() - start
+
+            outcomes = await asyncio.gather(*(one() for _ in range(12)))
+            await asyncio.sleep(0.7)  # the slow first calls finish
+            return outcomes, dict(dp_fns.calls), hedger
+        finally:
+            await up.close()
+            for r in replicas:
+                await r.stop()
+
+    outcomes, calls, hedger = rs.run(run())
+    assert {replica for replica, _ in outcomes} == {"leaf-0"}, outcomes
+    assert max(took for _, took in outcomes) < 0.45, outcomes
+    slow_first_calls = hedger.hedges  # a hedge was sent exactly for each first call on the slow one
+    assert slow_first_calls >= 4, (hedger.hedges, calls)
+    assert calls["leaf-1"] == slow_first_calls, (calls, hedger.hedges, hedger.collisions)
+    assert calls["leaf-0"] == 12
+
+
+def test_idempotent_false_never_hedges():
+    from metaparticle_runtime.roles.gather import GatherRoot
+
+    common = dict(
+        role="gather", function="dp_fns:slow_on", source_dir=str(FNS), upstreams=("ipv4:127.0.0.1:1",),
+        upstream_names=("leaf-0",), upstream_replicas=(3,), hedge_after=0.01,
+    )
+    from metaparticle_runtime.workers import Workers
+
+    async def run():
+        roots = [GatherRoot(RuntimeConfig(**common, idempotent=flag), Workers(1)) for flag in (True, False)]
+        result = [root._hedges(0) for root in roots]
+        for root in roots:
+            await root.upstreams[0].close()
+        return result
+
+    assert rs.run(run()) == [True, False]
+
+    class Slow:
+        calls = 0
+
+        async def call(self, message, deadline, metadata=None):
+            Slow.calls += 1
+            await asyncio.sleep(0.1)
+            return b"x"
+
+    hedger = Hedger("root", hedge_after=0.01)
+    hedger.budget = HedgeBudget(share=1.0)
+    assert rs.run(hedger.call(Slow(), b"", time.monotonic() + 1, hedge=False)) == b"x"
+    assert Slow.calls == 1 and hedger.hedges == 0
+
+
+def test_idempotent_false_with_hedge_after_is_refused_at_deploy_time():
+    from metaparticle_pulumi.topology import Settings
+
+    with pytest.raises(ValueError, match="needs idempotent=True"):
+        Settings(hedge_after=0.1, idempotent=False).validate()
+    Settings(hedge_after=0, idempotent=False).validate()
+
+
+def test_latency_samples_come_from_successful_calls_only():
+    class Flaky:
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+
+        async def call(self, message, deadline, metadata=None):
+            await asyncio.sleep(0.001)
+            if self.fail:
+                raise RoleError(__import__("grpc").StatusCode.UNAVAILABLE, "down")
+            return b"x"
+
+    hedger = Hedger("root", hedge_after=None)
+
+    async def run():
+        for _ in range(100):
+            with pytest.raises(RoleError):
+                await hedger.call(Flaky(True), b"", time.monotonic() + 1, hedge=True)
+        failed_only = hedger.latency.quantile(0.5)
+        for _ in range(100):
+            await hedger.call(Flaky(False), b"", time.monotonic() + 1, hedge=True)
+        return failed_only, hedger.latency.quantile(0.5)
+
+    failed_only, after_success = rs.run(run())
+    assert failed_only is None  # 100 failures taught it nothing
+    assert after_success is not None
