@@ -230,6 +230,8 @@ def render(r: dict[str, Any]) -> str:
         w(text + "\n")
         w("Natural scheduling:\n")
         setup_table(w, sec["modes"])
+        if sec.get("ratios"):
+            w("Ratios (natural scheduling, per repeat): " + "; ".join(f"{k.replace('_', ' ')} {f(v)}" for k, v in sec["ratios"].items()) + "\n")
         if sec.get("pinned"):
             w("Pinned layout (secondary figure: function servers on CPU 0, the proxy under test and h2load on CPU 1):\n")
             setup_table(w, sec["pinned"])
@@ -299,13 +301,54 @@ def render(r: dict[str, Any]) -> str:
 
 
 WHY = """\
-- **Pinning.** Function servers on CPU 0, h2load plus the proxy under test on CPU 1 (the method of
-  shared/notes/perf-anchors.md). The replicas' core is the limit of `direct`; a proxy that keeps
-  up on CPU 1 leaves entry/direct near 1, one that does not (its CPU per request times the rate,
-  plus h2load and whatever else runs on CPU 1, exceeds one core) pulls it down: that is what the
-  ratio detects, and the proxy's CPU per request says why. On a core shared with the servers the
-  ratio would instead be about (server cost) / (server cost + proxy cost); the CPU columns give
-  that directly. The "other programs' CPU" column shows how much the machine was shared.
+- **Natural scheduling first.** The headline figures run every process unpinned: function servers,
+  the proxy under test and h2load share both CPUs as the kernel schedules them. That is what a user
+  gets, and there a proxy's CPU is taken from the replicas: entry/direct is then roughly
+  (server cost) / (server cost + proxy cost), which is why the router's CPU per request next to
+  nginx's and next to the function servers' own is reported with it. The earlier layout (function
+  servers on CPU 0, proxy and h2load on CPU 1) is kept as a secondary table: there the replicas'
+  one core limits `direct`, and a proxy that fits in the other core scores entry/direct near 1
+  however much CPU it burns, so it hid the router's cost. Both layouts run in the same repeat on
+  the same processes (re-pinned with sched_setaffinity before each run).
+- **CPU per request** is user+system time from /proc/PID/stat (all threads) of each group over the
+  measured run, divided by the requests that succeeded: the proxy (router or nginx's master and
+  worker), the function servers summed (the backends in the ceiling run), h2load (its rusage).
+- **Upstream connections per request** are the TCP connections to the replicas' ports that exist
+  at the end of the measured run (open, closing or in TIME_WAIT, from /proc/net/tcp) and did not
+  at its start. nginx gets `keepalive 256`, `keepalive_requests 100000000` and `keepalive_timeout
+  300s` in the upstream block (and the same keep-alive limits downstream); nginx's gRPC proxy
+  carries one call per upstream connection, so it keeps about as many connections as calls in
+  flight. Two bench artefacts used to make it reconnect: a timed warm-up (h2load -D) ends with
+  calls in flight, nginx drops the upstream connection of every aborted call, and the measured run
+  then opened them all again; the warm-up now sends a fixed number of requests (-n) and ends with
+  nothing in flight. What remains for nginx is its pool growing to the measured run's concurrency
+  (tens of connections once per setup, so larger per request in the short --quick runs) and the
+  function servers' `grpc.max_connection_age_ms` of 30 s (a GOAWAY per connection every ~30 s,
+  about 2 new connections per second for 66). Our routers hold one HTTP/2 connection per replica
+  and multiplex calls on it.
+- **HTTP/JSON entry against nginx.** nginx cannot turn HTTP/JSON into gRPC, so it is compared as
+  an HTTP/1.1 proxy in front of the same replicas: each replica also serves the runtime's HTTP entry
+  (every role does when given MP_HTTP_PORT), nginx `proxy_pass`es round robin to those with
+  HTTP/1.1 upstream keep-alive (`http_nginx`), and `http_direct` calls them directly. Our router's
+  HTTP entry (`http_entry`) takes the same HTTP/1.1 requests and calls the replicas over gRPC. Putting
+  nginx in front of our HTTP entry instead would have measured nginx plus our router, not one
+  proxy against the other. The replicas' cost differs between the two (aiohttp vs grpc.aio server
+  side: see the servers column), so compare the proxy columns.
+- **Function server vs a bare grpc.aio server.** `bare_echo` is three processes of
+  bench/bare_echo.py: grpc.aio with a generic handler returning the request bytes, no
+  deserialisation, the same event loop choice as the runtime. `direct` against it is what the
+  function server adds around the user's function (JSON decode and encode, admission, deadlines,
+  metrics, logging, the thread-pool hop).
+- **Ceiling backends.** bench/backend is a Go program (standard library only, h2c, `GOMAXPROCS=1`)
+  that answers every call with the request's own message, so one router process is what limits.
+  nghttpd (nghttp2-server) was considered: it serves files, sets content-type by file extension and
+  cannot answer grpc.health.v1.Health/Watch, which the routers' channels hold open (gRPC client-side
+  health checking) before they send calls to a backend. Without Go (1.24+) the ceiling section is
+  skipped with the reason.
+- **The Go router** (`metaparticle-router`, built by scripts/build-router where it exists) is
+  optional: `bench/run --router-binary PATH` or `MP_ROUTER_BIN=PATH` adds `go_entry` (and
+  `go_http_entry`) setups in the spread, shard and ceiling sections; it is started with the very
+  MP_* configuration of the Python router, in front of the same replicas.
 - **Direct baseline.** h2load sends every request to the authority of its first URI (later URIs
   only contribute paths), so "direct" runs one h2load per replica/shard concurrently, 22 streams
   each. The other setups use the same three h2load processes (same generator cost), all pointed
@@ -320,22 +363,23 @@ WHY = """\
   parallel, and the figure is about fan-out overhead, not the scheduler. Straggling is decided per
   call by the leaf (request fields `straggler_rate`, `straggler_ms`), so one topology serves all
   variants; hedged and unhedged roots share the same leaves.
-- **Profiling first.** py-spy on the router under load (table above) shows our own Python code
-  (dispatch, `_grpc_call`, `Upstream.call`, the role) at a few percent of the router's samples;
-  almost all of it is gRPC's own machinery: the Cython/C-core callbacks run by the event loop and
-  gRPC's completion-queue poller thread. Trimming our per-call Python could save at most that few
-  percent, so it was not done.
+- **Profiling the Python router.** py-spy on the router under the entry load (full runs, table
+  above) puts our own Python code (dispatch, `_grpc_call`, `Upstream.call`, the role) at a few
+  percent of the router's samples; almost all of it is gRPC's own machinery: the Cython/C-core
+  callbacks run by the event loop and gRPC's completion-queue poller thread. Trimming our per-call
+  Python cannot close the gap to nginx; the `go_entry` rows measure the compiled router instead.
 - **uvloop.** The runtime uses uvloop when it is installed (`MP_EVENT_LOOP=auto`, the default;
-  `asyncio` or `uvloop` force one). The router-CPU row "uvloop / asyncio" is measured in this run
-  with a second router forced to the asyncio loop, both at the same fixed rate. During the
+  `asyncio` or `uvloop` force one). In full runs with uvloop installed, the ratio
+  `router_cpu_uvloop_over_asyncio` is measured with a second router forced to the asyncio loop,
+  both at the same fixed rate. During the
   investigation, 6 interleaved pairs at 900 req/s gave uvloop/asyncio 0.92-0.98 (median 0.945),
   every pair below 1: a small, consistent gain for one optional import, so it is the default
   when installed. It stays optional: the runtime runs without it (bench/setup.sh installs it).
-- **Where the router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same router
-  and the same upstream client; compare `http_entry@N/s` with `entry@N/s` in the Spread table:
-  the gRPC entry costs more per request, so grpc.aio's server side is dearer than aiohttp's
+- **Where the Python router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same
+  router and the same upstream client; compare `http_entry@N/s` with `entry@N/s` (full runs):
+  where the gRPC entry costs more per request, grpc.aio's server side is dearer than aiohttp's
   HTTP/1.1 server, and the profile puts most of the rest in gRPC's client call and its poller
-  thread. None of it is Python of ours that could be trimmed.
+  thread.
 - **Hedging figures.** The extra-leaf-calls column separates two causes: `hedged/plain` shows how
   many calls the p95 trigger hedges with no straggler at all; `hedged/straggler` minus that is
   what the stragglers added. Where that difference is well under the 1% of calls that straggle,

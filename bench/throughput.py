@@ -51,8 +51,21 @@ def place(groups: dict[str, list[int]], layout: str) -> list[int] | None:
     return PINNED["h2load"] if layout == "pinned" else None
 
 
+def warmup_count(spec: dict[str, Any], seconds: float) -> int:
+    """Requests of one h2load process's warm-up: about `seconds` at the fixed rate, or at ~600 req/s
+    per process (the slowest setups' pace) when saturating; never fewer than its connections."""
+    c = int(spec.get("c", 4))
+    rate = spec.get("rate")
+    n = int(seconds * rate * c) if rate else int(seconds * 600)
+    return max(n, c * int(spec.get("m", 1)))
+
+
 def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") -> dict[str, Any]:
-    """Warm-up (with the real-client check running under the same load), then the measured run."""
+    """Warm-up (with the real-client check running under the same load), then the measured run.
+
+    The warm-up sends a fixed number of requests (-n) rather than running for a time (-D): h2load
+    -D closes its connections with calls in flight, and nginx drops the upstream connections of
+    aborted calls, so a timed warm-up made the measured run open them again."""
     gen_cpus = place(setup.groups, layout)
     checked: dict[str, Any] = {}
     thread = None
@@ -60,7 +73,8 @@ def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") 
         check = setup.check
         thread = threading.Thread(target=lambda: checked.update(check()), daemon=True)
         thread.start()
-    h2load(setup.specs, duration=st.warmup, cpus=gen_cpus, workdir=workdir)
+    warm = [dict(spec, n=warmup_count(spec, st.warmup)) for spec in setup.specs]
+    h2load(warm, count=1, cpus=gen_cpus, workdir=workdir, timeout=st.warmup * 10 + 60)
     if thread is not None:
         thread.join(timeout=60)
     meter = CpuMeter(setup.groups)

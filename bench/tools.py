@@ -199,7 +199,8 @@ def h2load(
 ) -> LoadResult:
     """Runs one h2load per spec concurrently (spec: url, body, c, m, headers, h1) and adds them up.
 
-    With `duration`, each runs for that long (-D); with `count`, each sends that many requests (-n).
+    With `duration`, each runs for that long (-D); with `count`, each sends that many requests (-n;
+    a spec's own "n" overrides it).
     """
     procs = []
     logs = []
@@ -213,7 +214,7 @@ def h2load(
         if duration is not None:
             cmd += ["-D", f"{int(round(duration * 1000))}ms"]
         else:
-            cmd += ["-n", str(count)]
+            cmd += ["-n", str(spec.get("n", count))]
         if spec.get("h1"):
             cmd += ["--h1"]
         if spec.get("rate"):
