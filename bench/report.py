@@ -55,7 +55,7 @@ ROUTERS = (("entry", "Python router"), ("go_entry", "Go router"))
 
 PROXY_HEADER = (
     "| pattern | router | req/s: router (direct; nginx) | router / direct | nginx / direct | CPU us/req: router (nginx) "
-    "| router CPU / nginx CPU | router CPU / function-server CPU | new upstream connections per request: router (nginx) |"
+    "| router CPU / nginx CPU | router CPU / function-server CPU | new upstream connections per request: router (nginx), medians |"
 )
 
 
@@ -65,17 +65,23 @@ def proxy_rows(title: str, sec: Any) -> list[str]:
         return []
     modes, rat = sec["modes"], sec.get("ratios", {})
     nginx, direct = modes.get("nginx", {}), modes.get("direct", {})
+    ncpu = nginx.get("cpu_us_per_request", {}).get("proxy")
     rows = []
     for router, label in ROUTERS:
         if router not in modes:
             continue
         mode = modes[router]
         rows.append(
-            f"| {title} | {label} | {f(mode['rps'], 0)} ({f(direct.get('rps'), 0)}; {f(nginx.get('rps'), 0)}) | {f(rat.get(f'{router}_over_direct'))} "
-            f"| {f(rat.get('nginx_over_direct'))} | {cpu(mode, 'proxy')} ({cpu(nginx, 'proxy')}) | {f(rat.get(f'{router}_cpu_over_nginx'), 1)} "
-            f"| {f(rat.get(f'{router}_cpu_over_servers'))} | {f(mode.get('connections_per_request'), 3)} ({f(nginx.get('connections_per_request'), 3)}) |"
+            f"| {title} | {label} | {f(mode['rps'], 0)} ({med(direct.get('rps'), 0)}; {med(nginx.get('rps'), 0)}) | {f(rat.get(f'{router}_over_direct'))} "
+            f"| {f(rat.get('nginx_over_direct'))} | {cpu(mode, 'proxy')} ({med(ncpu, 0)}) | {f(rat.get(f'{router}_cpu_over_nginx'), 1)} "
+            f"| {f(rat.get(f'{router}_cpu_over_servers'))} | {med(mode.get('connections_per_request'), 3)} ({med(nginx.get('connections_per_request'), 3)}) |"
         )
     return rows
+
+
+def med(s: Any, digits: int = 2) -> str:
+    """The median of a spread alone (for figures in brackets next to a full one)."""
+    return f"{s['median']:.{digits}f}" if isinstance(s, dict) and s.get("n") else "n/a"
 
 
 def setup_table(w: Any, modes: dict[str, Any]) -> None:

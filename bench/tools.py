@@ -398,6 +398,13 @@ class Nginx:
         self.port = port
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, 10, self.proc, "nginx")
+        # The master listens before it forks its worker; the worker's CPU is the figure.
+        deadline = time.monotonic() + 10
+        while not children(self.proc.pid):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("nginx started no worker process within 10 s")
+            time.sleep(0.02)
 
     @property
     def pids(self) -> list[int]:
