@@ -21,7 +21,8 @@ from typing import Any, Callable
 from . import tools
 from .common import Settings, log, loadavg
 from .throughput import bench_ceiling, bench_shard, bench_spread
-from .tools import HOST, Topology, grpc_specs, h2load, grpc_frame, spread, verify, write
+from .processes import Topology
+from .tools import HOST, grpc_specs, h2load, grpc_frame, spread, verify, write
 
 __all__ = ["Settings", "run_suite"]
 

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from . import tools
 from .common import Settings, log, loadavg, uvloop_installed
-from .tools import HOST, ConnCounter, CpuMeter, Nginx, Processes, RoleProcess, Topology, grpc_specs, h2load, json_body, grpc_frame, pin, spread, verify, write
+from .processes import Nginx, Processes, RoleProcess, Topology, build_backend
+from .tools import HOST, ConnCounter, CpuMeter, grpc_specs, h2load, json_body, grpc_frame, pin, spread, verify, write
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
 #: The pinned layout: function servers on CPU 0, the proxy under test and h2load on CPU 1.
@@ -454,7 +455,7 @@ def bench_ceiling(st: Settings, workdir: Path) -> dict[str, Any]:
     from metaparticle_runtime.config import RuntimeConfig
 
     binary = router_binary_ok(st.router_binary)
-    backend, why = tools.build_backend(workdir)
+    backend, why = build_backend(workdir)
     if backend is None:
         return {"skipped": f"no near-free backend: {why} (bench/backend needs Go)"}
     ports = [free_port(), free_port()]
