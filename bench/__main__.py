@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"bench: sections failed: {', '.join(failed)}", file=sys.stderr)
         return 1
+    no_go = [name for name in SECTIONS if isinstance(report.get(name), dict) and "go_router_error" in report[name]]
+    if no_go:
+        print(f"bench: the Go router given did not start in: {', '.join(no_go)} (see the report)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -228,6 +228,8 @@ def render(r: dict[str, Any]) -> str:
         w(_error(sec) or "")
         if isinstance(sec, dict) and sec.get("skipped"):
             w(f"Skipped: {sec['skipped']}\n")
+        if isinstance(sec, dict) and sec.get("go_router_error"):
+            w(f"**The Go router did not start** (measured without it): `{' '.join(sec['go_router_error'].split())[:300]}`\n")
         if not isinstance(sec, dict) or "modes" not in sec:
             continue
         text = intro

@@ -172,6 +172,16 @@ def proxy_ratios(runs: dict[str, list[dict[str, Any]]], routers: list[str], pref
     return {k: v for k, v in out.items() if v is not None}
 
 
+def start_go_router(start: Callable[[], Any], section: str, notes: dict[str, Any]) -> Any:
+    """Starts the optional Go router; if it fails, the section goes on without it and says why."""
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001 - an optional setup must not lose the section
+        notes["go_router_error"] = f"{type(exc).__name__}: {str(exc)[:1000]}"
+        log(f"{section}: the Go router did not start, measuring without it: {exc}")
+        return None
+
+
 def router_binary_ok(binary: str | None) -> str | None:
     if binary and not os.access(binary, os.X_OK):
         raise RuntimeError(f"router binary {binary} is not an executable file")
@@ -188,7 +198,8 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
     started: list[Any] = []
     try:
         py_asyncio = topo.router("asyncio", env={"MP_EVENT_LOOP": "asyncio"}) if uvloop_installed() and not st.quick else None
-        go = topo.router("go", binary=binary) if binary else None
+        notes: dict[str, Any] = {}
+        go = start_go_router(lambda: topo.router("go", binary=binary), "spread", notes) if binary else None
         replicas = topo.ports("bench-spread-replica")
         nginx = Nginx(free_port(), replicas)
         started.append(nginx)
@@ -249,7 +260,7 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         runs = run_setups("spread", setups, ["direct", "nginx", "entry", "go_entry"], st, workdir)
         modes, pinned = split(runs)
         routers = ["entry", "go_entry", "entry_asyncio_loop"]
-        result: dict[str, Any] = {"modes": modes, "pinned": pinned, "runs": runs, "fixed_rate": st.fixed_rate}
+        result: dict[str, Any] = {"modes": modes, "pinned": pinned, "runs": runs, "fixed_rate": st.fixed_rate, **notes}
         result["ratios"] = proxy_ratios(runs, routers)
         result["pinned_ratios"] = proxy_ratios(runs, routers, "pinned/")
         result["ratios"]["function_server_cpu_over_bare_echo"] = ratio(runs, "direct", "bare_echo", "cpu:servers")
@@ -351,7 +362,8 @@ def bench_shard(st: Settings, workdir: Path) -> dict[str, Any]:
     topo = Topology("shard")
     nginx = None
     try:
-        go = topo.router("go", binary=binary) if binary else None
+        notes: dict[str, Any] = {}
+        go = start_go_router(lambda: topo.router("go", binary=binary), "shard", notes) if binary else None
         shard_ports = [topo.ports(r)[0] for r in topo.function_roles()]
         nginx = Nginx(free_port(), shard_ports, mode="grpc_hash")
         # One key per shard (our jump hash), one x-shard header value per upstream (nginx's ketama ring).
@@ -408,7 +420,7 @@ def bench_shard(st: Settings, workdir: Path) -> dict[str, Any]:
             setups["go_entry"] = routed(go.config.grpc_port, go.pids)
         runs = run_setups("shard", setups, ["direct", "nginx", "entry", "go_entry"], st, workdir)
         modes, pinned = split(runs)
-        result: dict[str, Any] = {"modes": modes, "pinned": pinned, "runs": runs, "go_router": binary}
+        result: dict[str, Any] = {"modes": modes, "pinned": pinned, "runs": runs, "go_router": binary, **notes}
         result["ratios"] = proxy_ratios(runs, ["entry", "go_entry"])
         result["pinned_ratios"] = proxy_ratios(runs, ["entry", "go_entry"], "pinned/")
         result["keys"] = keys
@@ -473,9 +485,12 @@ def bench_ceiling(st: Settings, workdir: Path) -> dict[str, Any]:
         router = RoleProcess(base)
         started.append(router)
         go = None
+        notes: dict[str, Any] = {}
         if binary:
-            go = RoleProcess(replace(base, grpc_port=free_port(), http_port=free_port(), replica="bench-ceiling-go-router"), binary=binary)
-            started.append(go)
+            config = replace(base, grpc_port=free_port(), http_port=free_port(), replica="bench-ceiling-go-router")
+            go = start_go_router(lambda: RoleProcess(config, binary=binary), "ceiling", notes)
+            if go is not None:
+                started.append(go)
         nginx = Nginx(free_port(), ports)
         started.append(nginx)
         body = json_body(100, user="u-1")
@@ -497,7 +512,7 @@ def bench_ceiling(st: Settings, workdir: Path) -> dict[str, Any]:
             setups["go_entry"] = routed(go.config.grpc_port, go.pids)
         runs = run_setups("ceiling", setups, [], st, workdir)
         modes, _ = split(runs)
-        return {"modes": modes, "runs": runs, "ratios": proxy_ratios(runs, ["entry", "go_entry"]), "go_router": binary, "backends": len(ports)}
+        return {"modes": modes, "runs": runs, "ratios": proxy_ratios(runs, ["entry", "go_entry"]), "go_router": binary, "backends": len(ports), **notes}
     finally:
         for thing in reversed(started):
             thing.stop()
