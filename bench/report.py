@@ -326,14 +326,18 @@ WHY = """\
   at its start. nginx gets `keepalive 256`, `keepalive_requests 100000000` and `keepalive_timeout
   300s` in the upstream block (and the same keep-alive limits downstream); nginx's gRPC proxy
   carries one call per upstream connection, so it keeps about as many connections as calls in
-  flight. Two bench artefacts used to make it reconnect: a timed warm-up (h2load -D) ends with
-  calls in flight, nginx drops the upstream connection of every aborted call, and the measured run
-  then opened them all again; the warm-up now sends a fixed number of requests (-n) and ends with
-  nothing in flight. What remains for nginx is its pool growing to the measured run's concurrency
-  (tens of connections once per setup, so larger per request in the short --quick runs) and the
-  function servers' `grpc.max_connection_age_ms` of 30 s (a GOAWAY per connection every ~30 s,
-  about 2 new connections per second for 66). Our routers hold one HTTP/2 connection per replica
-  and multiplex calls on it.
+  flight, while our routers multiplex calls on one HTTP/2 connection per replica. The warm-up
+  sends a fixed number of requests (-n) so that it ends with no call in flight: h2load -D stops
+  with calls in flight, and nginx closes the upstream connection of every call so aborted (its
+  error log says so). Measured during this work (spread, 5 s runs, saturating and at 900 req/s, two
+  interleaved repeats): nginx opened 0.001-0.013 new upstream connections per request with the
+  old configuration (`keepalive 128`, default timeouts) or the new one and with a timed or a
+  counted warm-up alike, the differences inside the noise; the 0.03-0.28 reported before was not
+  reproduced by this method. What remains, about 3-25 new connections a second, is partly the
+  function servers' `grpc.max_connection_age_ms` of 30 s (a GOAWAY per connection every ~30 s:
+  1-2 a second for 33-66 connections) and nginx's pool growing to the run's concurrency at the
+  start of a run (so larger per request in the short --quick runs); the rest was not attributed
+  (it happens with the Go backends of the ceiling run too, which never close connections).
 - **HTTP/JSON entry against nginx.** nginx cannot turn HTTP/JSON into gRPC, so it is compared as
   an HTTP/1.1 proxy in front of the same replicas: each replica also serves the runtime's HTTP entry
   (every role does when given MP_HTTP_PORT), nginx `proxy_pass`es round robin to those with

@@ -65,8 +65,8 @@ def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") 
     """Warm-up (with the real-client check running under the same load), then the measured run.
 
     The warm-up sends a fixed number of requests (-n) rather than running for a time (-D): h2load
-    -D closes its connections with calls in flight, and nginx drops the upstream connections of
-    aborted calls, so a timed warm-up made the measured run open them again."""
+    -D stops with calls in flight, and nginx closes the upstream connection of each aborted call,
+    so a timed warm-up left the measured run to open them again."""
     gen_cpus = place(setup.groups, layout)
     checked: dict[str, Any] = {}
     thread = None
