@@ -51,6 +51,79 @@ def _error(section: Any) -> str | None:
     return None
 
 
+ROUTERS = (("entry", "Python router"), ("go_entry", "Go router"))
+
+PROXY_HEADER = (
+    "| pattern | router | req/s: router (direct; nginx) | router / direct | nginx / direct | CPU us/req: router (nginx) "
+    "| router CPU / nginx CPU | router CPU / function-server CPU | new upstream connections per request: router (nginx), medians |"
+)
+
+
+def proxy_rows(title: str, sec: Any) -> list[str]:
+    """One headline row per router of a throughput section."""
+    if not isinstance(sec, dict) or "modes" not in sec:
+        return []
+    modes, rat = sec["modes"], sec.get("ratios", {})
+    nginx, direct = modes.get("nginx", {}), modes.get("direct", {})
+    ncpu = nginx.get("cpu_us_per_request", {}).get("proxy")
+    rows = []
+    for router, label in ROUTERS:
+        if router not in modes:
+            continue
+        mode = modes[router]
+        rows.append(
+            f"| {title} | {label} | {f(mode['rps'], 0)} ({med(direct.get('rps'), 0)}; {med(nginx.get('rps'), 0)}) | {f(rat.get(f'{router}_over_direct'))} "
+            f"| {f(rat.get('nginx_over_direct'))} | {cpu(mode, 'proxy')} ({med(ncpu, 0)}) | {f(rat.get(f'{router}_cpu_over_nginx'), 1)} "
+            f"| {f(rat.get(f'{router}_cpu_over_servers'))} | {med(mode.get('connections_per_request'), 3)} ({med(nginx.get('connections_per_request'), 3)}) |"
+        )
+    return rows
+
+
+def med(s: Any, digits: int = 2) -> str:
+    """The median of a spread alone (for figures in brackets next to a full one)."""
+    return f"{s['median']:.{digits}f}" if isinstance(s, dict) and s.get("n") else "n/a"
+
+
+def setup_table(w: Any, modes: dict[str, Any]) -> None:
+    w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | h2load CPU us/req | new upstream conns/req | other programs' CPU | failed | real-client check |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, mode in modes.items():
+        w(
+            f"| {name} | {f(mode['rps'], 0)} | {f(mode['p50_ms'], 1)} | {f(mode['p99_ms'], 1)} | {cpu(mode, 'proxy')} | {cpu(mode, 'servers')} "
+            f"| {f(mode['h2load_cpu_us_per_request'], 0)} | {f(mode.get('connections_per_request'), 3)} | {pct(mode.get('other_cpu_share'), 0)} "
+            f"| {mode['failed']} | {verified(mode)} |"
+        )
+    w("")
+
+
+SPREAD_INTRO = (
+    "`direct`: one h2load per replica (22 streams each); the other gRPC setups: three h2load processes (66 calls in flight) "
+    "at `nginx` (`grpc_pass`, round robin, upstream keep-alive), `entry` (our Python router), `go_entry` (the Go router, when given), "
+    "`entry_asyncio_loop` (a Python router forced to the asyncio loop, full runs with uvloop installed). `bare_echo`: three bare "
+    "grpc.aio servers answering the request's own bytes, called directly like `direct`: the floor for the function server's own CPU. "
+    "`http_*`: `h2load --h1`, 66 HTTP/1.1 keep-alive connections posting the JSON body: to the replicas' own HTTP entries "
+    "(`http_direct`), through nginx `proxy_pass` with upstream keep-alive to those same HTTP entries (`http_nginx`), to the "
+    "router's HTTP entry (`http_entry`, which calls the replicas over gRPC) and the Go router's (`go_http_entry`). Setups "
+    "named `@N/s` offer a fixed N req/s (h2load --rps) instead of saturating, so CPU per request is compared at equal load. "
+    "`new upstream conns/req`: TCP connections to the replicas that appeared during the measured run, per request "
+    "(from /proc/net/tcp, TIME_WAIT included; for `direct` these are h2load's own). \"Other programs' CPU\" is the share of "
+    "both CPUs used meanwhile by processes outside the benchmark."
+)
+
+SHARD_INTRO = (
+    "Three h2load processes, each sending a key owned by a different shard (our jump hash), so every shard gets a third of the load; "
+    "through nginx each sends an `x-shard` header that nginx's consistent hash maps to a different shard ({headers}); "
+    "`direct` sends each stream of keys straight to its shard. The real-client check asserts the answer came from the owning shard."
+)
+
+CEILING_INTRO = (
+    "Two near-free gRPC backends (bench/backend: Go standard library, h2c, one OS thread each, answering the request's own "
+    "message) behind one router process, next to nginx with one worker on the same backends. The router's req/s and its CPU per "
+    "request here are its own ceiling: the backends cost little, so the router (one process) is what limits. In the table the "
+    "`servers` column is the backends."
+)
+
+
 def render(r: dict[str, Any]) -> str:
     out: list[str] = []
     w = out.append
@@ -77,27 +150,48 @@ def render(r: dict[str, Any]) -> str:
         f"{st['verify_calls']} real-client calls checked per setup and repeat\n"
     )
 
-    w("## Headline figures\n")
+    w("## Headline figures (natural scheduling)\n")
+    sp, sh, ce, sg, su, ex = (r.get(k, {}) for k in ("spread", "shard", "ceiling", "scatter", "startup", "expansion"))
+    w(
+        "No process is pinned: the function servers, the proxy under test and h2load share both CPUs as the kernel "
+        "schedules them, which is what a user running this gets. Ratios are per repeat (setups of a repeat ran back to back). "
+        "CPU is per request, from /proc/PID/stat: the router's (or nginx's) own, the function servers' summed.\n"
+    )
+    w(PROXY_HEADER)
+    w("|---|---|---|---|---|---|---|---|---|")
+    for title, sec in (("Spread, 3 replicas", sp), ("Shard, 3 shards", sh), ("Ceiling: near-free backends", ce)):
+        for line in proxy_rows(title, sec):
+            w(line)
+    w("")
     w("| figure | measured | goal | met |")
     w("|---|---|---|---|")
-    sp, sh, sg, su, ex = (r.get(k, {}) for k in ("spread", "shard", "scatter", "startup", "expansion"))
-    if "entry_over_direct" in sp:
-        w(f"| Spread, 3 replicas: throughput entry / direct | {f(sp['entry_over_direct'])} | >= 0.90 | {goal(sp['entry_over_direct'], lambda x: x >= 0.9)} |")
-        w(f"| Spread: throughput nginx round robin / direct | {f(sp['nginx_over_direct'])} | (baseline) | |")
-        modes = sp["modes"]
-        rate = sp.get("fixed_rate")
-        w(f"| Spread: router CPU per request (us) next to nginx's, at saturation | ours {cpu(modes['entry'], 'proxy')}, nginx {cpu(modes['nginx'], 'proxy')} | | |")
-        if rate and f"entry@{rate}/s" in modes:
-            w(
-                f"| Spread: router CPU per request (us) next to nginx's, both at {rate} req/s | ours {cpu(modes[f'entry@{rate}/s'], 'proxy')}, "
-                f"nginx {cpu(modes[f'nginx@{rate}/s'], 'proxy')}; ratio {f(sp.get('router_cpu_over_nginx_at_fixed_rate'), 1)} | | |"
-            )
-        if "router_cpu_uvloop_over_asyncio" in sp:
-            w(f"| Spread: router CPU per request, uvloop / asyncio loop (at {rate} req/s) | {f(sp['router_cpu_uvloop_over_asyncio'])} | < 1 | {goal(sp['router_cpu_uvloop_over_asyncio'], lambda x: x < 1)} |")
-        w(f"| HTTP/JSON entry throughput / gRPC entry (Spread) | {f(sp['http_over_grpc_entry'])} | | |")
-    if "entry_over_direct" in sh:
-        w(f"| Shard, 3 shards keyed by a JSON field: entry / direct | {f(sh['entry_over_direct'])} | >= 0.85 | {goal(sh['entry_over_direct'], lambda x: x >= 0.85)} |")
-        w(f"| Shard: nginx `hash $http_x_shard consistent` / direct | {f(sh['nginx_over_direct'])} | (baseline) | |")
+    for title, sec in (("Spread", sp), ("Shard", sh), ("Ceiling", ce)):
+        rat = sec.get("ratios", {}) if isinstance(sec, dict) else {}
+        for router, label in ROUTERS:
+            if f"{router}_cpu_over_nginx" in rat:
+                s = rat[f"{router}_cpu_over_nginx"]
+                w(f"| {title}: {label} CPU per request / nginx's, at saturation | {f(s, 1)} | <= 2 | {goal(s, lambda x: x <= 2)} |")
+    rate = sp.get("fixed_rate") if isinstance(sp, dict) else None
+    for key, label in (("entry_cpu_over_nginx_at_fixed_rate", "Python router"), ("go_entry_cpu_over_nginx_at_fixed_rate", "Go router")):
+        s = sp.get("ratios", {}).get(key) if isinstance(sp, dict) else None
+        if s:
+            w(f"| Spread: {label} CPU per request / nginx's, both at {rate} req/s | {f(s, 1)} | <= 2 | {goal(s, lambda x: x <= 2)} |")
+    if isinstance(ce, dict) and "modes" in ce:
+        for router, label in ROUTERS:
+            if router in ce["modes"]:
+                s = ce["modes"][router]["rps"]
+                w(f"| Ceiling: req/s through one {label} process | {f(s, 0)} | >= 10000 | {goal(s, lambda x: x >= 10000)} |")
+    fs = sp.get("ratios", {}).get("function_server_cpu_over_bare_echo") if isinstance(sp, dict) else None
+    if fs:
+        w(f"| Function server CPU per request / a bare grpc.aio echo server's | {f(fs)} | <= 1.3 | {goal(fs, lambda x: x <= 1.3)} |")
+    rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
+    for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
+        if key in rat:
+            w(f"| HTTP/JSON entry: {label} CPU per request / nginx proxying HTTP/1.1 to the replicas | {f(rat[key], 1)} | (baseline) | |")
+    if "http_entry_over_http_direct" in rat:
+        w(f"| HTTP/JSON entry throughput / the replicas' HTTP entries called directly (nginx: {f(rat.get('http_nginx_over_http_direct'))}) | "
+          f"{f(rat['http_entry_over_http_direct'])} | (baseline) | |")
+    if isinstance(sh, dict) and "balance" in sh:
         b = sh["balance"]
         w(f"| Shard key balance, {b['keys']} keys over {b['shards']} shards: max/mean | {b['max_over_mean']:.3f} | ~1.01 (jump hash) | |")
         w(f"| Keys moved 10 -> 11 shards | {b['moved_fraction_10_to_11']:.4f} (ideal {b['ideal_moved_fraction']:.4f}; all to the new shard: {b['moved_keys_all_went_to_the_new_shard']}) | ~1/11 | {'yes' if abs(b['moved_fraction_10_to_11'] - b['ideal_moved_fraction']) < 0.01 else '**no**'} |")
@@ -125,52 +219,48 @@ def render(r: dict[str, Any]) -> str:
                 w(f"| Expansion under mocks, {key}: time (s) / memory growth (MiB) | {f(e['seconds'], 3)} / {f(e['growth_mib'], 1)} | linear | see below |")
     w("")
 
-    w("## Spread (3 replicas, 100-byte JSON echo)\n")
-    w(_error(sp) or "")
-    if "modes" in sp:
-        w("Function servers on CPU 0; h2load and the proxy under test on CPU 1. `direct`: one h2load per replica, 22 streams each.\n")
-        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | h2load CPU us/req | other programs' CPU | failed | real-client check |")
-        w("|---|---|---|---|---|---|---|---|---|---|")
-        for name, mode in sp["modes"].items():
-            w(
-                f"| {name} | {f(mode['rps'], 0)} | {f(mode['p50_ms'], 1)} | {f(mode['p99_ms'], 1)} | {cpu(mode, 'proxy')} | "
-                f"{cpu(mode, 'servers')} | {f(mode['h2load_cpu_us_per_request'], 0)} | {pct(mode.get('other_cpu_share'), 0)} | {mode['failed']} | {verified(mode)} |"
-            )
-        w("")
-        w(f"Event loop of the runtime processes: {sp.get('event_loop')}; `entry_asyncio_loop` is a second router with `MP_EVENT_LOOP=asyncio`. "
-          "`http_entry` is `h2load --h1` with 66 HTTP/1.1 connections to the router's JSON entry (`POST /`). "
-          "Setups named `@N/s` offer a fixed N req/s (h2load --rps) instead of saturating, so CPU per request is compared at equal load. "
-          "\"Other programs' CPU\" is the share of both CPUs used during the run by processes outside the benchmark.\n")
-        prof = sp.get("profile")
-        if prof and "by_kind" in prof:
-            w(f"Where the router's CPU goes under the entry load (py-spy, {prof['samples']} samples):\n")
-            w("| kind of code | share of samples |")
-            w("|---|---|")
-            for kind, share in prof["by_kind"].items():
-                w(f"| {kind} | {share * 100:.1f}% |")
-            w("")
-            w("Top frames (self time): " + "; ".join(f"`{fr[:70]}` {sh_ * 100:.1f}%" for fr, sh_ in prof["top_frames"][:6]) + "\n")
-        elif prof:
-            w(f"Profile: {prof.get('skipped')}\n")
-
-    w("## Shard (3 shards keyed by the JSON field `user`)\n")
-    w(_error(sh) or "")
-    if "modes" in sh:
-        w(
-            "Three h2load processes, each sending a key owned by a different shard (our jump hash), so every shard gets a third of the load; "
-            f"through nginx each sends an `x-shard` header that nginx's consistent hash maps to a different shard ({', '.join(sh['nginx_header_values'])}); "
-            "`direct` sends each stream of keys straight to its shard. The real-client check asserts the answer came from the owning shard.\n"
-        )
-        w("| setup | req/s | p50 ms | p99 ms | proxy CPU us/req | servers CPU us/req | other programs' CPU | failed | real-client check |")
-        w("|---|---|---|---|---|---|---|---|---|")
-        for name, mode in sh["modes"].items():
-            w(
-                f"| {name} | {f(mode['rps'], 0)} | {f(mode['p50_ms'], 1)} | {f(mode['p99_ms'], 1)} | {cpu(mode, 'proxy')} | "
-                f"{cpu(mode, 'servers')} | {pct(mode.get('other_cpu_share'), 0)} | {mode['failed']} | {verified(mode)} |"
-            )
-        b = sh["balance"]
-        w(f"\nKey balance: {b['keys']} keys `user-N` over {b['shards']} shards: max/mean {b['max_over_mean']:.4f}, min/mean {b['min_over_mean']:.4f}; "
-          f"10 -> 11 shards moves {b['moved_fraction_10_to_11']:.4f} of the keys (ideal {b['ideal_moved_fraction']:.4f}); lookup {b['lookup_us']:.2f} us per key in Python.\n")
+    for title, sec, intro in (
+        ("Spread (3 replicas, 100-byte JSON echo)", sp, SPREAD_INTRO),
+        ("Shard (3 shards keyed by the JSON field `user`)", sh, SHARD_INTRO),
+        ("Ceiling: one router in front of near-free backends", ce, CEILING_INTRO),
+    ):
+        w(f"## {title}\n")
+        w(_error(sec) or "")
+        if isinstance(sec, dict) and sec.get("skipped"):
+            w(f"Skipped: {sec['skipped']}\n")
+        if isinstance(sec, dict) and sec.get("go_router_error"):
+            w(f"**The Go router did not start** (measured without it): `{' '.join(sec['go_router_error'].split())[:300]}`\n")
+        if not isinstance(sec, dict) or "modes" not in sec:
+            continue
+        text = intro
+        if "nginx_header_values" in sec:
+            text = text.replace("{headers}", ", ".join(sec["nginx_header_values"]))
+        w(text + "\n")
+        w("Natural scheduling:\n")
+        setup_table(w, sec["modes"])
+        if sec.get("ratios"):
+            w("Ratios (natural scheduling, per repeat): " + "; ".join(f"{k.replace('_', ' ')} {f(v)}" for k, v in sec["ratios"].items()) + "\n")
+        if sec.get("pinned"):
+            w("Pinned layout (secondary figure: function servers on CPU 0, the proxy under test and h2load on CPU 1):\n")
+            setup_table(w, sec["pinned"])
+            pr = sec.get("pinned_ratios", {})
+            w("Pinned ratios: " + "; ".join(f"{k.replace('_', ' ')} {f(v)}" for k, v in pr.items()) + "\n")
+        if "profile" in sec:
+            prof = sec["profile"]
+            if "by_kind" in prof:
+                w(f"Where the Python router's CPU goes under the entry load (py-spy, {prof['samples']} samples):\n")
+                w("| kind of code | share of samples |")
+                w("|---|---|")
+                for kind, share in prof["by_kind"].items():
+                    w(f"| {kind} | {share * 100:.1f}% |")
+                w("")
+                w("Top frames (self time): " + "; ".join(f"`{fr[:70]}` {s_ * 100:.1f}%" for fr, s_ in prof["top_frames"][:6]) + "\n")
+            else:
+                w(f"Profile: {prof.get('skipped')}\n")
+        if "balance" in sec:
+            b = sec["balance"]
+            w(f"Key balance: {b['keys']} keys `user-N` over {b['shards']} shards: max/mean {b['max_over_mean']:.4f}, min/mean {b['min_over_mean']:.4f}; "
+              f"10 -> 11 shards moves {b['moved_fraction_10_to_11']:.4f} of the keys (ideal {b['ideal_moved_fraction']:.4f}); lookup {b['lookup_us']:.2f} us per key in Python.\n")
 
     w("## Scatter/gather (leaves x 2 replicas, 1 ms of work per leaf call)\n")
     w(_error(sg) or "")
@@ -219,13 +309,58 @@ def render(r: dict[str, Any]) -> str:
 
 
 WHY = """\
-- **Pinning.** Function servers on CPU 0, h2load plus the proxy under test on CPU 1 (the method of
-  shared/notes/perf-anchors.md). The replicas' core is the limit of `direct`; a proxy that keeps
-  up on CPU 1 leaves entry/direct near 1, one that does not (its CPU per request times the rate,
-  plus h2load and whatever else runs on CPU 1, exceeds one core) pulls it down: that is what the
-  ratio detects, and the proxy's CPU per request says why. On a core shared with the servers the
-  ratio would instead be about (server cost) / (server cost + proxy cost); the CPU columns give
-  that directly. The "other programs' CPU" column shows how much the machine was shared.
+- **Natural scheduling first.** The headline figures run every process unpinned: function servers,
+  the proxy under test and h2load share both CPUs as the kernel schedules them. That is what a user
+  gets, and there a proxy's CPU is taken from the replicas: entry/direct is then roughly
+  (server cost) / (server cost + proxy cost), which is why the router's CPU per request next to
+  nginx's and next to the function servers' own is reported with it. The earlier layout (function
+  servers on CPU 0, proxy and h2load on CPU 1) is kept as a secondary table: there the replicas'
+  one core limits `direct`, and a proxy that fits in the other core scores entry/direct near 1
+  however much CPU it burns, so it hid the router's cost. Both layouts run in the same repeat on
+  the same processes (re-pinned with sched_setaffinity before each run).
+- **CPU per request** is user+system time from /proc/PID/stat (all threads) of each group over the
+  measured run, divided by the requests that succeeded: the proxy (router or nginx's master and
+  worker), the function servers summed (the backends in the ceiling run), h2load (its rusage).
+- **Upstream connections per request** are the TCP connections to the replicas' ports that exist
+  at the end of the measured run (open, closing or in TIME_WAIT, from /proc/net/tcp) and did not
+  at its start. nginx gets `keepalive 256`, `keepalive_requests 100000000` and `keepalive_timeout
+  300s` in the upstream block (and the same keep-alive limits downstream); nginx's gRPC proxy
+  carries one call per upstream connection, so it keeps about as many connections as calls in
+  flight, while our routers multiplex calls on one HTTP/2 connection per replica. The warm-up
+  sends a fixed number of requests (-n) so that it ends with no call in flight: h2load -D stops
+  with calls in flight, and nginx closes the upstream connection of every call so aborted (its
+  error log says so). Measured during this work (spread, 5 s runs, saturating and at 900 req/s, two
+  interleaved repeats): nginx opened 0.001-0.013 new upstream connections per request with the
+  old configuration (`keepalive 128`, default timeouts) or the new one and with a timed or a
+  counted warm-up alike, the differences inside the noise; the 0.03-0.28 reported before was not
+  reproduced by this method. What remains, about 3-25 new connections a second, is partly the
+  function servers' `grpc.max_connection_age_ms` of 30 s (a GOAWAY per connection every ~30 s:
+  1-2 a second for 33-66 connections) and nginx's pool growing to the run's concurrency at the
+  start of a run (so larger per request in the short --quick runs); the rest was not attributed
+  (it happens with the Go backends of the ceiling run too, which never close connections).
+- **HTTP/JSON entry against nginx.** nginx cannot turn HTTP/JSON into gRPC, so it is compared as
+  an HTTP/1.1 proxy in front of the same replicas: each replica also serves the runtime's HTTP entry
+  (every role does when given MP_HTTP_PORT), nginx `proxy_pass`es round robin to those with
+  HTTP/1.1 upstream keep-alive (`http_nginx`), and `http_direct` calls them directly. Our router's
+  HTTP entry (`http_entry`) takes the same HTTP/1.1 requests and calls the replicas over gRPC. Putting
+  nginx in front of our HTTP entry instead would have measured nginx plus our router, not one
+  proxy against the other. The replicas' cost differs between the two (aiohttp vs grpc.aio server
+  side: see the servers column), so compare the proxy columns.
+- **Function server vs a bare grpc.aio server.** `bare_echo` is three processes of
+  bench/bare_echo.py: grpc.aio with a generic handler returning the request bytes, no
+  deserialisation, the same event loop choice as the runtime. `direct` against it is what the
+  function server adds around the user's function (JSON decode and encode, admission, deadlines,
+  metrics, logging, the thread-pool hop).
+- **Ceiling backends.** bench/backend is a Go program (standard library only, h2c, `GOMAXPROCS=1`)
+  that answers every call with the request's own message, so one router process is what limits.
+  nghttpd (nghttp2-server) was considered: it serves files, sets content-type by file extension and
+  cannot answer grpc.health.v1.Health/Watch, which the routers' channels hold open (gRPC client-side
+  health checking) before they send calls to a backend. Without Go (1.24+) the ceiling section is
+  skipped with the reason.
+- **The Go router** (`metaparticle-router`, built by scripts/build-router where it exists) is
+  optional: `bench/run --router-binary PATH` or `MP_ROUTER_BIN=PATH` adds `go_entry` (and
+  `go_http_entry`) setups in the spread, shard and ceiling sections; it is started with the very
+  MP_* configuration of the Python router, in front of the same replicas.
 - **Direct baseline.** h2load sends every request to the authority of its first URI (later URIs
   only contribute paths), so "direct" runs one h2load per replica/shard concurrently, 22 streams
   each. The other setups use the same three h2load processes (same generator cost), all pointed
@@ -240,22 +375,23 @@ WHY = """\
   parallel, and the figure is about fan-out overhead, not the scheduler. Straggling is decided per
   call by the leaf (request fields `straggler_rate`, `straggler_ms`), so one topology serves all
   variants; hedged and unhedged roots share the same leaves.
-- **Profiling first.** py-spy on the router under load (table above) shows our own Python code
-  (dispatch, `_grpc_call`, `Upstream.call`, the role) at a few percent of the router's samples;
-  almost all of it is gRPC's own machinery: the Cython/C-core callbacks run by the event loop and
-  gRPC's completion-queue poller thread. Trimming our per-call Python could save at most that few
-  percent, so it was not done.
+- **Profiling the Python router.** py-spy on the router under the entry load (full runs, table
+  above) puts our own Python code (dispatch, `_grpc_call`, `Upstream.call`, the role) at a few
+  percent of the router's samples; almost all of it is gRPC's own machinery: the Cython/C-core
+  callbacks run by the event loop and gRPC's completion-queue poller thread. Trimming our per-call
+  Python cannot close the gap to nginx; the `go_entry` rows measure the compiled router instead.
 - **uvloop.** The runtime uses uvloop when it is installed (`MP_EVENT_LOOP=auto`, the default;
-  `asyncio` or `uvloop` force one). The router-CPU row "uvloop / asyncio" is measured in this run
-  with a second router forced to the asyncio loop, both at the same fixed rate. During the
+  `asyncio` or `uvloop` force one). In full runs with uvloop installed, the ratio
+  `router_cpu_uvloop_over_asyncio` is measured with a second router forced to the asyncio loop,
+  both at the same fixed rate. During the
   investigation, 6 interleaved pairs at 900 req/s gave uvloop/asyncio 0.92-0.98 (median 0.945),
   every pair below 1: a small, consistent gain for one optional import, so it is the default
   when installed. It stays optional: the runtime runs without it (bench/setup.sh installs it).
-- **Where the router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same router
-  and the same upstream client; compare `http_entry@N/s` with `entry@N/s` in the Spread table:
-  the gRPC entry costs more per request, so grpc.aio's server side is dearer than aiohttp's
+- **Where the Python router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same
+  router and the same upstream client; compare `http_entry@N/s` with `entry@N/s` (full runs):
+  where the gRPC entry costs more per request, grpc.aio's server side is dearer than aiohttp's
   HTTP/1.1 server, and the profile puts most of the rest in gRPC's client call and its poller
-  thread. None of it is Python of ours that could be trimmed.
+  thread.
 - **Hedging figures.** The extra-leaf-calls column separates two causes: `hedged/plain` shows how
   many calls the p95 trigger hedges with no straggler at all; `hedged/straggler` minus that is
   what the stragglers added. Where that difference is well under the 1% of calls that straggle,

@@ -1,8 +1,7 @@
-"""Measuring tools for the benchmark: h2load runs, nginx as a gRPC proxy, topologies on the local
-target, CPU accounting from /proc, and a real gRPC client that checks the answers.
+"""Measuring tools for the benchmark: h2load runs, CPU accounting from /proc, new connections from
+/proc/net/tcp, and a real gRPC client that checks the answers (processes: bench/processes.py).
 
-Every run is bounded: h2load gets a duration (-D) or a request count (-n) and a subprocess timeout,
-every process started here is stopped by the code that started it.
+Every run is bounded: h2load gets a duration (-D) or a request count (-n) and a subprocess timeout.
 """
 
 from __future__ import annotations
@@ -10,15 +9,12 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
-import signal
 import statistics
 import struct
 import subprocess
-import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -198,7 +194,8 @@ def h2load(
 ) -> LoadResult:
     """Runs one h2load per spec concurrently (spec: url, body, c, m, headers, h1) and adds them up.
 
-    With `duration`, each runs for that long (-D); with `count`, each sends that many requests (-n).
+    With `duration`, each runs for that long (-D); with `count`, each sends that many requests (-n;
+    a spec's own "n" overrides it).
     """
     procs = []
     logs = []
@@ -212,7 +209,7 @@ def h2load(
         if duration is not None:
             cmd += ["-D", f"{int(round(duration * 1000))}ms"]
         else:
-            cmd += ["-n", str(count)]
+            cmd += ["-n", str(spec.get("n", count))]
         if spec.get("h1"):
             cmd += ["--h1"]
         if spec.get("rate"):
@@ -333,78 +330,42 @@ def verify_http(url: str, json_bytes: bytes, expect: Any, n: int) -> dict[str, A
     return {"calls": n, "ok": ok, "errors": errors[:3]}
 
 
-# -- nginx -------------------------------------------------------------------------------------------
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  upstream up {{
-    {balance}
-{servers}
-    keepalive 128;
-    keepalive_requests 100000000;
-  }}
-  server {{
-    listen {host}:{port} http2;
-    keepalive_requests 100000000;
-    http2_max_concurrent_streams 256;
-    location / {{ grpc_pass grpc://up; }}
-  }}
-}}
-"""
+# -- connections per request -------------------------------------------------------------------------
+def _tcp_tuples(ports: set[int]) -> set[tuple[int, int]]:
+    """(client port, server port) of every IPv4 TCP connection to one of `ports`, in any state
+    (TIME_WAIT included: the closing side keeps it for 60 s), read from /proc/net/tcp."""
+    out: set[tuple[int, int]] = set()
+    try:
+        with open("/proc/net/tcp") as fh:
+            next(fh)
+            for line in fh:
+                cols = line.split()
+                local, remote, state = int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16), cols[3]
+                if state == "0A":  # LISTEN
+                    continue
+                if remote in ports:
+                    out.add((local, remote))
+                elif local in ports:
+                    out.add((remote, local))
+    except OSError:
+        pass
+    return out
 
 
-class Nginx:
-    """nginx-light as a gRPC proxy with one worker: round robin, or `hash $http_x_shard consistent`."""
+class ConnCounter:
+    """New TCP connections to `ports` between start() and stop(): connections present at stop (open,
+    closing or in TIME_WAIT) that were not present at start. A connection whose port pair was reused
+    within the run counts once, so this is a lower bound (exact while ports are not reused)."""
 
-    def __init__(self, port: int, upstream_ports: Sequence[int], *, hash_header: bool = False, cpus: Iterable[int] | None = (1,)) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
-        servers = "\n".join(f"    server {HOST}:{p};" for p in upstream_ports)
-        balance = "hash $http_x_shard consistent;" if hash_header else ""
-        conf = NGINX_CONF.format(dir=self.dir, balance=balance, servers=servers, host=HOST, port=port)
-        (self.dir / "nginx.conf").write_text(conf)
-        cmd = ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e", str(self.dir / "error.log")]
-        if cpus is not None:
-            cmd = ["taskset", "-c", ",".join(map(str, cpus))] + cmd
-        self.port = port
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self._wait()
+    def __init__(self, ports: Iterable[int]) -> None:
+        self.ports = set(ports)
+        self._before: set[tuple[int, int]] = set()
 
-    def _wait(self) -> None:
-        import socket
+    def start(self) -> None:
+        self._before = _tcp_tuples(self.ports)
 
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("nginx did not listen within 10 s")
-
-    @property
-    def pids(self) -> list[int]:
-        return [self.proc.pid] + children(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+    def stop(self) -> int:
+        return len(_tcp_tuples(self.ports) - self._before)
 
 
 def versions() -> dict[str, str]:
@@ -462,107 +423,3 @@ def _os_release() -> str:
     except OSError:
         pass
     return "unknown"
-
-
-# -- topologies on the local target --------------------------------------------------------------------
-class Topology:
-    """A bench program evaluated for the local target and run under the project's own Supervisor."""
-
-    def __init__(
-        self,
-        program: str,
-        *,
-        config: dict[str, str] | None = None,
-        env: dict[str, str] | None = None,
-        cpus: dict[str, Iterable[int] | None] | None = None,
-        extra_roots: dict[str, dict[str, str]] | None = None,
-        ready_timeout: float = 60.0,
-    ) -> None:
-        """`cpus` maps "entry" / "function" to CPU sets; `extra_roots` adds copies of the entry role
-        (own gRPC port, no HTTP port) with extra environment, e.g. {"unhedged": {"MP_HEDGE_AFTER": "0"}}."""
-        from metaparticle_pulumi.program import evaluate
-        from metaparticle_pulumi.supervisor import Supervisor
-        from metaparticle_pulumi.targets.local import ProcessSpec, free_port
-        from metaparticle_runtime.config import RuntimeConfig
-
-        self.http_port = free_port()
-        evaluation = evaluate(PROGRAMS / program, target="local", port=self.http_port, config=config or {})
-        self.plan = evaluation.plans[0]
-        self.function_dir = tempfile.mkdtemp(prefix="bench-fn-")
-        specs = self.plan.processes(self.function_dir)
-        entry_role = self.plan.topology.entry.name
-        self.extra_ports: dict[str, int] = {}
-        for name, extra in (extra_roots or {}).items():
-            base = next(s for s in specs if s.role == entry_role)
-            port = free_port()
-            config = RuntimeConfig.from_env({**base.env, **extra})
-            config = replace(config, grpc_port=port, replica=f"{base.name}-{name}", http_port=None)
-            specs.append(ProcessSpec(base.topology, base.role, 1, f"{base.name}-{name}", port, None, config))
-            self.extra_ports[name] = port
-        if env:
-            specs = [replace(s, extra_env={**s.extra_env, **env}) for s in specs]
-        self.specs = specs
-        self.entry_role = entry_role
-        self.cpus = cpus or {}
-        self.lines: list[str] = []
-        self.supervisor = Supervisor(specs, log=lambda name, line: self.lines.append(f"{name}: {line}"), restart=False)
-        self.started = time.monotonic()
-        self.supervisor.start()
-        self._pin()
-        pending = self.supervisor.wait_ready(ready_timeout)
-        if pending or self.supervisor.failed_early():
-            tail = "\n".join(self.lines[-20:])
-            self.stop()
-            raise RuntimeError(f"{program}: processes did not become ready:\n{tail}")
-        self._wait_http(ready_timeout)
-        self.ready_seconds = time.monotonic() - self.started
-        self._pin()
-
-    def _pin(self) -> None:
-        for replica in self.supervisor.replicas:
-            kind = "entry" if replica.spec.role == self.entry_role else "function"
-            if replica.pid:
-                pin(replica.pid, self.cpus.get(kind))
-
-    def _wait_http(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/healthz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("entry /healthz did not answer 200")
-
-    def pids(self, role: str | None = None, *, entry: bool | None = None) -> list[int]:
-        out = []
-        for replica in self.supervisor.replicas:
-            is_entry = replica.spec.role == self.entry_role
-            if role is not None and replica.spec.role != role:
-                continue
-            if entry is not None and is_entry != entry:
-                continue
-            if entry and replica.spec.name != self.entry_name:
-                continue
-            out.append(replica.pid)
-        return [p for p in out if p]
-
-    @property
-    def entry_name(self) -> str:
-        return next(s.name for s in self.specs if s.role == self.entry_role)
-
-    def ports(self, role: str) -> list[int]:
-        return list(self.plan.grpc_ports[role])
-
-    @property
-    def entry_port(self) -> int:
-        return self.plan.grpc_ports[self.entry_role][0]
-
-    def function_roles(self) -> list[str]:
-        return [r.name for r in self.plan.topology.roles if not r.entry]
-
-    def stop(self) -> None:
-        self.supervisor.stop(grace=10.0)
-        shutil.rmtree(self.function_dir, ignore_errors=True)

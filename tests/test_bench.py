@@ -7,6 +7,7 @@ reached the servers, and that the real-client checks under load all passed, are.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,17 +36,45 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "latest.json").read_text())
     markdown = (tmp_path / "latest.md").read_text()
     assert "## Headline figures" in markdown and "## Why" in markdown
-    for section in ("spread", "shard", "scatter", "startup", "expansion"):
+    # Meant to take under 90 s; the bound leaves room for a busy shared machine.
+    assert report["seconds"] < 150, f"--quick took {report['seconds']:.0f} s"
+    for section in ("spread", "shard", "ceiling", "scatter", "startup", "expansion"):
         assert "error" not in report[section], report[section]
 
-    for section, modes in (("spread", ("direct", "nginx", "entry", "http_entry")), ("shard", ("direct", "nginx", "entry"))):
+    spread_modes = ("direct", "bare_echo", "nginx", "entry", "http_direct", "http_nginx", "http_entry")
+    for section, modes in (("spread", spread_modes), ("shard", ("direct", "nginx", "entry"))):
         for mode in modes:
             summary = report[section]["modes"][mode]
             assert summary["rps"]["median"] > 0, (section, mode)
             assert summary["failed"] == 0, (section, mode)
             checked = summary["verified"]
             assert checked["calls"] > 0 and checked["ok"] == checked["calls"], (section, mode, checked)
-        assert report[section]["entry_over_direct"]["n"] == 1
+            assert summary["connections_per_request"]["n"] == 1, (section, mode)
+        ratios = report[section]["ratios"]
+        for key in ("entry_over_direct", "nginx_over_direct", "entry_cpu_over_nginx", "entry_cpu_over_servers"):
+            assert ratios[key]["n"] == 1 and ratios[key]["median"] > 0, (section, key)
+        # The pinned layout is the secondary figure, measured in the same run.
+        for mode in ("direct", "nginx", "entry"):
+            assert report[section]["pinned"][mode]["rps"]["median"] > 0, (section, mode)
+            assert report[section]["pinned"][mode]["failed"] == 0, (section, mode)
+        # Every proxy's CPU and the servers' were counted (nginx and the router are separate processes).
+        assert report[section]["modes"]["nginx"]["cpu_us_per_request"]["proxy"]["median"] > 0
+        assert report[section]["modes"]["entry"]["cpu_us_per_request"]["servers"]["median"] > 0
+    assert report["spread"]["ratios"]["function_server_cpu_over_bare_echo"]["median"] > 0
+    assert report["spread"]["ratios"]["http_entry_cpu_over_http_nginx"]["median"] > 0
+
+    ceiling = report["ceiling"]
+    if shutil.which("go") is None:
+        assert "Go is not installed" in ceiling["skipped"]
+    else:
+        for mode in ("direct", "nginx", "entry"):
+            assert ceiling["modes"][mode]["rps"]["median"] > 0 and ceiling["modes"][mode]["failed"] == 0, mode
+            checked = ceiling["modes"][mode]["verified"]
+            assert checked["ok"] == checked["calls"] > 0, (mode, checked)
+    if os.environ.get("MP_ROUTER_BIN"):
+        for section in ("spread", "shard", "ceiling"):
+            assert report[section]["modes"]["go_entry"]["failed"] == 0, section
+    assert "## Headline figures (natural scheduling)" in markdown and "Pinned layout" in markdown
 
     balance = report["shard"]["balance"]
     assert balance["moved_keys_all_went_to_the_new_shard"]

@@ -1,0 +1,3 @@
+module metaparticle/bench/backend
+
+go 1.24
