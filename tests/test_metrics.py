@@ -146,3 +146,21 @@ def test_the_metrics_port_answers_the_replicas_own_health_and_turns_503_on_drain
     finally:
         process.kill()
         process.wait(timeout=30)
+
+
+def test_a_routers_metrics_count_its_calls_to_each_upstream_by_outcome(tmp_path):
+    """A ScatterGather root calls every leaf once per request: each leaf's OK count is the request count."""
+    from conftest import EXAMPLES, run_program
+
+    with run_program(EXAMPLES / "scatter_gather", tmp=tmp_path) as running:
+        port = int(running.url.rsplit(":", 1)[1])
+        for q in ("pulumi", "leaf", "code"):
+            assert _post(port, json.dumps({"q": q}).encode()) == 200
+        samples = _scrape(port)
+    calls = {
+        dict(labels)["upstream"]: value
+        for (name, labels), value in samples.items()
+        if name == "metaparticle_upstream_calls_total" and dict(labels)["outcome"] == "OK"
+    }
+    assert calls == {f"search-leaf-{i}": 3 for i in range(4)}
+    assert samples[("metaparticle_requests_total", (("code", "OK"), ("pattern", "ScatterGather"), ("role", "search-root")))] == 3

@@ -88,6 +88,9 @@ class HedgeBudget:
 class Hedger:
     """Leaf calls of one root: plain, or hedged after a delay within the budget."""
 
+    #: Where hedges are counted (the role's Metrics, set by the server).
+    metrics: Any = None
+
     def __init__(self, name: str, hedge_after: float | None) -> None:
         self.hedge_after = hedge_after
         self.latency = LatencyTracker()
@@ -119,6 +122,8 @@ class Hedger:
             done, _ = await asyncio.wait(pending, timeout=delay)
             if not done and self.budget.try_hedge():
                 self.hedges += 1
+                if self.metrics is not None:
+                    self.metrics.hedged(up.role_name)
                 pending.add(asyncio.ensure_future(self._hedge(up, message, deadline, call_id)))
             error: BaseException | None = None
             while pending:

@@ -2,7 +2,9 @@
 
 Every request the role answers counts once in `metaparticle_requests_total` by its gRPC status
 name (`OK`, `RESOURCE_EXHAUSTED`, ...) and in the duration histogram; routers and roots also count
-their calls to each upstream (shard or leaf) by outcome, their retries and their hedges. The HTTP
+their calls to each upstream (shard or leaf) by outcome and their hedges; a replica counts the
+requests it received as a retry (gRPC re-sends a call that failed on an unavailable replica
+transparently, so only the replica that gets the retry can see it). The HTTP
 entry serves the registry at `GET /metrics`; any role given `metrics_port` serves it there too
 (ops.py, next to the replica's own `GET /healthz`).
 """
@@ -41,7 +43,10 @@ class Metrics:
             registry=self.registry,
         )
         self._retries = Counter(
-            "metaparticle_retries", "Calls re-sent to another replica of an upstream.", (*common, "upstream"), registry=self.registry
+            "metaparticle_retries",
+            "Requests received as a retry of an attempt that failed on another replica (gRPC's grpc-previous-rpc-attempts).",
+            common,
+            registry=self.registry,
         )
         self._hedges = Counter(
             "metaparticle_hedges", "Hedged calls sent to a second replica of a slow upstream.", (*common, "upstream"), registry=self.registry
@@ -58,8 +63,8 @@ class Metrics:
     def upstream_call(self, upstream: str, outcome: str) -> None:
         self._upstream_calls.labels(**self._labels, upstream=upstream, outcome=outcome).inc()
 
-    def retried(self, upstream: str) -> None:
-        self._retries.labels(**self._labels, upstream=upstream).inc()
+    def retried(self) -> None:
+        self._retries.labels(**self._labels).inc()
 
     def hedged(self, upstream: str) -> None:
         self._hedges.labels(**self._labels, upstream=upstream).inc()

@@ -40,6 +40,10 @@ class Runtime:
         self.role: Role = build_role(cfg, self.workers)
         self.in_flight = 0
         self.metrics = Metrics(cfg.pattern, cfg.role_name)
+        for upstream in self.role.upstreams:
+            upstream.metrics = self.metrics
+        if getattr(self.role, "hedger", None) is not None:
+            self.role.hedger.metrics = self.metrics  # type: ignore[attr-defined]
         self.tracing = tracing.configure(cfg)
         self._metrics_server: Any = None
         self.health = HealthServicer()
@@ -149,6 +153,8 @@ class Runtime:
         call_id = None
         try:
             call_id = self._claim_call_id(context)
+            if any(key == "grpc-previous-rpc-attempts" for key, _ in context.invocation_metadata() or ()):
+                self.metrics.retried()
             carrier = tracing.metadata_carrier(context.invocation_metadata()) if self.tracing else None
             return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:

@@ -118,6 +118,8 @@ class Upstream:
         else:
             self.channel = grpc.aio.secure_channel(target, creds, options=options)
         self._call = self.channel.unary_unary(CALL_METHOD)
+        #: Where calls are counted by outcome (the role's Metrics, set by the server).
+        self.metrics: Any = None
         self._health = health_pb2_grpc.HealthStub(self.channel)
         self.serving = False
 
@@ -127,8 +129,10 @@ class Upstream:
         if timeout <= 0:
             raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.label}: deadline exceeded", **self.details)
         try:
-            return await self._call(message, timeout=timeout, metadata=tracing.with_trace(metadata))
+            reply = await self._call(message, timeout=timeout, metadata=tracing.with_trace(metadata))
         except grpc.aio.AioRpcError as err:
+            if self.metrics is not None:
+                self.metrics.upstream_call(self.role_name, err.code().name)
             if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and self.max_response_bytes and "larger than max" in (err.details() or ""):
                 # gRPC's own refusal of a reply over this channel's limit (a hop configured with a
                 # larger max_response_bytes than this one): name the limit and the group.
@@ -140,6 +144,9 @@ class Upstream:
                     **self.details,
                 ) from None
             raise RoleError.from_rpc_error(err, context=self.label, **self.details) from None
+        if self.metrics is not None:
+            self.metrics.upstream_call(self.role_name, "OK")
+        return reply
 
     async def check(self, timeout: float = 1.0) -> bool:
         """Whether a replica of this group answers SERVING to a health check."""
