@@ -1,0 +1,250 @@
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"metaparticle/router/internal/pb"
+	"metaparticle/router/internal/pyjson"
+)
+
+const serviceName = "metaparticle.v1.Function"
+
+// Runtime serves one router role: admission (in-flight bound), deadlines and error documents
+// around Role.Call, health, the HTTP entry and the graceful stop (server.Runtime).
+type Runtime struct {
+	cfg      *Config
+	role     Role
+	log      *Logger
+	inFlight atomic.Int64
+	ready    atomic.Bool
+	stopping atomic.Bool
+	health   *health.Server
+	grpc     *grpc.Server
+	http     *http.Server
+	calls    sync.WaitGroup
+}
+
+// NewRuntime connects the role's upstreams (lazily: nothing blocks here).
+func NewRuntime(cfg *Config, log *Logger) (*Runtime, error) {
+	role, err := BuildRole(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Runtime{cfg: cfg, role: role, log: log, health: health.NewServer()}, nil
+}
+
+// Dispatch runs one request through the role, refusing it fast when this router is saturated.
+func (rt *Runtime) Dispatch(ctx context.Context, message []byte, deadline time.Time) ([]byte, *RoleError) {
+	if rt.inFlight.Add(1) > int64(rt.cfg.MaxInFlight) {
+		rt.inFlight.Add(-1)
+		msg := fmt.Sprintf("%s is at its limit of %d requests in flight; retry later", rt.cfg.RoleName, rt.cfg.MaxInFlight)
+		return nil, newError(codes.ResourceExhausted, msg).with("role", pyjson.Str(rt.cfg.RoleName)).with("replica", pyjson.Str(rt.cfg.Replica))
+	}
+	defer rt.inFlight.Add(-1)
+	return rt.role.Call(ctx, message, deadline)
+}
+
+func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	rt.calls.Add(1)
+	defer rt.calls.Done()
+	var in frame
+	if err := dec(&in); err != nil {
+		return nil, err
+	}
+	timeout := rt.cfg.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(time.Until(dl), timeout)
+	}
+	out, rerr := rt.Dispatch(ctx, in.b, time.Now().Add(timeout))
+	if rerr != nil {
+		st, trailer := rerr.GRPC()
+		grpc.SetTrailer(ctx, trailer)
+		return nil, st
+	}
+	return &frame{out}, nil
+}
+
+// serviceDesc is metaparticle.v1.Function with a handler over raw frames: the request bytes are
+// forwarded as they came, never decoded and re-encoded.
+func (rt *Runtime) serviceDesc() *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: serviceName,
+		HandlerType: (*pb.FunctionServer)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Call", Handler: rt.grpcCall}},
+		Metadata:    "metaparticle/v1/runtime.proto",
+	}
+}
+
+// TopologyHealth is Runtime.topology_health: whether this role and every group behind it serves.
+func (rt *Runtime) TopologyHealth(ctx context.Context) (bool, *pyjson.Obj) {
+	ups := rt.role.Upstreams()
+	serving := make([]bool, len(ups))
+	var wg sync.WaitGroup
+	for i, up := range ups {
+		wg.Add(1)
+		go func() { defer wg.Done(); serving[i] = up.Check(ctx, time.Second) }()
+	}
+	wg.Wait()
+	var down []pyjson.Value
+	for i, up := range ups {
+		if !serving[i] {
+			down = append(down, pyjson.Str(up.RoleName))
+		}
+	}
+	detail := pyjson.NewObj().Set("role", pyjson.Str(rt.cfg.RoleName))
+	if len(down) > 0 {
+		detail.Set("down", pyjson.Value{Kind: pyjson.Array, Items: down})
+	}
+	return rt.ready.Load() && !rt.stopping.Load() && len(down) == 0, detail
+}
+
+func (rt *Runtime) serverTLS() (credentials.TransportCredentials, error) {
+	if rt.cfg.TLSCert == "" {
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(rt.cfg.TLSCert, rt.cfg.TLSKey)
+	if err != nil {
+		return nil, err
+	}
+	pem, err := os.ReadFile(rt.cfg.TLSCA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", rt.cfg.TLSCA)
+	}
+	// Always mutual: clients must present a certificate the CA signed.
+	return credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}), nil
+}
+
+// Start listens (gRPC, then HTTP when configured) and turns SERVING once every upstream group has
+// a serving replica.
+func (rt *Runtime) Start() error {
+	cfg := rt.cfg
+	opts := []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newRawCodec()),
+		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes + 1024),
+		grpc.MaxSendMsgSize(64 * 1024 * 1024),
+		// Clients reconnect (and re-resolve DNS) now and then, so new replicas of a scaled-up router take traffic.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 30 * time.Second, MaxConnectionAgeGrace: cfg.Timeout + time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	creds, err := rt.serverTLS()
+	if err != nil {
+		return &ConfigError{fmt.Sprintf("TLS: %v", err)}
+	}
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	rt.grpc = grpc.NewServer(opts...)
+	rt.grpc.RegisterService(rt.serviceDesc(), rt)
+	healthpb.RegisterHealthServer(rt.grpc, rt.health)
+	reflection.Register(rt.grpc)
+	address := net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.GRPCPort))
+	lis, err := net.Listen("tcp", address)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", address, err)
+	}
+	rt.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	rt.health.SetServingStatus(serviceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	go rt.grpc.Serve(lis)
+	if cfg.HTTPPort != 0 {
+		hl, err := net.Listen("tcp", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.HTTPPort)))
+		if err != nil {
+			rt.grpc.Stop()
+			return fmt.Errorf("cannot listen on HTTP port %d: %w", cfg.HTTPPort, err)
+		}
+		rt.http = &http.Server{Handler: rt.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
+		go rt.http.Serve(hl)
+	}
+	go rt.awaitUpstreams()
+	rt.log.Info("listening", "grpc", address, "http", cfg.HTTPPort, "pattern", cfg.Pattern, "name", cfg.Name, "router", "go")
+	return nil
+}
+
+func (rt *Runtime) awaitUpstreams() {
+	for !rt.stopping.Load() {
+		ok := true
+		for _, up := range rt.role.Upstreams() {
+			if !up.Check(context.Background(), time.Second) {
+				ok = false
+				break
+			}
+		}
+		if ok && !rt.stopping.Load() {
+			rt.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			rt.health.SetServingStatus(serviceName, healthpb.HealthCheckResponse_SERVING)
+			rt.ready.Store(true)
+			rt.log.Info("serving: every upstream answers")
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Stop is the graceful stop (SIGTERM): NOT_SERVING at once, so routers in front send no new calls;
+// keep accepting for drain_seconds; then refuse new calls and finish those in flight within the
+// request deadline.
+func (rt *Runtime) Stop() {
+	if rt.stopping.Swap(true) {
+		return
+	}
+	rt.log.Info("stopping: draining in-flight requests", "in_flight", rt.inFlight.Load())
+	rt.health.Shutdown()
+	time.Sleep(rt.cfg.DrainSeconds)
+	grace, cancel := context.WithTimeout(context.Background(), rt.cfg.Timeout)
+	defer cancel()
+	if rt.http != nil {
+		rt.http.Shutdown(grace)
+	}
+	// GracefulStop waits for every stream, health watches included (they never end): send GOAWAY,
+	// wait for the calls in flight, then close what is left.
+	go rt.grpc.GracefulStop()
+	done := make(chan struct{})
+	go func() { rt.calls.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-grace.Done():
+	}
+	rt.grpc.Stop()
+	for _, up := range rt.role.Upstreams() {
+		up.Close()
+	}
+	rt.log.Info("stopped")
+}
+
+// Serve runs until SIGTERM or SIGINT, then stops gracefully.
+func Serve(cfg *Config, log *Logger) error {
+	rt, err := NewRuntime(cfg, log)
+	if err != nil {
+		return err
+	}
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	if err := rt.Start(); err != nil {
+		return err
+	}
+	<-signals
+	rt.Stop()
+	return nil
+}
