@@ -22,11 +22,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
-	"metaparticle/router/internal/pb"
 	"metaparticle/router/internal/pyjson"
 )
 
-const serviceName = "metaparticle.v1.Function"
+const serviceName = "metaparticle.v1.Function" // pb.Function_ServiceDesc.ServiceName
 
 // Runtime serves one router role: admission (in-flight bound), deadlines and error documents
 // around Role.Call, health, the HTTP entry and the graceful stop (server.Runtime).
@@ -88,7 +87,7 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 func (rt *Runtime) serviceDesc() *grpc.ServiceDesc {
 	return &grpc.ServiceDesc{
 		ServiceName: serviceName,
-		HandlerType: (*pb.FunctionServer)(nil),
+		HandlerType: (*any)(nil), // the handler is Runtime.grpcCall, over raw frames
 		Methods:     []grpc.MethodDesc{{MethodName: "Call", Handler: rt.grpcCall}},
 		Metadata:    "metaparticle/v1/runtime.proto",
 	}
