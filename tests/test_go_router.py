@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import time
 from concurrent import futures
@@ -289,3 +290,65 @@ def test_configurations_the_go_router_cannot_run_exit_2_with_a_reason(binary, en
 
     out = subprocess.run([binary], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "configuration error" in out.stderr and message in out.stderr, out.stderr
+
+
+def test_the_go_router_talks_mutual_tls_and_refuses_peers_without_a_valid_certificate(binary, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed to make test certificates")
+    certs = rs.make_certs(tmp_path)
+    tls = {"tls_cert": certs.cert, "tls_key": certs.key, "tls_ca": certs.ca}
+    with rt.processes() as procs:
+        replicas = procs.functions("tls-replica", 2, **tls)
+        router = procs.start(rt.router_config("spread", [replicas], ["tls-replica"], "tls-router", **tls), "go", binary)
+        deadline = time.monotonic() + 20
+        while rt_call(router.cfg.grpc_port, valid_credentials(certs)) != "OK" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert router.popen.poll() is None, router.log()[-3000:]
+        # Both replicas over mutual TLS (the second may join the rotation a moment after the first).
+        seen = set()
+        until = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < until:
+            reply = rs_http(router.url, b'{"x": 1}')  # the HTTP entry stays plain HTTP on 127.0.0.1
+            assert reply.status == 200, reply.body
+            seen.add(reply.body["replica"])
+            time.sleep(0.02)
+        assert seen == {"tls-replica-0", "tls-replica-1"}
+        refused = {
+            "plaintext": None,
+            "TLS without a client certificate": grpc.ssl_channel_credentials(root_certificates=read(certs.ca)),
+            "client certificate of another CA": grpc.ssl_channel_credentials(
+                root_certificates=read(certs.ca), private_key=read(certs.rogue_key), certificate_chain=read(certs.rogue_cert)),
+        }
+        assert {name: rt_call(router.cfg.grpc_port, creds) for name, creds in refused.items()} == dict.fromkeys(refused, "UNAVAILABLE")
+        assert rt_call(router.cfg.grpc_port, valid_credentials(certs)) == "OK"
+
+
+def read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def valid_credentials(certs: rs.Certs) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=read(certs.ca), private_key=read(certs.key), certificate_chain=read(certs.cert))
+
+
+def rt_call(port: int, credentials: grpc.ChannelCredentials | None) -> str:
+    target = f"127.0.0.1:{port}"
+    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+    try:
+        channel.unary_unary("/metaparticle.v1.Function/Call")(wrap(b'{"x": 1}'), timeout=3)
+        return "OK"
+    except grpc.RpcError as err:
+        return err.code().name
+    finally:
+        channel.close()
+
+
+def test_the_go_router_resolves_dns_targets(binary):
+    with rt.processes() as procs:
+        [replica] = procs.functions("dns-replica", 1)
+        cfg = replace(rt.router_config("spread", [[replica]], ["dns-replica"], "dns-router"), upstreams=(f"dns:///localhost:{replica.cfg.grpc_port}",))
+        router = procs.start(cfg, "go", binary)
+        rt.wait_status(router)
+        answers = grpc_calls(router.grpc_target, [wrap(b'{"via": "dns"}')] * 3)
+        assert [(a.status, a.body["replica"]) for a in answers] == [("OK", "dns-replica-0")] * 3

@@ -139,7 +139,8 @@ func newUpstream(cfg *Config, target, label, roleName string, details []detail) 
 	} else {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
-	if strings.HasPrefix(target, "ipv4:") || strings.HasPrefix(target, "ipv6:") {
+	if creds == nil && (strings.HasPrefix(target, "ipv4:") || strings.HasPrefix(target, "ipv6:")) {
+		// With TLS the authority is the certificate's host (tlsServerName); without, the first address.
 		first := strings.Split(strings.SplitN(target, ":", 2)[1], ",")[0]
 		opts = append(opts, grpc.WithAuthority(first))
 	}

@@ -1,0 +1,177 @@
+"""`python -m bench.router_ceiling [--seconds S] [--json FILE]`: one Go router, one Python router and
+nginx (one worker, `grpc_pass`, round robin) in front of the same two near-free backends
+(mp-echo-backend: a fixed gRPC reply), one after the other in one run, natural scheduling.
+
+Reports per setup: requests/s, p50/p99 latency, the proxy's CPU µs per request (from /proc/PID/stat)
+and the backends' CPU µs per request, then the ratios. A real gRPC client checks each setup's answer
+first. Bounded: every h2load run has a duration and a timeout; every process started here is stopped.
+Needs Go (scripts/build-router), h2load and nginx (bench/setup.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from metaparticle_runtime.config import RuntimeConfig
+
+from .tools import CpuMeter, Nginx, grpc_frame, grpc_specs, h2load, verify, write
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+REPLY = b'{"ok":true}'
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def build() -> tuple[str, str]:
+    """The router and the echo backend, built with Go's caches (about a second when up to date)."""
+    router = subprocess.run([str(ROOT / "scripts" / "build-router")], capture_output=True, text=True, timeout=600, check=True)
+    path = router.stdout.strip().splitlines()[-1]
+    backend = str(Path(path).with_name("mp-echo-backend"))
+    subprocess.run(["go", "build", "-buildvcs=false", "-trimpath", "-o", backend, "./cmd/mp-echo-backend"],
+                   cwd=ROOT / "runtime" / "router", check=True, timeout=600)
+    return path, backend
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def wait_serving(port: int, timeout: float = 30.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} not SERVING after {timeout}s")
+
+
+def router_env(role_name: str, port: int, backends: list[int]) -> dict[str, str]:
+    cfg = RuntimeConfig(role="spread", role_name=role_name, replica=role_name, bind_host=HOST, grpc_port=port,
+                        upstreams=("ipv4:" + ",".join(f"{HOST}:{p}" for p in backends),), upstream_names=("echo",))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MP_")}
+    env.update(cfg.to_env())
+    env["PYTHONPATH"] = str(ROOT / "runtime")
+    env["MP_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def measure(name: str, port: int, pids: list[int], backend_pids: list[int], body: Path, seconds: float, workdir: Path) -> dict[str, Any]:
+    check = verify(f"{HOST}:{port}", b"{}", json.loads(REPLY), 20)
+    if check["ok"] != check["calls"]:
+        raise RuntimeError(f"{name} answered wrongly: {check}")
+    specs = grpc_specs([f"http://{HOST}:{port}"], body, c=4, m=16)
+    h2load(specs, duration=0.5, cpus=None, workdir=workdir)  # warm-up: connections, caches, JIT-free but fair
+    meter = CpuMeter({"proxy": pids, "backends": backend_pids})
+    meter.start()
+    result = h2load(specs, duration=seconds, cpus=None, workdir=workdir, timeout=seconds + 60)
+    used = meter.stop()
+    n = max(result.succeeded, 1)
+    return {
+        "setup": name, "requests": result.requests, "failed": result.failed, "rps": round(result.rps),
+        "p50_ms": round(result.p(0.5), 3), "p99_ms": round(result.p(0.99), 3),
+        "proxy_cpu_us_per_req": round(used["proxy"] * 1e6 / n, 1), "backends_cpu_us_per_req": round(used["backends"] * 1e6 / n, 1),
+        "h2load_cpu_us_per_req": round(result.h2load_cpu * 1e6 / n, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.router_ceiling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="load duration per setup")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    missing = [tool for tool in ("h2load", "nginx", "go") if shutil.which(tool) is None]
+    if missing:
+        print(f"bench.router_ceiling: {', '.join(missing)} not found (bench/setup.sh installs h2load and nginx)", file=sys.stderr)
+        return 2
+    router_bin, backend_bin = build()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
+    body = write(workdir, "call.bin", grpc_frame(b'{"user":"u-1","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'))
+    procs: list[subprocess.Popen] = []
+    nginx = None
+    rows = []
+    try:
+        backend_ports = [free_port(), free_port()]
+        for port in backend_ports:
+            procs.append(subprocess.Popen([backend_bin, "-listen", f"{HOST}:{port}", "-reply", REPLY.decode()]))
+            wait_port(port, procs[-1])
+        backend_pids = [p.pid for p in procs]
+        go_port, py_port, nginx_port = free_port(), free_port(), free_port()
+        go = subprocess.Popen([router_bin], env=router_env("go-router", go_port, backend_ports), stderr=subprocess.DEVNULL)
+        py = subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=router_env("py-router", py_port, backend_ports),
+                              stderr=subprocess.DEVNULL)
+        procs += [go, py]
+        wait_serving(go_port)
+        wait_serving(py_port)
+        nginx = Nginx(nginx_port, backend_ports, cpus=None)
+        for name, port, pids in (("go router", go_port, [go.pid]), ("python router", py_port, [py.pid]), ("nginx", nginx_port, nginx.pids)):
+            rows.append(measure(name, port, pids, backend_pids, body, args.seconds, workdir))
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    by = {r["setup"]: r for r in rows}
+    ratios = {
+        "go/nginx cpu per request": round(by["go router"]["proxy_cpu_us_per_req"] / by["nginx"]["proxy_cpu_us_per_req"], 2),
+        "python/nginx cpu per request": round(by["python router"]["proxy_cpu_us_per_req"] / by["nginx"]["proxy_cpu_us_per_req"], 2),
+        "go/python cpu per request": round(by["go router"]["proxy_cpu_us_per_req"] / by["python router"]["proxy_cpu_us_per_req"], 2),
+        "go/nginx req/s": round(by["go router"]["rps"] / by["nginx"]["rps"], 2),
+        "go/python req/s": round(by["go router"]["rps"] / by["python router"]["rps"], 2),
+    }
+    cols = ["setup", "rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req", "backends_cpu_us_per_req", "h2load_cpu_us_per_req", "failed"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    for k, v in ratios.items():
+        print(f"{k}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "seconds": args.seconds, "cpus": os.cpu_count()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
