@@ -37,6 +37,9 @@ def test_the_vectors_cover_every_kind_of_case(vectors):
         assert needle in documents, needle
     kinds = {type(json.loads(k["key_json"])).__name__ for k in vectors["key_hash"]}
     assert kinds == {"str", "int", "float", "bool", "NoneType", "list", "dict"}
+    hashes = {k["key_json"]: k["hash"] for k in vectors["key_hash"]}
+    # Equal numbers hash equally (integral floats as integers); a float that is not integral does not.
+    assert hashes["1"] == hashes["1.0"] == hashes["1e0"] and hashes["3.5"] != hashes["1"]
 
 
 def test_the_python_runtime_gives_every_answer_in_the_vectors(vectors):

@@ -14,12 +14,33 @@ _MASK = (1 << 64) - 1
 
 
 def key_hash(key: Any) -> int:
-    """A 64-bit hash of a JSON key that is the same in every process (unlike Python's hash())."""
+    """A 64-bit hash of a JSON key that is the same in every process (unlike Python's hash()).
+
+    What is hashed (BLAKE2b with an 8-byte digest, read little-endian):
+    - a string: its UTF-8 bytes, without quotes;
+    - anything else: its compact JSON text (no spaces, object keys sorted), in which a float with an
+      integral value is written as that integer, at any depth.
+    So equal JSON numbers hash equally (1, 1.0 and 1e0 land on the same shard), true and false are
+    not numbers (true is not 1), and a key hashes like the string of its JSON text (42 like "42",
+    true like "true", null like "null"). NaN and infinities are refused (ValueError).
+    Pinned by known answers in tests/test_hashing.py: changing any of this moves keys between shards.
+    """
     if isinstance(key, str):
         data = key.encode("utf-8", "surrogatepass")
     else:
-        data = json.dumps(key, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        data = json.dumps(_integral_floats_as_ints(key), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """`value` with every float that equals an integer replaced by that integer (1.0 -> 1)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
 
 
 def jump_hash(key: int, buckets: int) -> int:

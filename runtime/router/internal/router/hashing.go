@@ -2,6 +2,8 @@ package router
 
 import (
 	"encoding/binary"
+	"math"
+	"math/big"
 	"strconv"
 	"strings"
 
@@ -11,17 +13,37 @@ import (
 )
 
 // KeyHash is hashing.key_hash: blake2b (8-byte digest, little endian) of a str key's UTF-8 bytes,
-// or of json.dumps(key, sort_keys=True, separators=(",", ":")) for any other JSON value.
+// or of json.dumps(key, sort_keys=True, separators=(",", ":")) for any other JSON value, in which
+// every float with an integral value is written as that integer (1, 1.0 and 1e0 hash equally).
 func KeyHash(key pyjson.Value) uint64 {
 	var data []byte
 	if key.Kind == pyjson.String {
 		data = []byte(key.Text)
 	} else {
-		data = pyjson.DumpsCompactSorted(key)
+		data = pyjson.DumpsCompactSorted(integralFloatsAsInts(key))
 	}
 	h, _ := blake2b.New(8, nil)
 	h.Write(data)
 	return binary.LittleEndian.Uint64(h.Sum(nil))
+}
+
+// integralFloatsAsInts is hashing._integral_floats_as_ints: 1.0 -> 1, 1e300 -> its exact integer.
+func integralFloatsAsInts(v pyjson.Value) pyjson.Value {
+	switch v.Kind {
+	case pyjson.Float:
+		if v.Float == math.Trunc(v.Float) {
+			i, _ := new(big.Float).SetFloat64(v.Float).Int(nil)
+			return pyjson.IntText(i.String())
+		}
+	case pyjson.Array, pyjson.Object:
+		out := v
+		out.Items = make([]pyjson.Value, len(v.Items))
+		for i := range v.Items {
+			out.Items[i] = integralFloatsAsInts(v.Items[i])
+		}
+		return out
+	}
+	return v
 }
 
 // JumpHash is hashing.jump_hash (Lamping & Veach), with Python's float arithmetic.
