@@ -24,13 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "scripts" / "build-router"
 HOST = "127.0.0.1"
 
-#: A function for the tests: echoes the request with where and when it ran; sleeps on {"sleep": s}.
+#: A function for the tests: echoes the request with where and when it ran; sleeps on {"sleep": s};
+#: answers a string of n bytes on {"big": n}.
 FUNCTIONS = '''
 import time
 
 def echo(request, ctx):
     if isinstance(request, dict) and isinstance(request.get("sleep"), (int, float)):
         time.sleep(request["sleep"])
+    if isinstance(request, dict) and isinstance(request.get("big"), int):
+        return {"big": "x" * request["big"], "replica": ctx.replica}
     return {"echo": request, "replica": ctx.replica, "index": ctx.index, "remaining": ctx.time_remaining()}
 '''
 

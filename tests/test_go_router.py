@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 import rel_support as rs
 import router_support as rt
 from metaparticle_runtime.hashing import shard_for
-from metaparticle_runtime.payload import wrap
+from metaparticle_runtime.payload import unwrap, wrap
 
 LIMIT = 65536  # max_request_bytes of every process here
 
@@ -352,3 +352,38 @@ def test_the_go_router_resolves_dns_targets(binary):
         rt.wait_status(router)
         answers = grpc_calls(router.grpc_target, [wrap(b'{"via": "dns"}')] * 3)
         assert [(a.status, a.body["replica"]) for a in answers] == [("OK", "dns-replica-0")] * 3
+
+
+def test_results_up_to_max_response_bytes_pass_and_larger_ones_are_named(stack, binary):
+    """Replies are accepted up to MP_MAX_RESPONSE_BYTES (default 16 MiB), not the request limit; a
+    larger one answers RESOURCE_EXHAUSTED (HTTP 500) naming the limit and the group."""
+    go = stack["routers"][("spread", "go")]
+    big = grpc_calls(go.grpc_target, [wrap(json.dumps({"big": 2 * LIMIT}).encode())])[0]
+    assert big.status == "OK" and len(big.body["big"]) == 2 * LIMIT  # twice max_request_bytes
+    small = stack["procs"].start(rt.twin(stack["spread"], "api-router-go-small-replies"), "go", binary,
+                                 env={"MP_MAX_RESPONSE_BYTES": str(LIMIT)})
+    rt.wait_status(small)
+    reply = rs_http(small.url, json.dumps({"big": 2 * LIMIT}).encode())
+    assert (reply.status, reply.body) == (500, {
+        "error": f"api-replica: its result is larger than max_response_bytes ({LIMIT})", "code": "RESOURCE_EXHAUSTED",
+        "response_too_large": True, "limit": LIMIT, "role": "api-replica"})
+
+
+def test_a_hedge_of_a_call_already_running_on_the_router_is_refused(stack):
+    go = stack["routers"][("spread", "go")]
+    channel = grpc.insecure_channel(go.grpc_target)
+    call = channel.unary_unary("/metaparticle.v1.Function/Call")
+    try:
+        first = call.future(wrap(b'{"sleep": 0.6}'), timeout=5, metadata=(("mp-call-id", "c-1"),))
+        time.sleep(0.2)
+        with pytest.raises(grpc.RpcError) as hedge:
+            call(wrap(b'{"sleep": 0.6}'), timeout=5, metadata=(("mp-call-id", "c-1"), ("mp-hedge", "1")))
+        assert hedge.value.code() == grpc.StatusCode.ABORTED
+        doc = dict(hedge.value.trailing_metadata())["mp-error-bin"]
+        assert json.loads(doc) == {"error": "api-router: the hedged call already runs on this replica", "code": "ABORTED",
+                                   "hedge": "same-replica", "replica": "api-router-go"}
+        assert json.loads(unwrap(first.result()))["echo"] == {"sleep": 0.6}
+        # Once the first call is over, the same id runs again.
+        assert call(wrap(b"{}"), timeout=5, metadata=(("mp-call-id", "c-1"), ("mp-hedge", "1")))
+    finally:
+        channel.close()

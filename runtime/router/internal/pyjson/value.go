@@ -64,9 +64,9 @@ func (v *Value) set(key string, val Value, index map[string]int) map[string]int 
 }
 
 // Str, Int, ... build values (for documents the router writes itself).
-func Str(s string) Value { return Value{Kind: String, Text: s} }
+func Str(s string) Value          { return Value{Kind: String, Text: s} }
 func IntText(digits string) Value { return Value{Kind: Int, Text: digits} }
-func BoolV(b bool) Value { return Value{Kind: Bool, Bool: b} }
+func BoolV(b bool) Value          { return Value{Kind: Bool, Bool: b} }
 
 // Obj is an ordered object under construction.
 type Obj struct{ v Value }

@@ -28,6 +28,8 @@ type Config struct {
 	HTTPPort                               int // 0: no HTTP entry
 	Timeout                                time.Duration
 	MaxRequestBytes, MaxJSONDepth          int
+	MaxResponseBytes                       int // MP_MAX_RESPONSE_BYTES: the largest reply accepted and sent
+	Idempotent                             bool
 	MaxInFlight, Retries                   int
 	Upstreams, UpstreamNames               []string
 	KeyPath                                string
@@ -110,6 +112,7 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 	}{
 		{"MP_GRPC_PORT", &c.GRPCPort, 50051}, {"MP_HTTP_PORT", &c.HTTPPort, 0},
 		{"MP_MAX_REQUEST_BYTES", &c.MaxRequestBytes, 4 * 1024 * 1024}, {"MP_MAX_JSON_DEPTH", &c.MaxJSONDepth, 64},
+		{"MP_MAX_RESPONSE_BYTES", &c.MaxResponseBytes, 16 * 1024 * 1024},
 		{"MP_MAX_IN_FLIGHT", &c.MaxInFlight, 256}, {"MP_RETRIES", &c.Retries, 2},
 	}
 	for _, it := range ints {
@@ -125,9 +128,16 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	threads, err := intOf("MP_THREADS", 16)
+	threads, err := intOf("MP_THREADS", 1)
 	if err != nil {
 		return nil, err
+	}
+	switch raw := get("MP_IDEMPOTENT"); strings.ToLower(raw) {
+	case "", "true":
+		c.Idempotent = true
+	case "false":
+	default:
+		return nil, configErr("MP_IDEMPOTENT must be true or false, got %s", pyQuote(raw))
 	}
 	if c.Upstreams, err = list("MP_UPSTREAMS"); err != nil {
 		return nil, err
@@ -158,6 +168,8 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, configErr("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
 	case !(timeout > 0):
 		return nil, configErr("MP_TIMEOUT must be positive")
+	case c.MaxRequestBytes < 1 || c.MaxResponseBytes < 1:
+		return nil, configErr("MP_MAX_REQUEST_BYTES and MP_MAX_RESPONSE_BYTES must be at least 1")
 	case c.MaxInFlight < 1 || threads < 1:
 		return nil, configErr("MP_MAX_IN_FLIGHT and MP_THREADS must be at least 1")
 	}

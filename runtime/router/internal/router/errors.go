@@ -50,6 +50,9 @@ func (e *RoleError) HTTPStatus() int {
 	if v, ok := details.Get("too_large"); ok && truthy(*v) {
 		return 413
 	}
+	if v, ok := details.Get("response_too_large"); ok && truthy(*v) {
+		return 500 // the result is too large: not the caller's fault, and no use retrying
+	}
 	if s, ok := httpStatus[e.Code]; ok {
 		return s
 	}

@@ -20,12 +20,17 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 
 	"metaparticle/router/internal/pyjson"
 )
 
-const serviceName = "metaparticle.v1.Function" // pb.Function_ServiceDesc.ServiceName
+const (
+	serviceName = "metaparticle.v1.Function" // pb.Function_ServiceDesc.ServiceName
+	callIDKey   = "mp-call-id"               // a hedgeable call's id
+	hedgeKey    = "mp-hedge"                 // marks the hedge of that call
+)
 
 // Runtime serves one router role: admission (in-flight bound), deadlines and error documents
 // around Role.Call, health, the HTTP entry and the graceful stop (server.Runtime).
@@ -40,6 +45,8 @@ type Runtime struct {
 	grpc     *grpc.Server
 	http     *http.Server
 	calls    sync.WaitGroup
+	idsMu    sync.Mutex
+	callIDs  map[string]bool // ids of hedgeable calls running here (metadata mp-call-id)
 }
 
 // NewRuntime connects the role's upstreams (lazily: nothing blocks here).
@@ -48,18 +55,56 @@ func NewRuntime(cfg *Config, log *Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{cfg: cfg, role: role, log: log, health: health.NewServer()}, nil
+	return &Runtime{cfg: cfg, role: role, log: log, health: health.NewServer(), callIDs: map[string]bool{}}, nil
 }
 
 // Dispatch runs one request through the role, refusing it fast when this router is saturated.
-func (rt *Runtime) Dispatch(ctx context.Context, message []byte, deadline time.Time) ([]byte, *RoleError) {
+func (rt *Runtime) Dispatch(ctx context.Context, message []byte, deadline time.Time) (reply []byte, rerr *RoleError) {
 	if rt.inFlight.Add(1) > int64(rt.cfg.MaxInFlight) {
 		rt.inFlight.Add(-1)
 		msg := fmt.Sprintf("%s is at its limit of %d requests in flight; retry later", rt.cfg.RoleName, rt.cfg.MaxInFlight)
 		return nil, newError(codes.ResourceExhausted, msg).with("role", pyjson.Str(rt.cfg.RoleName)).with("replica", pyjson.Str(rt.cfg.Replica))
 	}
 	defer rt.inFlight.Add(-1)
+	defer func() {
+		// A bug must still answer a JSON error, not end the process (server.Runtime.dispatch).
+		if p := recover(); p != nil {
+			rt.log.Error(fmt.Sprintf("%s failed: %v", rt.cfg.RoleName, p))
+			reply, rerr = nil, newError(codes.Internal, fmt.Sprintf("%s failed: %T", rt.cfg.RoleName, p)).
+				with("role", pyjson.Str(rt.cfg.RoleName)).with("replica", pyjson.Str(rt.cfg.Replica))
+		}
+	}()
 	return rt.role.Call(ctx, message, deadline)
+}
+
+// claimCallID records a hedgeable call's id and refuses, before it runs, a hedge of a call that
+// runs here already, so that the caller sends it elsewhere (server.Runtime._claim_call_id).
+func (rt *Runtime) claimCallID(ctx context.Context) (string, *RoleError) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	ids := md.Get(callIDKey)
+	if len(ids) == 0 {
+		return "", nil
+	}
+	id, hedge := ids[len(ids)-1], len(md.Get(hedgeKey)) > 0
+	rt.idsMu.Lock()
+	defer rt.idsMu.Unlock()
+	if rt.callIDs[id] {
+		if hedge {
+			return "", newError(codes.Aborted, rt.cfg.RoleName+": the hedged call already runs on this replica").
+				with("hedge", pyjson.Str("same-replica")).with("replica", pyjson.Str(rt.cfg.Replica))
+		}
+		return "", nil // the same id twice: keep the first claim
+	}
+	rt.callIDs[id] = true
+	return id, nil
+}
+
+func (rt *Runtime) releaseCallID(id string) {
+	if id != "" {
+		rt.idsMu.Lock()
+		delete(rt.callIDs, id)
+		rt.idsMu.Unlock()
+	}
 }
 
 func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
@@ -73,7 +118,12 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(time.Until(dl), timeout)
 	}
-	out, rerr := rt.Dispatch(ctx, in.b, time.Now().Add(timeout))
+	id, rerr := rt.claimCallID(ctx)
+	defer rt.releaseCallID(id)
+	var out []byte
+	if rerr == nil {
+		out, rerr = rt.Dispatch(ctx, in.b, time.Now().Add(timeout))
+	}
 	if rerr != nil {
 		st, trailer := rerr.GRPC()
 		grpc.SetTrailer(ctx, trailer)
@@ -143,7 +193,7 @@ func (rt *Runtime) Start() error {
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes + 1024),
-		grpc.MaxSendMsgSize(64 * 1024 * 1024),
+		grpc.MaxSendMsgSize(cfg.MaxResponseBytes + 1024),
 		// Clients reconnect (and re-resolve DNS) now and then, so new replicas of a scaled-up router take traffic.
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 30 * time.Second, MaxConnectionAgeGrace: cfg.Timeout + time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

@@ -21,8 +21,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/status"
 
 	"metaparticle/router/internal/pb"
+	"metaparticle/router/internal/pyjson"
 )
 
 // serviceConfig is upstream.service_config: round robin per call over replicas whose health says
@@ -115,16 +117,17 @@ func clientTLS(cfg *Config, serverName string) (credentials.TransportCredentials
 type Upstream struct {
 	Target, Label, RoleName string
 	details                 []detail
+	maxResponse             int
 	conn                    *grpc.ClientConn
 	health                  healthpb.HealthClient
 }
 
 func newUpstream(cfg *Config, target, label, roleName string, details []detail) (*Upstream, error) {
-	max := cfg.MaxRequestBytes + 1024
 	opts := []grpc.DialOption{
 		grpc.WithResolvers(staticResolver{"ipv4"}, staticResolver{"ipv6"}),
 		grpc.WithDefaultServiceConfig(serviceConfig(cfg.Retries, cfg.MaxInFlight)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(max), grpc.MaxCallSendMsgSize(max), grpc.ForceCodecV2(newRawCodec())),
+		// Requests up to max_request_bytes, replies up to max_response_bytes (each plus the Payload envelope).
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxResponseBytes+1024), grpc.MaxCallSendMsgSize(cfg.MaxRequestBytes+1024), grpc.ForceCodecV2(newRawCodec())),
 		// A restarted replica must take traffic again within a second, not after a long backoff.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}, MinConnectTimeout: 20 * time.Second}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 20 * time.Second}),
@@ -149,7 +152,7 @@ func newUpstream(cfg *Config, target, label, roleName string, details []detail) 
 		return nil, fmt.Errorf("upstream %s (%s): %w", label, target, err)
 	}
 	conn.Connect()
-	return &Upstream{Target: target, Label: label, RoleName: roleName, details: details, conn: conn, health: healthpb.NewHealthClient(conn)}, nil
+	return &Upstream{Target: target, Label: label, RoleName: roleName, details: details, maxResponse: cfg.MaxResponseBytes, conn: conn, health: healthpb.NewHealthClient(conn)}, nil
 }
 
 // Call is Upstream.call: forwards the request bytes, answers the reply bytes, within the deadline.
@@ -166,6 +169,15 @@ func (u *Upstream) Call(ctx context.Context, message []byte, deadline time.Time)
 	var trailer metadata.MD
 	var reply frame
 	if err := u.conn.Invoke(cctx, pb.Function_Call_FullMethodName, &frame{message}, &reply, grpc.Trailer(&trailer)); err != nil {
+		if st := status.Convert(err); st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max") {
+			// gRPC's own refusal of a reply over this channel's limit: name the limit and the group.
+			e := newError(codes.ResourceExhausted, fmt.Sprintf("%s: its result is larger than max_response_bytes (%d)", u.Label, u.maxResponse)).
+				with("response_too_large", pyjson.BoolV(true)).with("limit", intV(u.maxResponse))
+			for _, d := range u.details {
+				e.Details.Set(d.key, d.val)
+			}
+			return nil, e
+		}
 		return nil, fromRPCError(err, trailer, u.Label, u.details)
 	}
 	return reply.b, nil
