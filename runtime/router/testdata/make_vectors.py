@@ -24,6 +24,7 @@ from metaparticle_runtime.errors import RoleError
 from metaparticle_runtime.hashing import jump_hash, key_hash
 from metaparticle_runtime.payload import decode, unwrap, wrap
 from metaparticle_runtime.roles.shard import ShardRouter
+from metaparticle_runtime.upstream import service_config
 
 OUT = Path(__file__).resolve().parent / "vectors.json"
 SHARD_COUNTS = (1, 2, 3, 5, 10, 64, 1000)
@@ -182,6 +183,8 @@ def vectors() -> dict[str, Any]:
         "jump_hash": [{"key": str(k), "buckets": n, "bucket": jump_hash(k, n)} for k in (0, 1, 2**63, 2**64 - 1, 123456789) for n in SHARD_COUNTS],
         "key_hash": known_answers(),
         "routing": routing_cases(),
+        # Balancing and retries: retries 0 (idempotent=False) has no retry policy at all.
+        "service_config": [{"retries": r, "burst": b, "config": service_config(r, b)} for r in (0, 1, 2, 4, 10) for b in (5, 256, 1000)],
     }
 
 

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 
@@ -100,6 +101,31 @@ func TestRoutingMatchesPython(t *testing.T) {
 				t.Errorf("%s:\n python %s %d %s\n go     %s %d %s", c.Name, c.Expect.Code, c.Expect.HTTPStatus, c.Expect.Document,
 					codeNames[rerr.Code], rerr.HTTPStatus(), rerr.Document())
 			}
+		}
+	}
+}
+
+func TestServiceConfigMatchesPython(t *testing.T) {
+	raw, err := os.ReadFile("../../testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		ServiceConfig []struct {
+			Retries, Burst int
+			Config         any
+		} `json:"service_config"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil || len(v.ServiceConfig) == 0 {
+		t.Fatalf("no service_config vectors: %v", err)
+	}
+	for _, c := range v.ServiceConfig {
+		var got any
+		if err := json.Unmarshal([]byte(serviceConfig(c.Retries, c.Burst)), &got); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c.Config) {
+			t.Errorf("service config for retries %d, burst %d:\n go     %v\n python %v", c.Retries, c.Burst, got, c.Config)
 		}
 	}
 }
