@@ -1,5 +1,6 @@
-"""`python -m bench.router_ceiling [--seconds S] [--json FILE]`: one Go router, one Python router and
-nginx (one worker, `grpc_pass`, round robin) in front of the same two near-free backends
+"""`python -m bench.router_ceiling [--seconds S] [--json FILE]`: one Go router process (on one core,
+GOMAXPROCS=1, and on every core), one Python router process and nginx (one worker, `grpc_pass`,
+round robin) in front of the same two near-free backends
 (mp-echo-backend: a fixed gRPC reply), one after the other in one run, natural scheduling.
 
 Reports per setup: requests/s, p50/p99 latency, the proxy's CPU µs per request (from /proc/PID/stat)
@@ -130,15 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(subprocess.Popen([backend_bin, "-listen", f"{HOST}:{port}", "-reply", REPLY.decode()]))
             wait_port(port, procs[-1])
         backend_pids = [p.pid for p in procs]
-        go_port, py_port, nginx_port = free_port(), free_port(), free_port()
+        go1_port, go_port, py_port, nginx_port = free_port(), free_port(), free_port(), free_port()
+        go1 = subprocess.Popen([router_bin], env={**router_env("go-router-1", go1_port, backend_ports), "GOMAXPROCS": "1"},
+                               stderr=subprocess.DEVNULL)
         go = subprocess.Popen([router_bin], env=router_env("go-router", go_port, backend_ports), stderr=subprocess.DEVNULL)
         py = subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=router_env("py-router", py_port, backend_ports),
                               stderr=subprocess.DEVNULL)
-        procs += [go, py]
-        wait_serving(go_port)
-        wait_serving(py_port)
+        procs += [go1, go, py]
+        for port in (go1_port, go_port, py_port):
+            wait_serving(port)
         nginx = Nginx(nginx_port, backend_ports, cpus=None)
-        for name, port, pids in (("go router", go_port, [go.pid]), ("python router", py_port, [py.pid]), ("nginx", nginx_port, nginx.pids)):
+        setups = (("go router GOMAXPROCS=1", go1_port, [go1.pid]), (f"go router GOMAXPROCS={os.cpu_count()}", go_port, [go.pid]),
+                  ("python router", py_port, [py.pid]), ("nginx", nginx_port, nginx.pids))
+        for name, port, pids in setups:
             rows.append(measure(name, port, pids, backend_pids, body, args.seconds, workdir))
     finally:
         if nginx is not None:
@@ -153,13 +158,15 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    by = {r["setup"]: r for r in rows}
+    go1, go, py, ngx = rows
+    cpu = "proxy_cpu_us_per_req"
     ratios = {
-        "go/nginx cpu per request": round(by["go router"]["proxy_cpu_us_per_req"] / by["nginx"]["proxy_cpu_us_per_req"], 2),
-        "python/nginx cpu per request": round(by["python router"]["proxy_cpu_us_per_req"] / by["nginx"]["proxy_cpu_us_per_req"], 2),
-        "go/python cpu per request": round(by["go router"]["proxy_cpu_us_per_req"] / by["python router"]["proxy_cpu_us_per_req"], 2),
-        "go/nginx req/s": round(by["go router"]["rps"] / by["nginx"]["rps"], 2),
-        "go/python req/s": round(by["go router"]["rps"] / by["python router"]["rps"], 2),
+        "go(1 core)/nginx cpu per request": round(go1[cpu] / ngx[cpu], 2),
+        "go(all cores)/nginx cpu per request": round(go[cpu] / ngx[cpu], 2),
+        "python/nginx cpu per request": round(py[cpu] / ngx[cpu], 2),
+        "go(1 core)/python cpu per request": round(go1[cpu] / py[cpu], 2),
+        "go(1 core)/nginx req/s": round(go1["rps"] / ngx["rps"], 2),
+        "go(1 core)/python req/s": round(go1["rps"] / py["rps"], 2),
     }
     cols = ["setup", "rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req", "backends_cpu_us_per_req", "h2load_cpu_us_per_req", "failed"]
     print("| " + " | ".join(cols) + " |")
