@@ -25,7 +25,7 @@ from typing import Any
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .tools import CpuMeter, Nginx, grpc_frame, grpc_specs, h2load, verify, write
+from .tools import CpuMeter, Nginx, grpc_frame, grpc_specs, h2load, verify, verify_http, write
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def wait_serving(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"port {port} not SERVING after {timeout}s")
 
 
-def router_env(role_name: str, port: int, backends: list[int]) -> dict[str, str]:
-    cfg = RuntimeConfig(role="spread", role_name=role_name, replica=role_name, bind_host=HOST, grpc_port=port,
+def router_env(role_name: str, port: int, backends: list[int], http_port: int | None = None) -> dict[str, str]:
+    cfg = RuntimeConfig(role="spread", role_name=role_name, replica=role_name, bind_host=HOST, grpc_port=port, http_port=http_port,
                         upstreams=("ipv4:" + ",".join(f"{HOST}:{p}" for p in backends),), upstream_names=("echo",))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MP_")}
     env.update(cfg.to_env())
@@ -91,11 +91,17 @@ def router_env(role_name: str, port: int, backends: list[int]) -> dict[str, str]
     return env
 
 
-def measure(name: str, port: int, pids: list[int], backend_pids: list[int], body: Path, seconds: float, workdir: Path) -> dict[str, Any]:
-    check = verify(f"{HOST}:{port}", b"{}", json.loads(REPLY), 20)
+def measure(name: str, port: int, pids: list[int], backend_pids: list[int], body: Path, seconds: float, workdir: Path,
+            http_port: int | None = None) -> dict[str, Any]:
+    """gRPC calls to `port`, or with `http_port` HTTP/1.1 keep-alive POSTs of the JSON to the entry."""
+    if http_port is None:
+        check = verify(f"{HOST}:{port}", b"{}", json.loads(REPLY), 20)
+        specs = grpc_specs([f"http://{HOST}:{port}"], body, c=4, m=16)
+    else:
+        check = verify_http(f"http://{HOST}:{http_port}/", b"{}", json.loads(REPLY), 20)
+        specs = [{"url": f"http://{HOST}:{http_port}/", "body": body, "c": 64, "m": 1, "h1": True, "headers": ["content-type: application/json"]}]
     if check["ok"] != check["calls"]:
         raise RuntimeError(f"{name} answered wrongly: {check}")
-    specs = grpc_specs([f"http://{HOST}:{port}"], body, c=4, m=16)
     h2load(specs, duration=0.5, cpus=None, workdir=workdir)  # warm-up: connections, caches, JIT-free but fair
     meter = CpuMeter({"proxy": pids, "backends": backend_pids})
     meter.start()
@@ -121,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     router_bin, backend_bin = build()
     workdir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
-    body = write(workdir, "call.bin", grpc_frame(b'{"user":"u-1","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'))
+    request = b'{"user":"u-1","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}'
+    body = write(workdir, "call.bin", grpc_frame(request))
+    json_body = write(workdir, "call.json", request)
     procs: list[subprocess.Popen] = []
     nginx = None
     rows = []
@@ -132,10 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             wait_port(port, procs[-1])
         backend_pids = [p.pid for p in procs]
         go1_port, go_port, py_port, nginx_port = free_port(), free_port(), free_port(), free_port()
-        go1 = subprocess.Popen([router_bin], env={**router_env("go-router-1", go1_port, backend_ports), "GOMAXPROCS": "1"},
+        go1_http, py_http = free_port(), free_port()
+        go1 = subprocess.Popen([router_bin], env={**router_env("go-router-1", go1_port, backend_ports, go1_http), "GOMAXPROCS": "1"},
                                stderr=subprocess.DEVNULL)
         go = subprocess.Popen([router_bin], env=router_env("go-router", go_port, backend_ports), stderr=subprocess.DEVNULL)
-        py = subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=router_env("py-router", py_port, backend_ports),
+        py = subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=router_env("py-router", py_port, backend_ports, py_http),
                               stderr=subprocess.DEVNULL)
         procs += [go1, go, py]
         for port in (go1_port, go_port, py_port):
@@ -145,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                   ("python router", py_port, [py.pid]), ("nginx", nginx_port, nginx.pids))
         for name, port, pids in setups:
             rows.append(measure(name, port, pids, backend_pids, body, args.seconds, workdir))
+        # The HTTP/JSON entry (HTTP/1.1 keep-alive POST, 64 connections) of the same two routers.
+        for name, port, pids, http_port in (("go router GOMAXPROCS=1, HTTP entry", go1_port, [go1.pid], go1_http),
+                                            ("python router, HTTP entry", py_port, [py.pid], py_http)):
+            rows.append(measure(name, port, pids, backend_pids, json_body, args.seconds, workdir, http_port))
     finally:
         if nginx is not None:
             nginx.stop()
@@ -158,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 proc.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    go1, go, py, ngx = rows
+    go1, go, py, ngx, go1_h, py_h = rows
     cpu = "proxy_cpu_us_per_req"
     ratios = {
         "go(1 core)/nginx cpu per request": round(go1[cpu] / ngx[cpu], 2),
@@ -167,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         "go(1 core)/python cpu per request": round(go1[cpu] / py[cpu], 2),
         "go(1 core)/nginx req/s": round(go1["rps"] / ngx["rps"], 2),
         "go(1 core)/python req/s": round(go1["rps"] / py["rps"], 2),
+        "HTTP entry go(1 core)/python cpu per request": round(go1_h[cpu] / py_h[cpu], 2),
+        "HTTP entry go(1 core)/nginx gRPC cpu per request": round(go1_h[cpu] / ngx[cpu], 2),
     }
     cols = ["setup", "rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req", "backends_cpu_us_per_req", "h2load_cpu_us_per_req", "failed"]
     print("| " + " | ".join(cols) + " |")
