@@ -252,12 +252,20 @@ def test_deadlines_answer_504_and_reach_the_function(stack, binary):
 def test_sigterm_turns_not_serving_drains_and_exits_cleanly(stack, binary):
     go = stack["procs"].start(rt.twin(replace(stack["spread"], drain_seconds=1.5), "api-router-go-drain"), "go", binary)
     rt.wait_status(go)
-    go.popen.send_signal(signal.SIGTERM)
-    rt.wait_status(go, "NOT_SERVING", timeout=1.0)
-    # While draining, calls already on their way are still answered and /healthz says 503.
-    assert grpc_json(go.grpc_target, b'{"during": "drain"}').status == "OK"
-    health_reply = rs_http(go.url, None, "GET", "/healthz")
-    assert (health_reply.status, health_reply.body) == (503, {"status": "NOT_SERVING", "role": "api-router"})
+    channel = grpc.insecure_channel(go.grpc_target)
+    try:
+        # A call that runs past the drain: it is finished, not cut, before the process exits.
+        long_call = channel.unary_unary("/metaparticle.v1.Function/Call").future(wrap(b'{"sleep": 2.5}'), timeout=10)
+        time.sleep(0.3)
+        go.popen.send_signal(signal.SIGTERM)
+        rt.wait_status(go, "NOT_SERVING", timeout=1.0)
+        # While draining, calls already on their way are still answered and /healthz says 503.
+        assert grpc_json(go.grpc_target, b'{"during": "drain"}').status == "OK"
+        health_reply = rs_http(go.url, None, "GET", "/healthz")
+        assert (health_reply.status, health_reply.body) == (503, {"status": "NOT_SERVING", "role": "api-router"})
+        assert json.loads(unwrap(long_call.result()))["echo"] == {"sleep": 2.5}
+    finally:
+        channel.close()
     assert go.popen.wait(timeout=10) == 0
     assert '"msg": "stopped"' in go.log()
 

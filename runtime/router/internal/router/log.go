@@ -13,15 +13,23 @@ import (
 // role and replica.
 type Logger struct {
 	role, replica string
-	debug         bool
+	quiet         bool // MP_LOG_LEVEL above INFO: errors only
 	mu            sync.Mutex
 }
 
 func NewLogger(role, replica, level string) *Logger {
-	return &Logger{role: role, replica: replica, debug: strings.EqualFold(level, "debug")}
+	switch strings.ToUpper(level) {
+	case "WARNING", "WARN", "ERROR", "CRITICAL":
+		return &Logger{role: role, replica: replica, quiet: true}
+	}
+	return &Logger{role: role, replica: replica}
 }
 
-func (l *Logger) Info(msg string, fields ...any)  { l.write("info", msg, fields) }
+func (l *Logger) Info(msg string, fields ...any) {
+	if !l.quiet {
+		l.write("info", msg, fields)
+	}
+}
 func (l *Logger) Error(msg string, fields ...any) { l.write("error", msg, fields) }
 
 func (l *Logger) write(level, msg string, fields []any) {

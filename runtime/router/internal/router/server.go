@@ -263,12 +263,12 @@ func (rt *Runtime) Stop() {
 	time.Sleep(rt.cfg.DrainSeconds)
 	grace, cancel := context.WithTimeout(context.Background(), rt.cfg.Timeout)
 	defer cancel()
+	// GracefulStop waits for every stream, health watches included (they never end): send GOAWAY
+	// and refuse new calls on both entries at once, wait for the calls in flight, then close the rest.
+	go rt.grpc.GracefulStop()
 	if rt.http != nil {
 		rt.http.Shutdown(grace)
 	}
-	// GracefulStop waits for every stream, health watches included (they never end): send GOAWAY,
-	// wait for the calls in flight, then close what is left.
-	go rt.grpc.GracefulStop()
 	done := make(chan struct{})
 	go func() { rt.calls.Wait(); close(done) }()
 	select {
