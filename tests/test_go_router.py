@@ -250,20 +250,21 @@ def test_deadlines_answer_504_and_reach_the_function(stack, binary):
 
 
 def test_sigterm_turns_not_serving_drains_and_exits_cleanly(stack, binary):
-    go = stack["procs"].start(rt.twin(replace(stack["spread"], drain_seconds=1.5), "api-router-go-drain"), "go", binary)
+    go = stack["procs"].start(rt.twin(replace(stack["spread"], drain_seconds=3.0), "api-router-go-drain"), "go", binary)
     rt.wait_status(go)
     channel = grpc.insecure_channel(go.grpc_target)
     try:
         # A call that runs past the drain: it is finished, not cut, before the process exits.
-        long_call = channel.unary_unary("/metaparticle.v1.Function/Call").future(wrap(b'{"sleep": 2.5}'), timeout=10)
+        long_call = channel.unary_unary("/metaparticle.v1.Function/Call").future(wrap(b'{"sleep": 4.0}'), timeout=10)
         time.sleep(0.3)
         go.popen.send_signal(signal.SIGTERM)
-        rt.wait_status(go, "NOT_SERVING", timeout=1.0)
+        rt.wait_status(go, "NOT_SERVING", timeout=2.0)
         # While draining, calls already on their way are still answered and /healthz says 503.
-        assert grpc_json(go.grpc_target, b'{"during": "drain"}').status == "OK"
+        during = grpc_json(go.grpc_target, b'{"during": "drain"}')
+        assert during.status == "OK", (during.status, during.body, go.log()[-2000:])
         health_reply = rs_http(go.url, None, "GET", "/healthz")
         assert (health_reply.status, health_reply.body) == (503, {"status": "NOT_SERVING", "role": "api-router"})
-        assert json.loads(unwrap(long_call.result()))["echo"] == {"sleep": 2.5}
+        assert json.loads(unwrap(long_call.result()))["echo"] == {"sleep": 4.0}
     finally:
         channel.close()
     assert go.popen.wait(timeout=10) == 0
@@ -395,3 +396,21 @@ def test_a_hedge_of_a_call_already_running_on_the_router_is_refused(stack):
         assert call(wrap(b"{}"), timeout=5, metadata=(("mp-call-id", "c-1"), ("mp-hedge", "1")))
     finally:
         channel.close()
+
+
+def test_health_watchers_see_not_serving_and_their_stream_ends_so_the_stop_is_prompt(stack, binary):
+    go = stack["procs"].start(rt.twin(replace(stack["spread"], drain_seconds=0.5), "api-router-go-watch"), "go", binary)
+    rt.wait_status(go)
+    channel = grpc.insecure_channel(go.grpc_target)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=20)
+        seen = [next(watch).status]
+        start = time.monotonic()
+        go.popen.send_signal(signal.SIGTERM)
+        seen += [reply.status for reply in watch]  # ends cleanly: no error raised
+    finally:
+        channel.close()
+    assert seen == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+    assert go.popen.wait(timeout=10) == 0
+    # Not held for the 10 s request timeout by the watch: drain (0.5 s) and out.
+    assert time.monotonic() - start < 3.0

@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -41,10 +40,9 @@ type Runtime struct {
 	inFlight atomic.Int64
 	ready    atomic.Bool
 	stopping atomic.Bool
-	health   *health.Server
+	health   *healthServer
 	grpc     *grpc.Server
 	http     *http.Server
-	calls    sync.WaitGroup
 	idsMu    sync.Mutex
 	callIDs  map[string]bool // ids of hedgeable calls running here (metadata mp-call-id)
 }
@@ -55,7 +53,7 @@ func NewRuntime(cfg *Config, log *Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{cfg: cfg, role: role, log: log, health: health.NewServer(), callIDs: map[string]bool{}}, nil
+	return &Runtime{cfg: cfg, role: role, log: log, health: newHealthServer(), callIDs: map[string]bool{}}, nil
 }
 
 // Dispatch runs one request through the role, refusing it fast when this router is saturated.
@@ -108,8 +106,6 @@ func (rt *Runtime) releaseCallID(id string) {
 }
 
 func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-	rt.calls.Add(1)
-	defer rt.calls.Done()
 	var in frame
 	if err := dec(&in); err != nil {
 		return nil, err
@@ -263,19 +259,19 @@ func (rt *Runtime) Stop() {
 	time.Sleep(rt.cfg.DrainSeconds)
 	grace, cancel := context.WithTimeout(context.Background(), rt.cfg.Timeout)
 	defer cancel()
-	// GracefulStop waits for every stream, health watches included (they never end): send GOAWAY
-	// and refuse new calls on both entries at once, wait for the calls in flight, then close the rest.
-	go rt.grpc.GracefulStop()
+	// Refuse new calls on both entries at once and let those in flight finish (within the request
+	// deadline); health watches end first, or GracefulStop would wait for them.
+	rt.health.closeWatches()
+	stopped := make(chan struct{})
+	go func() { rt.grpc.GracefulStop(); close(stopped) }()
 	if rt.http != nil {
 		rt.http.Shutdown(grace)
 	}
-	done := make(chan struct{})
-	go func() { rt.calls.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-stopped:
 	case <-grace.Done():
+		rt.grpc.Stop()
 	}
-	rt.grpc.Stop()
 	for _, up := range rt.role.Upstreams() {
 		up.Close()
 	}
