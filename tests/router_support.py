@@ -119,6 +119,8 @@ class Processes:
             cfg = RuntimeConfig(role="function", function="rtfn:echo", source_dir=str(self.tmp), bind_host=HOST,
                                 grpc_port=rs.free_port(), role_name=name, replica=f"{name}-{i}", index=index, **settings)
             procs.append(self.start(cfg, "python"))
+        for proc in procs if not settings.get("tls_cert") else ():  # (a plaintext health check cannot reach TLS replicas)
+            wait_status(proc)  # every replica serves before a router is put in front: a failed start shows here
         return procs
 
     def stop_all(self) -> None:

@@ -29,6 +29,8 @@ const (
 	serviceName = "metaparticle.v1.Function" // pb.Function_ServiceDesc.ServiceName
 	callIDKey   = "mp-call-id"               // a hedgeable call's id
 	hedgeKey    = "mp-hedge"                 // marks the hedge of that call
+	// deadlineMargin: how much earlier than the caller's deadline a gRPC call gives up.
+	deadlineMargin = 5 * time.Millisecond
 )
 
 // Runtime serves one router role: admission (in-flight bound), deadlines and error documents
@@ -112,7 +114,9 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 	}
 	timeout := rt.cfg.Timeout
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(time.Until(dl), timeout)
+		// grpc-go resets the stream (RST_STREAM CANCEL, which callers may read as CANCELLED) the
+		// moment the caller's deadline passes: answer DEADLINE_EXCEEDED, with its document, just before.
+		timeout = min(time.Until(dl)-deadlineMargin, timeout)
 	}
 	id, rerr := rt.claimCallID(ctx)
 	defer rt.releaseCallID(id)
