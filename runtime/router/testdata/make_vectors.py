@@ -113,6 +113,16 @@ def routing_cases() -> list[dict[str, Any]]:
         "surrogate in utf8": b'"\xed\xa0\x80"', "overlong": b'"\xc0\xaf"', "E0 low": b'"\xe0\x80\x80"', "F4 high": b'"\xf4\x90\x80\x80"',
         "F5": b'"\xf5\x80"', "truncated 4-byte": b'"\xf0\x9f\x98', "truncated 4-byte bad": b'"\xf0\x9f\x28', "end after lead": b"\xe6",
         "latin-1": "{\"a\": \"caf\xe9\"}".encode("latin-1"),
+        # The decoded-size estimate (8x max_request_bytes) and the nesting passes of payload.decode.
+        "decodes too large: lists": b"[" + b"[]," * 5000 + b"[]]", "decodes too large: objects": b"[" + b"{}," * 3000 + b"{}]",
+        "decodes too large: strings": b"[" + b'"",' * 5000 + b'""]', "decodes too large: items": b"[" + b"1," * 8000 + b"1]",
+        "brackets inside one string": b'{"user": {"id": "' + b"[" * 15000 + b'"}}',
+        "quotes and brackets in strings": rb'["\"[[[[", "]]]]\"", "[[[[[[[[["]',
+        "deep and too large": b"[" * 10 + b"[]," * 5000 + b"]" * 10, "deep run then strings": b"[" * 9 + b'"x"' + b"]" * 9,
+        "deep in objects and arrays": b'{"a": [{"b": [{"c": [{"d": [{"e": 1}]}]}]}]}', "unbalanced opens": b"[" * 9 + b"]",
+        "unbalanced opens after closers": b"]]]" + b"[" * 9, "nine after a closed pair": b"[[]]" + b"[" * 8 + b"]" * 8,
+        "deep with escaped quote": rb'[[[[[[[[["\"[[[[["]]]]]]]]]', "deep with escaped backslash": rb'[[[[[["\\[[[[[["]]]]]]',
+        "backslash newline in string": b'[[[[[[[[["a\\\n"]]]]]]]]]', "lone quote with brackets": b'"[[[[[[[[[[[[',
     }
     for name, body in bad.items():
         cases.append(body_case(name, body))
