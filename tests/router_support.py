@@ -3,6 +3,7 @@ for tests that compare the two routers in front of the same Python function serv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -13,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Awaitable, Iterator
 
 import pytest
 
@@ -167,3 +168,15 @@ def wait_status(proc: Proc, want: str = "SERVING", timeout: float = 30.0) -> Non
             return
         time.sleep(0.05)
     raise AssertionError(f"{proc.cfg.replica} was {last}, not {want}, after {timeout}s:\n{proc.log()[-3000:]}")
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    """Like asyncio.run on a loop of its own, but leaves this thread's current event loop as it was:
+    asyncio.run leaves none, and Pulumi's mocks in later tests need one."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()

@@ -46,7 +46,7 @@ def grpc_calls(target: str, messages: list[bytes], timeout: float = 10.0, concur
         finally:
             await client.close()
 
-    return asyncio.run(run())
+    return rt.run(run())
 
 
 def grpc_json(target: str, body: bytes, timeout: float = 10.0) -> rs.Outcome:
@@ -221,7 +221,7 @@ def test_a_killed_replica_costs_no_request(binary):
             finally:
                 await client.close()
 
-        outcomes = asyncio.run(load())
+        outcomes = rt.run(load())
         failed = [(o.status, o.body) for o in outcomes if not o.ok]
         assert replicas[0].popen.wait(5) == -signal.SIGKILL
         assert not failed, (len(failed), failed[:3], router.log()[-1500:])
