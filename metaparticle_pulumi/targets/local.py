@@ -105,11 +105,40 @@ class LocalPlan:
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
                     uses=self.uses,
+                    **(compiled_router() if role.kind in ("spread", "shard") else {}),
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
                 specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config, extra))
         return specs
+
+
+#: Where `scripts/build-router` puts the compiled router; METAPARTICLE_ROUTER_BIN names another.
+ROUTER_BIN_ENV = "METAPARTICLE_ROUTER_BIN"
+#: "auto" (the compiled router when it is built), "go" (it must be) or "python".
+ROUTER_ENV = "METAPARTICLE_ROUTER"
+DEFAULT_ROUTER = "python"
+
+
+def router_binary() -> str | None:
+    """The compiled router of this machine, if one is built (scripts/build-router)."""
+    given = os.environ.get(ROUTER_BIN_ENV)
+    if given:
+        return os.path.abspath(given)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    default = os.path.join(cache, "metaparticle", "router", "metaparticle-router")
+    return default if os.access(default, os.X_OK) else None
+
+
+def compiled_router() -> dict[str, str]:
+    """The runtime settings that hand Spread and Shard routers to the compiled router when it is built."""
+    choice = os.environ.get(ROUTER_ENV, DEFAULT_ROUTER)
+    if choice not in ("auto", "go", "python"):
+        raise PatternError(f"{ROUTER_ENV} must be auto, go or python, got {choice!r}")
+    binary = router_binary() if choice != "python" else None
+    if choice == "go" and binary is None:
+        raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
+    return {"router": choice, "router_binary": binary} if binary else {}
 
 
 def _write_function(role: Role, function_dir: str) -> str | None:

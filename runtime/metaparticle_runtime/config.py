@@ -53,6 +53,8 @@ ENV: dict[str, str] = {
     "env_dir": "MP_ENV_DIR",
     "metrics_port": "MP_METRICS_PORT",
     "uses": "MP_USES",
+    "router": "MP_ROUTER",
+    "router_binary": "MP_ROUTER_BINARY",
     "event_loop": "MP_EVENT_LOOP",
     "parent_pid": "MP_PARENT_PID",
     "log_level": "MP_LOG_LEVEL",
@@ -125,6 +127,11 @@ class RuntimeConfig:
     metrics_port: int | None = None
     #: The patterns a function may call (`ctx.call(name, ...)`): (name, gRPC target of its entry).
     uses: tuple[tuple[str, str], ...] = ()
+    #: Which program routes for spread and shard roles: "auto" (the compiled router at
+    #: `router_binary` when there is one and it can serve the role), "go" (it must) or "python".
+    router: str = "auto"
+    #: Path of the compiled router (runtime/router, `metaparticle-router`), when one is built.
+    router_binary: str | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     #: The local supervisor's pid: the replica has the kernel kill it when that process dies
@@ -256,6 +263,8 @@ class RuntimeConfig:
             env_dir=get("env_dir"),
             metrics_port=number("metrics_port", int),
             uses=json_names("uses"),
+            router=get("router") or defaults["router"],
+            router_binary=get("router_binary"),
             event_loop=get("event_loop") or defaults["event_loop"],
             parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],
@@ -279,7 +288,21 @@ class RuntimeConfig:
         """How many replicas upstream group `index` has (hedging needs another one to go to)."""
         return self.upstream_replicas[index] if index < len(self.upstream_replicas) else 1
 
+    def compiled_router_serves(self) -> bool:
+        """Whether the compiled router can serve this role: a Spread router, or a Shard router
+        keyed by a field path (a key function is Python code)."""
+        if self.role == "spread":
+            return True
+        return self.role == "shard" and bool(self.key_path) and not (self.function or self.function_file)
+
     def validate(self) -> None:
+        if self.router not in ("auto", "go", "python"):
+            raise ConfigError(f"MP_ROUTER must be auto, go or python, got {self.router!r}")
+        if self.router == "go" and not (self.router_binary and self.compiled_router_serves()):
+            raise ConfigError(
+                "MP_ROUTER=go needs MP_ROUTER_BINARY and a role the compiled router serves "
+                "(a spread router, or a shard router keyed by a field path)"
+            )
         if self.role in ("spread", "shard", "gather") and not self.upstreams:
             raise ConfigError(f"the {self.role} role needs MP_UPSTREAMS")
         if self.role == "spread" and len(self.upstreams) != 1:

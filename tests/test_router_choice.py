@@ -1,0 +1,83 @@
+"""Which program routes: `python -m metaparticle_runtime` hands a Spread router, or a Shard router
+keyed by a field path, over to the compiled router named by MP_ROUTER_BINARY (same process, same
+environment); every other role, and MP_ROUTER=python, stays in Python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaparticle_runtime.config import ConfigError, RuntimeConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake_router(tmp_path) -> Path:
+    """An executable that records what it was started with, in place of the compiled router."""
+    script = tmp_path / "metaparticle-router"
+    script.write_text(f"#!/bin/sh\necho \"$$ $MP_ROLE $MP_KEY_PATH\" > {tmp_path}/started\nexit 0\n")
+    script.chmod(0o755)
+    return script
+
+
+def _start(config: RuntimeConfig) -> subprocess.Popen[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MP_")}, **config.to_env()}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runtime"), env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, "-m", "metaparticle_runtime"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RuntimeConfig(role="spread", upstreams=("ipv4:127.0.0.1:1",), upstream_names=("r",)),
+        RuntimeConfig(role="shard", upstreams=("ipv4:127.0.0.1:1", "ipv4:127.0.0.1:2"), upstream_names=("a", "b"), key_path="user.id"),
+    ],
+    ids=["spread", "shard-by-path"],
+)
+def test_a_router_the_compiled_one_serves_becomes_it_in_the_same_process(config, fake_router):
+    from dataclasses import replace
+
+    process = _start(replace(config, router_binary=str(fake_router), grpc_port=0))
+    assert process.wait(timeout=30) == 0, process.stderr.read()
+    pid, role, *key = (fake_router.parent / "started").read_text().split()
+    assert int(pid) == process.pid, "exec'd in place: the supervisor keeps the same process"
+    assert role == config.role and key == ([config.key_path] if config.key_path else [])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        RuntimeConfig(role="shard", upstreams=("ipv4:127.0.0.1:1",), upstream_names=("a",), function="keys:by_user"),
+        RuntimeConfig(role="spread", upstreams=("ipv4:127.0.0.1:1",), upstream_names=("r",), router="python"),
+    ],
+    ids=["shard-with-key-function", "python-asked-for"],
+)
+def test_other_routers_stay_in_python(config, fake_router):
+    from dataclasses import replace
+
+    assert not replace(config, router_binary=str(fake_router)).compiled_router_serves() or config.router == "python"
+    process = _start(replace(config, router_binary=str(fake_router), grpc_port=0, bind_host="127.0.0.1"))
+    try:
+        process.wait(timeout=2)  # Python serves (or, for the missing key module, fails to start)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        process.kill()
+        process.wait()
+    assert not (fake_router.parent / "started").exists(), "handed over to the compiled router"
+
+
+def test_asking_for_the_compiled_router_where_it_cannot_serve_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigError, match="MP_ROUTER=go needs MP_ROUTER_BINARY"):
+        RuntimeConfig(role="spread", upstreams=("x",), upstream_names=("r",), router="go").validate()
+    with pytest.raises(ConfigError, match="MP_ROUTER must be auto, go or python"):
+        RuntimeConfig(role="spread", upstreams=("x",), upstream_names=("r",), router="rust").validate()
+    missing = RuntimeConfig(role="spread", upstreams=("x",), upstream_names=("r",), router="go", router_binary=str(tmp_path / "nope"))
+    process = _start(missing)
+    assert process.wait(timeout=30) == 2
+    assert "is not an executable file" in process.stderr.read()
