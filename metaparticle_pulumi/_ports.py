@@ -24,6 +24,7 @@ class Ports:
         #: The port asked for the main entry (`run --port`), if any.
         self.main_entry = entry
         self._held: dict[int, socket.socket] = {}
+        self._listening: dict[int, socket.socket] = {}
 
     def reserve(self, port: int = 0) -> int:
         """Binds `port` (0: one the OS says is free) and holds it; the port."""
@@ -55,8 +56,23 @@ class Ports:
     def held(self) -> list[int]:
         return sorted(self._held)
 
+    def listen(self, port: int) -> int:
+        """Makes the held `port` a listening socket shared by the processes given its descriptor
+        (a pattern's routers: one accept queue, so connections waiting in it survive a router that
+        dies, unlike separate SO_REUSEPORT sockets); the descriptor, kept open until `close`."""
+        if port in self._listening:
+            return self._listening[port].fileno()
+        sock = self._held.pop(port, None) or _bind(port, reuse_address=True)
+        # Accepted connections inherit it: their TIME_WAIT then does not keep a server (one that
+        # sets SO_REUSEADDR, as servers do) from this port after the run.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.listen(1024)
+        sock.set_inheritable(True)
+        self._listening[port] = sock
+        return sock.fileno()
+
     def release(self, port: int) -> None:
-        """Lets go of `port` (its process binds it now)."""
+        """Lets go of `port` (its process binds it now); a listening port stays until `close`."""
         sock = self._held.pop(port, None)
         if sock is not None:
             sock.close()
@@ -64,6 +80,9 @@ class Ports:
     def close(self) -> None:
         for port in list(self._held):
             self.release(port)
+        for sock in self._listening.values():
+            sock.close()
+        self._listening.clear()
 
     def __del__(self) -> None:
         self.close()

@@ -49,6 +49,9 @@ class PatternArgs:
     #: function may have started on the one that died. With False only requests that provably reached
     #: no replica are re-sent (as with retries=0).
     idempotent: bool = True
+    #: Replicas of the router (Spread, Shard) or root (ScatterGather): no single point of failure.
+    #: Default 2 on kubernetes and docker, 1 locally (local routers share the entry port).
+    routers: Optional[int] = None
     #: "kubernetes", "docker" or "local"; default: Pulumi config `metaparticle:target`, else kubernetes.
     target: Optional[Target] = None
     #: A prebuilt image (skips the build); else the program's directory is built on the runtime image.
@@ -193,6 +196,7 @@ class _Pattern(pulumi.ComponentResource):
         if args.egress not in ("open", "restricted"):
             raise PatternError(f"{where}: egress must be 'open' or 'restricted', got {args.egress!r}")
         self.target = _resolve_target(args.target, where)
+        self.topology = _with_routers(self.topology, args.routers, self.target, where)
         #: The patterns this one uses, by name (`uses=`).
         self.uses: dict[str, _Pattern] = _check_uses(args.uses, self.target, where)
         if self.uses:
@@ -232,6 +236,22 @@ def _make_args(
     except TypeError as exc:
         missing = str(exc).split("argument", 1)[-1].strip(": ")
         raise PatternError(f"{kind} {name!r}: missing required argument {missing}") from None
+
+
+#: Router (or root) replicas when `routers=` is not given.
+DEFAULT_ROUTERS = {"kubernetes": 2, "docker": 2, "local": 1}
+
+
+def _with_routers(topology: Topology, routers: Optional[int], target: str, where: str) -> Topology:
+    """`topology` with its router or root role scaled to `routers` (the target's default if None)."""
+    entry = topology.entry
+    if entry.kind == "function":
+        if routers not in (None, 1):
+            raise PatternError(f"{where}: routers= applies to patterns with a router (Spread, Shard, ScatterGather); a Service has none")
+        return topology
+    count = DEFAULT_ROUTERS[target] if routers is None else _positive_int(routers, "routers", where)
+    roles = tuple(replace(r, replicas=count) if r is entry else r for r in topology.roles)
+    return replace(topology, roles=roles)
 
 
 _USES_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")

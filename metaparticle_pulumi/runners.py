@@ -171,7 +171,12 @@ class ProcessRunner:
         self.project = evaluation.project
         self.python = python
         self._function_dir = tempfile.TemporaryDirectory(prefix="metaparticle-")
-        self.specs = [spec for plan in evaluation.plans for spec in plan.processes(self._function_dir.name)]
+        # Each entry's HTTP port becomes one listening socket its routers share (see Ports.listen).
+        self.specs = [
+            spec
+            for plan in evaluation.plans
+            for spec in plan.processes(self._function_dir.name, http_fd=evaluation.ports.listen(plan.http_port) if plan.http_port else None)
+        ]
         self.names = [spec.name for spec in self.specs]
         self.supervisor: Any = None
 

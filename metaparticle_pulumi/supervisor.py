@@ -115,6 +115,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
+            pass_fds=replica.spec.pass_fds,
         )
         replica.started_at = time.monotonic()
         thread = threading.Thread(target=self._pump, args=(replica, replica.process), daemon=True)

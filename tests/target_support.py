@@ -26,6 +26,11 @@ EXAMPLE_ROLES: dict[str, dict[str, int]] = {
 }
 #: Each example's entry role.
 EXAMPLE_ENTRY = {"hello_world": "hello", "spread": "api-router", "shard": "users-router", "scatter_gather": "search-root"}
+#: The replicas of each role on kubernetes and docker, where routers and roots run twice by default.
+DEPLOYED_ROLES: dict[str, dict[str, int]] = {
+    example: {role: (2 if role == EXAMPLE_ENTRY[example] and example != "hello_world" else n) for role, n in roles.items()}
+    for example, roles in EXAMPLE_ROLES.items()
+}
 
 FAKE_DIGEST = "@sha256:" + "0" * 64
 

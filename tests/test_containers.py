@@ -39,7 +39,7 @@ from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT, role_env
 
 from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until, write_program
 from engine_support import Cluster, cluster_environment
-from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, matches
+from target_support import DEPLOYED_ROLES, EXAMPLE_ENTRY, EXAMPLE_ROLES, copy_program, matches
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -166,7 +166,7 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
     plan = containers.plan(evaluation, port=18080)
     (topology,) = plan.topologies
     addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
-    expected = {f"{role}-{i}" for role, n in EXAMPLE_ROLES[example].items() for i in range(n)}
+    expected = {f"{role}-{i}" for role, n in DEPLOYED_ROLES[example].items() for i in range(n)}
     assert {c.replica for c in plan.containers} == expected
     (network,) = plan.networks
     assert network.labels[containers.PROJECT_LABEL] == evaluation.project
@@ -301,7 +301,7 @@ def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], por
     (pattern,) = endpoints["patterns"]
     assert pattern["url"] == f"http://127.0.0.1:{port}"
     for role in pattern["roles"]:
-        assert len(role["containers"]) == EXAMPLE_ROLES[example.name][role["name"]]
+        assert len(role["containers"]) == DEPLOYED_ROLES[example.name][role["name"]]
         for name in role["containers"]:
             container = engine.containers.get(name)
             assert container.labels[containers.PROJECT_LABEL] == example.project
@@ -643,9 +643,9 @@ def test_the_pods_kubernetes_creates_run_as_containers_and_answer_as_the_local_t
         cluster.metaparticle("destroy", str(ex.directory), "--stack", stack, "--remove", check=False)
         cluster.delete_namespace(namespace)
     deployments = [o for o in objects if o["kind"] == "Deployment"]
-    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == EXAMPLE_ROLES[example]
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == DEPLOYED_ROLES[example]
     live = [o for o in objects if o["kind"] == "Pod"]
-    assert len(live) == sum(EXAMPLE_ROLES[example].values())
+    assert len(live) == sum(DEPLOYED_ROLES[example].values())
     images = {c["image"] for p in live for c in p["spec"]["containers"]}
     assert images == {ex.image.name}, "the pods run another image than the one built from the program"
     plan, pods, entries = pods_of(objects, ex.built.id, f"{ex.project}-k8s")
@@ -675,7 +675,7 @@ def test_rendered_manifests_name_the_image_built_from_the_program(examples, exam
     written = render_manifests(ex.directory, tmp_path / "manifests")
     objects = [yaml.safe_load(p.read_text()) for p in written]
     deployments = [o for o in objects if o["kind"] == "Deployment"]
-    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == EXAMPLE_ROLES[example]
+    assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deployments} == DEPLOYED_ROLES[example]
     images = {c["image"] for d in deployments for c in d["spec"]["template"]["spec"]["containers"]}
     assert images == {ex.image.name}, "the manifests reference another image than the one built from the program"
 

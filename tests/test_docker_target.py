@@ -14,7 +14,7 @@ from metaparticle_pulumi import testing
 from metaparticle_pulumi.image import FUNCTIONS_DIR
 from metaparticle_pulumi.topology import role_env
 
-from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES, dumps, evaluate_examples
+from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES, dumps, evaluate_examples
 
 PATTERNS = list(EXAMPLE_ROLES)
 CONTAINER = "docker:index/container:Container"
@@ -42,7 +42,7 @@ def env(container: dict) -> dict[str, str]:
 @pytest.mark.parametrize("example", PATTERNS)
 def test_one_network_and_one_container_per_replica(stacks, example):
     stack = stacks[example]
-    roles = EXAMPLE_ROLES[example]
+    roles = DEPLOYED_ROLES[example]
     assert len(stack.resources(type="docker:index/network:Network")) == 1
     assert len(stack.resources(type="docker:index/image:Image")) == 1
     expected = {f"{role}-{i}" for role, n in roles.items() for i in range(n)}
@@ -133,7 +133,7 @@ def test_names_on_the_engine_keep_stacks_and_patterns_apart():
         mp.Spread("api", function=handler, replicas=2)
     dev_names = [r.inputs["name"] for r in dev.resources(type=CONTAINER)]
     test_names = [r.inputs["name"] for r in test.resources(type=CONTAINER)]
-    assert len(dev_names) == len(set(dev_names)) == 6
+    assert len(dev_names) == len(set(dev_names)) == 8  # two routers and two replicas per pattern
     assert not set(dev_names) & set(test_names)
     assert "shop-dev-api-router-0" in dev_names
     pairs = [(r.type, r.name) for r in dev.resources()]
@@ -143,7 +143,7 @@ def test_names_on_the_engine_keep_stacks_and_patterns_apart():
 def test_a_docker_provider_given_to_the_pattern_reaches_every_child():
     with testing.mocked("docker") as stack:
         engine = docker.Provider("engine", host="unix:///var/run/docker.sock")
-        mp.Shard("users", function=handler, key="user", shards=2, opts=pulumi.ResourceOptions(providers=[engine]))
+        mp.Shard("users", function=handler, key="user", shards=2, routers=1, opts=pulumi.ResourceOptions(providers=[engine]))
     children = [r for r in stack.resources() if r.type.startswith("docker:")]
     assert len(children) == 1 + 1 + 3  # image, network, router + 2 shards
     assert all("pulumi:providers:docker::engine::" in (r.provider or "") for r in children)

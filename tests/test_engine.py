@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from engine_support import Cluster, cluster_environment, copy_project
-from target_support import EXAMPLE_ENTRY, EXAMPLE_ROLES
+from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 PROJECTS = [*EXAMPLE_ROLES, "root"]
 #: The roles of each project (the root project deploys the scatter/gather example).
-ROLES = {**EXAMPLE_ROLES, "root": EXAMPLE_ROLES["scatter_gather"]}
+ROLES = {**EXAMPLE_ROLES, "root": DEPLOYED_ROLES["scatter_gather"]}
 ENTRY = {**EXAMPLE_ENTRY, "root": EXAMPLE_ENTRY["scatter_gather"]}
 COMPONENT = {"hello_world": "Service", "spread": "Spread", "shard": "Shard", "scatter_gather": "ScatterGather", "root": "ScatterGather"}
 

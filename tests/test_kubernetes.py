@@ -19,6 +19,7 @@ from metaparticle_pulumi.topology import role_env
 
 from target_support import (
     EXAMPLE_ENTRY,
+    DEPLOYED_ROLES,
     EXAMPLE_ROLES,
     FAKE_DIGEST,
     by_name,
@@ -55,7 +56,7 @@ def kinds(stack) -> dict[str, int]:
 @pytest.mark.parametrize("example", PATTERNS)
 def test_each_role_gets_a_deployment_a_service_and_a_network_policy(stacks, example):
     stack = stacks[example]
-    roles = EXAMPLE_ROLES[example]
+    roles = DEPLOYED_ROLES[example]
     n = len(roles)
     pdbs = sum(1 for replicas in roles.values() if replicas > 1)
     pattern_type = {"hello_world": "Service", "spread": "Spread", "shard": "Shard", "scatter_gather": "ScatterGather"}[example]
@@ -74,7 +75,7 @@ def test_each_role_gets_a_deployment_a_service_and_a_network_policy(stacks, exam
 @pytest.mark.parametrize("example", PATTERNS)
 def test_deployments_run_the_replicas_of_their_role(stacks, example):
     deployments = by_name(stacks[example].objects(kind="Deployment"))
-    assert {name: d["spec"]["replicas"] for name, d in deployments.items()} == EXAMPLE_ROLES[example]
+    assert {name: d["spec"]["replicas"] for name, d in deployments.items()} == DEPLOYED_ROLES[example]
 
 
 @pytest.mark.parametrize("example", PATTERNS)
@@ -153,7 +154,7 @@ def test_routers_call_the_headless_services_of_their_upstreams_in_order(stacks, 
     assert json.loads(env["MP_UPSTREAMS"]) == [f"dns:///{u}.default.svc.cluster.local:50051" for u in upstreams]
     assert json.loads(env["MP_UPSTREAM_NAMES"]) == upstreams
     if example == "scatter_gather":
-        assert json.loads(env["MP_UPSTREAM_REPLICAS"]) == [EXAMPLE_ROLES[example][u] for u in upstreams]
+        assert json.loads(env["MP_UPSTREAM_REPLICAS"]) == [DEPLOYED_ROLES[example][u] for u in upstreams]
     else:
         assert "MP_UPSTREAM_REPLICAS" not in env
     for u in upstreams:
@@ -337,8 +338,9 @@ def test_leaves_accept_only_the_root(stacks):
 def test_disruption_budgets_only_where_a_group_has_more_than_one_replica():
     with testing.mocked() as stack:
         mp.Shard("users", function=handler, key="user", shards=2, replicas=2)
+        mp.Spread("one", function=handler, replicas=1, routers=1)
     pdbs = by_name(stack.objects(kind="PodDisruptionBudget"))
-    assert set(pdbs) == {"users-shard-0", "users-shard-1"}
+    assert set(pdbs) == {"users-router", "users-shard-0", "users-shard-1"}, "two routers by default"
     assert all(p["spec"]["maxUnavailable"] == 1 for p in pdbs.values())
 
 
@@ -353,8 +355,8 @@ def test_autoscaling_scales_function_roles_and_leaves_routers_alone():
     assert hpa["spec"]["metrics"][0]["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
     deployments = by_name(stack.objects(kind="Deployment"))
     assert "replicas" not in deployments["api-replica"]["spec"], "the autoscaler owns the replica count"
-    assert deployments["api-router"]["spec"]["replicas"] == 1
-    assert set(by_name(stack.objects(kind="PodDisruptionBudget"))) == {"api-replica"}
+    assert deployments["api-router"]["spec"]["replicas"] == 2, "routers= (default 2), not the autoscaler"
+    assert set(by_name(stack.objects(kind="PodDisruptionBudget"))) == {"api-router", "api-replica"}
 
 
 @pytest.mark.parametrize("autoscale", [(3, 2, 50), (0, 2, 50), (1, 2, 0), (1, 2), "lots"])
@@ -390,7 +392,7 @@ def test_namespace_labels_annotations_resources_and_env_reach_every_child():
             env={"LOG_LEVEL": "debug", "MP_LOG_LEVEL": "DEBUG"},
         )
     objects = stack.objects()
-    assert len(objects) == 9  # 3 Deployments, 3 Services, 3 NetworkPolicies
+    assert len(objects) == 10  # 3 Deployments, 3 Services, 3 NetworkPolicies, the two roots' PodDisruptionBudget
     for obj in objects:
         assert obj["metadata"]["namespace"] == "search"
         assert obj["metadata"]["labels"]["team"] == "discovery"
@@ -450,7 +452,7 @@ def test_a_kubernetes_provider_given_to_the_pattern_reaches_every_kubernetes_chi
     with testing.mocked() as stack:
         cluster = k8s.Provider("cluster", namespace="apps")
         opts = pulumi.ResourceOptions(providers={"kubernetes": cluster}) if how == "providers" else pulumi.ResourceOptions(provider=cluster)
-        mp.Shard("users", function=handler, key="user", shards=2, opts=opts)
+        mp.Shard("users", function=handler, key="user", shards=2, opts=opts, routers=1)
     children = [r for r in stack.resources() if r.type.startswith("kubernetes:")]
     assert len(children) == 9
     for r in children:

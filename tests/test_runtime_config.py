@@ -34,6 +34,7 @@ CONFIGS = [
         max_response_bytes=2048,
         parent_pid=4242,
         router="python",
+        http_fd=7,
         router_binary="/opt/metaparticle/bin/metaparticle-router",
         uses=(("search", "dns:///search.prod.svc.cluster.local:50051"), ("users", "ipv4:127.0.0.1:5001")),
         event_loop="asyncio",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import metaparticle_pulumi as mp
 from metaparticle_pulumi.program import Evaluation, ProgramError, evaluate
 from metaparticle_pulumi.topology import Topology, dns_name, role_env
 from metaparticle_runtime.config import RuntimeConfig
@@ -296,3 +297,34 @@ def test_an_evaluation_holds_its_local_ports_until_released(tmp_path):
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize("target, expected", [("kubernetes", 2), ("docker", 2), ("local", 1)])
+def test_routers_run_twice_where_a_router_is_a_single_point_of_failure(target, expected):
+    from metaparticle_pulumi import testing
+
+    with testing.mocked(target) as stack:
+        mp.Spread("api", function=handle, replicas=3)
+        mp.Shard("users", function=handle, key="user", shards=2, routers=3)
+        mp.Service("one", function=handle)
+    spread, shard, service = stack.patterns
+    assert spread.topology.role("api-router").replicas == expected
+    assert spread.topology.role("api-replica").replicas == 3
+    assert shard.topology.role("users-router").replicas == 3
+    assert service.topology.entry.replicas == 1
+
+
+@pytest.mark.parametrize("routers, message", [(0, "routers must be a positive integer"), (True, "routers must be a positive integer")])
+def test_routers_must_be_a_positive_count(routers, message):
+    from metaparticle_pulumi import testing
+
+    with pytest.raises(mp.PatternError, match=message):
+        with testing.mocked("local"):
+            mp.Spread("api", function=handle, routers=routers)
+    with pytest.raises(mp.PatternError, match="a Service has none"):
+        with testing.mocked("local"):
+            mp.Service("api", function=handle, routers=2)
+
+
+def handle(request):
+    return request

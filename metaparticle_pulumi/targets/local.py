@@ -51,8 +51,14 @@ class ProcessSpec:
 
     @property
     def ports(self) -> tuple[int, ...]:
-        """Every port this process binds."""
-        return (self.grpc_port,) + ((self.http_port,) if self.http_port is not None else ())
+        """Every port this process binds (an entry given a listening socket binds none for HTTP)."""
+        http = (self.http_port,) if self.http_port is not None and self.config.http_fd is None else ()
+        return (self.grpc_port,) + http
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        """Descriptors the process inherits: the entry's shared listening socket."""
+        return (self.config.http_fd,) if self.config.http_fd is not None else ()
 
 
 @dataclass
@@ -83,8 +89,9 @@ class LocalPlan:
         """The gRPC target that reaches every replica of `role` (balanced per call by the caller)."""
         return "ipv4:" + ",".join(f"{HOST}:{p}" for p in self.grpc_ports[role])
 
-    def processes(self, function_dir: str) -> list[ProcessSpec]:
-        """The process specs, writing by-value functions into `function_dir`."""
+    def processes(self, function_dir: str, http_fd: int | None = None) -> list[ProcessSpec]:
+        """The process specs, writing by-value functions into `function_dir`; `http_fd` is the
+        listening socket of the HTTP entry that every replica of the entry role accepts from."""
         topo = self.topology
         addresses = {r.name: self.address(r.name) for r in topo.roles}
         specs = []
@@ -104,6 +111,7 @@ class LocalPlan:
                     function_file=fn_file,
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
+                    http_fd=http_fd if role.entry else None,
                     uses=self.uses,
                     **(compiled_router() if role.kind in ("spread", "shard") else {}),
                     **tls,

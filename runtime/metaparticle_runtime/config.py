@@ -54,6 +54,7 @@ ENV: dict[str, str] = {
     "metrics_port": "MP_METRICS_PORT",
     "uses": "MP_USES",
     "router": "MP_ROUTER",
+    "http_fd": "MP_HTTP_FD",
     "router_binary": "MP_ROUTER_BINARY",
     "event_loop": "MP_EVENT_LOOP",
     "parent_pid": "MP_PARENT_PID",
@@ -132,6 +133,9 @@ class RuntimeConfig:
     router: str = "auto"
     #: Path of the compiled router (runtime/router, `metaparticle-router`), when one is built.
     router_binary: str | None = None
+    #: An inherited listening socket to serve the HTTP entry on instead of binding `http_port`
+    #: (local routers share one, so a router that dies loses none of the waiting connections).
+    http_fd: int | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     #: The local supervisor's pid: the replica has the kernel kill it when that process dies
@@ -265,6 +269,7 @@ class RuntimeConfig:
             uses=json_names("uses"),
             router=get("router") or defaults["router"],
             router_binary=get("router_binary"),
+            http_fd=number("http_fd", int),
             event_loop=get("event_loop") or defaults["event_loop"],
             parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],

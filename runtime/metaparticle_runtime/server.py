@@ -255,7 +255,7 @@ class Runtime:
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
             )
-            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port)
+            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, fd=cfg.http_fd)
         if cfg.metrics_port is not None:
             self._metrics_server = await ops.start(ops.make_app(self.metrics, self.health.serving), cfg.bind_host, cfg.metrics_port)
         if self.role.upstreams:
