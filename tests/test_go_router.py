@@ -294,6 +294,10 @@ def test_a_saturated_go_router_refuses_at_once_like_the_python_one(stack, binary
         assert len(refused) == 4 and sum(o.ok for o in outcomes) == 2, [o.status for o in outcomes]
         docs.append({k: v for k, v in refused[0].body.items() if k != "replica"})
         assert refused[0].body["replica"] == proc.cfg.replica
+        samples = scrape(proc.url)
+        labels = (("pattern", "Service"), ("role", "api-router"))
+        assert samples[("metaparticle_refused_total", labels)] == 4, proc.kind
+        assert samples[("metaparticle_requests_total", (("code", "RESOURCE_EXHAUSTED"),) + labels)] == 4, proc.kind
     assert docs[0] == docs[1] == {"error": "api-router is at its limit of 2 requests in flight; retry later",
                                   "code": "RESOURCE_EXHAUSTED", "role": "api-router"}
 
