@@ -1,14 +1,21 @@
 """The Go router (runtime/router) as a real process in front of Python function servers, side by side
 with the Python router on the same replicas: the same answers, the same error documents, retries,
-deadlines and the graceful stop. Skipped without Go unless MP_REQUIRE_ROUTER=1 (router_support)."""
+deadlines and the graceful stop; and the rest of the runtime's contract (MP_REUSE_PORT, MP_PARENT_PID, the
+metrics, the caller's trace context). Skipped without Go unless MP_REQUIRE_ROUTER=1 (router_support)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from concurrent import futures
 from dataclasses import replace
 from typing import Any
@@ -19,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import rel_support as rs
 import router_support as rt
+from metaparticle_runtime.config import RuntimeConfig
 from metaparticle_runtime.hashing import shard_for
 from metaparticle_runtime.payload import unwrap, wrap
 
@@ -286,6 +294,10 @@ def test_a_saturated_go_router_refuses_at_once_like_the_python_one(stack, binary
         assert len(refused) == 4 and sum(o.ok for o in outcomes) == 2, [o.status for o in outcomes]
         docs.append({k: v for k, v in refused[0].body.items() if k != "replica"})
         assert refused[0].body["replica"] == proc.cfg.replica
+        samples = scrape(proc.url)
+        labels = (("pattern", "Service"), ("role", "api-router"))
+        assert samples[("metaparticle_refused_total", labels)] == 4, proc.kind
+        assert samples[("metaparticle_requests_total", (("code", "RESOURCE_EXHAUSTED"),) + labels)] == 4, proc.kind
     assert docs[0] == docs[1] == {"error": "api-router is at its limit of 2 requests in flight; retry later",
                                   "code": "RESOURCE_EXHAUSTED", "role": "api-router"}
 
@@ -298,8 +310,6 @@ def test_a_saturated_go_router_refuses_at_once_like_the_python_one(stack, binary
     ({"MP_ROLE": "spread", "MP_UPSTREAMS": '["a"]', "MP_TIMEOUT": "soon"}, "MP_TIMEOUT must be a float"),
 ])
 def test_configurations_the_go_router_cannot_run_exit_2_with_a_reason(binary, env, message):
-    import subprocess
-
     out = subprocess.run([binary], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "configuration error" in out.stderr and message in out.stderr, out.stderr
 
@@ -417,3 +427,230 @@ def test_health_watchers_see_not_serving_and_their_stream_ends_so_the_stop_is_pr
     assert go.popen.wait(timeout=10) == 0
     # Not held for the 10 s request timeout by the watch: drain (0.5 s) and out.
     assert time.monotonic() - start < 3.0
+
+
+# --- The rest of the runtime's contract: MP_REUSE_PORT, MP_PARENT_PID, metrics, trace context ---
+
+
+def test_the_go_router_binds_ports_the_local_target_holds_with_reuse_port(binary):
+    """The local target holds each port (bound, not listening, SO_REUSEPORT) until its process binds
+    it: with MP_REUSE_PORT the Go router binds next to the hold; without, the port is in use."""
+    from metaparticle_pulumi._ports import Ports
+
+    ports = Ports()
+    try:
+        with rt.processes() as procs:
+            [replica] = procs.functions("held-replica", 1)
+            base = rt.router_config("spread", [[replica]], ["held-replica"], "held-router")
+            refused = procs.start(replace(base, grpc_port=ports.reserve(), http_port=ports.reserve(), replica="held-router-plain"), "go", binary)
+            assert refused.popen.wait(timeout=10) == 1
+            assert "cannot listen" in refused.log() and "address already in use" in refused.log(), refused.log()[-1500:]
+            cfg = replace(base, grpc_port=ports.reserve(), http_port=ports.reserve(), reuse_port=True)
+            assert {cfg.grpc_port, cfg.http_port} <= set(ports.held())
+            router = procs.start(cfg, "go", binary)
+            rt.wait_status(router)
+            assert grpc_json(router.grpc_target, b'{"held": 1}').body["echo"] == {"held": 1}  # the hold takes no connections
+            assert rs_http(router.url, b'{"held": 2}').body["echo"] == {"held": 2}
+    finally:
+        ports.close()
+
+
+PARENT = """
+import os, subprocess, sys, time
+os.environ["MP_PARENT_PID"] = str(os.getpid())
+child = subprocess.Popen([sys.argv[1]], stdin=subprocess.DEVNULL, stdout=open(sys.argv[2], "wb"), stderr=subprocess.STDOUT)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_go_router_dies_with_its_parent_given_mp_parent_pid(binary, tmp_path):
+    with rt.processes() as procs:
+        [replica] = procs.functions("orphan-replica", 1)
+        cfg = rt.router_config("spread", [[replica]], ["orphan-replica"], "orphan-router")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MP_")} | cfg.to_env()
+        parent = subprocess.Popen([sys.executable, "-c", PARENT, binary, str(tmp_path / "router.log")], env=env, stdout=subprocess.PIPE)
+        router_pid = int(parent.stdout.readline())
+        try:
+            deadline = time.monotonic() + 20
+            while rs.health(rt.HOST, cfg.grpc_port) != "SERVING":
+                assert time.monotonic() < deadline and not _gone(router_pid), (tmp_path / "router.log").read_text()
+                time.sleep(0.05)
+            parent.kill()
+            parent.wait()
+            deadline = time.monotonic() + 5
+            while not _gone(router_pid):
+                assert time.monotonic() < deadline, "the router outlived its parent"
+                time.sleep(0.02)
+        finally:
+            if not _gone(router_pid):
+                os.kill(router_pid, signal.SIGKILL)
+            parent.kill()
+            parent.wait()
+    # A parent that is gone before the router starts (the router's parent here is this test, not pid 1).
+    out = subprocess.run([binary], env={"PATH": "/usr/bin:/bin", **cfg.to_env(), "MP_PARENT_PID": "1"}, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1 and "supervisor 1 is gone" in out.stderr, out.stderr
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every metaparticle_* sample at `url` (GET /metrics), by name and labels (no *_created)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reply = rs_http(url, None, "GET", "/metrics")
+    assert reply.status == 200 and reply.content_type.startswith("text/plain"), reply
+    # A bucket's bound as a number: Go writes le="1" where Python writes le="1.0" (Prometheus 3 reads both as 1.0).
+    return {
+        (s.name, tuple(sorted((k, repr(float(v)) if k == "le" else v) for k, v in s.labels.items()))): s.value
+        for family in text_string_to_metric_families(reply.body)
+        for s in family.samples
+        if s.name.startswith("metaparticle_") and not s.name.endswith("_created")
+    }
+
+
+def test_go_and_python_routers_count_the_same_requests_in_the_same_series(stack, binary):
+    procs = stack["procs"]
+    metrics_port = rs.free_port()
+    routers = {"python": procs.start(rt.twin(stack["spread"], "api-router-py-metrics"), "python"),
+               "go": procs.start(rt.twin(stack["spread"], "api-router-go-metrics"), "go", binary, env={"MP_METRICS_PORT": str(metrics_port)})}
+    samples = {}
+    for kind, proc in routers.items():
+        rt.wait_status(proc)
+        for body in (b'{"a": 1}', b"[1]", b'{"a": '):
+            rs_http(proc.url, body)
+        grpc_calls(proc.grpc_target, [wrap(b"{}")] * 4)
+        samples[kind] = scrape(proc.url)
+    py, go = samples["python"], samples["go"]
+    assert set(go) == set(py), set(go) ^ set(py)
+    buckets = {k for k in go if k[0] == "metaparticle_request_duration_seconds_bucket"}
+    assert len(buckets) == 17  # the same 16 buckets and +Inf
+    assert {k: v for k, v in go.items() if k not in buckets and not k[0].endswith("_sum")} == \
+           {k: v for k, v in py.items() if k not in buckets and not k[0].endswith("_sum")}
+    labels = (("pattern", "Service"), ("role", "api-router"))
+    assert go[("metaparticle_requests_total", (("code", "OK"),) + labels)] == 6
+    assert go[("metaparticle_requests_total", (("code", "INVALID_ARGUMENT"),) + labels)] == 1
+    assert go[("metaparticle_upstream_calls_total", (("outcome", "OK"),) + labels + (("upstream", "api-replica"),))] == 6
+    assert go[("metaparticle_in_flight", labels)] == 0
+    # The metrics port serves the same registry.
+    assert scrape(f"http://{rt.HOST}:{metrics_port}") == scrape(routers["go"].url)
+
+
+def test_requests_received_as_a_grpc_retry_are_counted(stack, binary):
+    """A caller whose first attempt failed UNAVAILABLE on another server retries on the Go router
+    (grpc-previous-rpc-attempts): the router counts exactly those."""
+    failed = []  # calls whose first attempt failed here: each reaches the router once as a retry
+
+    def unavailable(message: bytes, context: grpc.ServicerContext) -> bytes:
+        if not any(key == "grpc-previous-rpc-attempts" for key, _ in context.invocation_metadata()):
+            failed.append(1)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "down")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "metaparticle.v1.Function", {"Call": grpc.unary_unary_rpc_method_handler(unavailable)}),))
+    bad = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    go = stack["procs"].start(rt.twin(stack["spread"], "api-router-go-retries"), "go", binary)
+    rt.wait_status(go)
+    config = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{
+        "name": [{"service": "metaparticle.v1.Function"}], "retryPolicy": {
+            "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+    channel = grpc.insecure_channel(f"ipv4:127.0.0.1:{bad},{go.grpc_target}", options=[("grpc.service_config", config)])
+    try:
+        call = channel.unary_unary("/metaparticle.v1.Function/Call")
+        for i in range(6):
+            assert json.loads(unwrap(call(wrap(b'{"retry": %d}' % i), timeout=10)))["echo"] == {"retry": i}
+    finally:
+        channel.close()
+        server.stop(0)
+    samples = scrape(go.url)
+    labels = (("pattern", "Service"), ("role", "api-router"))
+    assert len(failed) >= 1
+    assert samples[("metaparticle_retries_total", labels)] == len(failed)
+    assert samples[("metaparticle_requests_total", (("code", "OK"),) + labels)] == 6
+
+
+def test_the_metrics_port_healthz_turns_503_while_the_go_router_drains(stack, binary):
+    port = rs.free_port()
+    go = stack["procs"].start(rt.twin(replace(stack["spread"], drain_seconds=2.0), "api-router-go-ops"), "go", binary,
+                              env={"MP_METRICS_PORT": str(port)})
+    ops = f"http://{rt.HOST}:{port}"
+    rt.wait_status(go)
+    assert (lambda r: (r.status, r.content_type, r.body))(rs_http(ops, None, "GET", "/healthz")) == (
+        200, "application/json; charset=utf-8", {"status": "SERVING"})
+    assert rs_http(ops, None, "POST", "/healthz").status == 405 and rs_http(ops, None, "GET", "/").status == 404
+    go.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 1.5
+    while (reply := rs_http(ops, None, "GET", "/healthz")).status != 503:
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.02)
+    assert reply.body == {"status": "NOT_SERVING"}
+    assert go.popen.poll() is None  # still draining
+    assert ("metaparticle_in_flight", (("pattern", "Service"), ("role", "api-router"))) in scrape(ops)
+    assert go.popen.wait(timeout=10) == 0
+
+
+def test_a_trace_stays_one_trace_across_the_go_router(binary):
+    """The Go router makes no span; it passes the caller's traceparent on, so the replica's span
+    (the Python runtime exporting to an OTLP/HTTP receiver) is the caller's child, over both entries."""
+    from test_tracing import Receiver, _wait_for
+
+    receiver = Receiver()
+    try:
+        with rt.processes() as procs:
+            (procs.tmp / "rtfn.py").write_text(rt.FUNCTIONS)
+            cfg = RuntimeConfig(role="function", function="rtfn:echo", source_dir=str(procs.tmp), bind_host=rt.HOST,
+                                grpc_port=rs.free_port(), role_name="traced-replica", replica="traced-replica-0")
+            replica = procs.start(cfg, "python", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"})
+            rt.wait_status(replica)
+            router = procs.start(rt.router_config("spread", [[replica]], ["traced-replica"], "traced-router"), "go", binary)
+            rt.wait_status(router)
+            trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)
+            parent = f"00-{trace_id}-{caller}-01"
+            reply = rt_http_with(router.url, b'{"t": 1}', {"traceparent": parent, "tracestate": "vendor=x"})
+            assert reply == {"echo": {"t": 1}}, reply
+            trace2, caller2 = secrets.token_hex(16), secrets.token_hex(8)
+            channel = grpc.insecure_channel(router.grpc_target)
+            try:
+                channel.unary_unary("/metaparticle.v1.Function/Call")(wrap(b"{}"), timeout=5, metadata=(("traceparent", f"00-{trace2}-{caller2}-01"),))
+            finally:
+                channel.close()
+            [http_span] = _wait_for(receiver, trace_id, 1)
+            [grpc_span] = _wait_for(receiver, trace2, 1)
+    finally:
+        receiver.close()
+    assert (http_span["parent"], http_span["name"]) == (caller, "traced-replica")
+    assert (grpc_span["parent"], grpc_span["name"]) == (caller2, "traced-replica")
+
+
+def rt_http_with(url: str, body: bytes, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(url + "/", data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        doc = json.loads(reply.read())
+    return {k: v for k, v in doc.items() if k == "echo"}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MP_REUSE_PORT": "maybe"}, "MP_REUSE_PORT must be true or false, got 'maybe'"),
+    ({"MP_METRICS_PORT": "x"}, "MP_METRICS_PORT must be a int, got 'x'"),
+    ({"MP_EVENT_LOOP": "trio"}, "MP_EVENT_LOOP must be auto, asyncio or uvloop, got 'trio'"),
+    ({"MP_ON_MISSING": "skip"}, "MP_ON_MISSING must be fail or partial, got 'skip'"),
+])
+def test_settings_the_python_runtime_refuses_are_refused_alike(binary, env, message):
+    from metaparticle_runtime.config import ConfigError, RuntimeConfig as Cfg
+
+    full = {"MP_ROLE": "spread", "MP_UPSTREAMS": '["ipv4:127.0.0.1:1"]', **env}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Cfg.from_env(full)
+    out = subprocess.run([binary], env={"PATH": "/usr/bin:/bin", **full}, capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and message in out.stderr, out.stderr

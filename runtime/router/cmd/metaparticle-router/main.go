@@ -16,6 +16,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "metaparticle-router: configuration error: %v\n", err)
 		os.Exit(2)
 	}
+	if cfg.ParentPID != 0 && !router.DieWithParent(cfg.ParentPID) {
+		fmt.Fprintf(os.Stderr, "metaparticle-router: supervisor %d is gone; exiting\n", cfg.ParentPID)
+		os.Exit(1)
+	}
 	log := router.NewLogger(cfg.RoleName, cfg.Replica, cfg.LogLevel)
 	if err := router.Serve(cfg, log); err != nil {
 		var ce *router.ConfigError

@@ -36,6 +36,9 @@ type Config struct {
 	DrainSeconds                           time.Duration
 	TLSCert, TLSKey, TLSCA                 string
 	LogLevel                               string
+	ReusePort                              bool // MP_REUSE_PORT: bind the gRPC and HTTP ports with SO_REUSEPORT
+	ParentPID                              int  // MP_PARENT_PID: 0, or the supervisor this process dies with
+	MetricsPort                            int  // MP_METRICS_PORT: 0, or the port of GET /metrics and /healthz
 }
 
 // FromEnv reads the MP_* variables (lookup is os.LookupEnv in production).
@@ -114,6 +117,7 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 		{"MP_MAX_REQUEST_BYTES", &c.MaxRequestBytes, 4 * 1024 * 1024}, {"MP_MAX_JSON_DEPTH", &c.MaxJSONDepth, 64},
 		{"MP_MAX_RESPONSE_BYTES", &c.MaxResponseBytes, 16 * 1024 * 1024},
 		{"MP_MAX_IN_FLIGHT", &c.MaxInFlight, 256}, {"MP_RETRIES", &c.Retries, 2},
+		{"MP_METRICS_PORT", &c.MetricsPort, 0}, {"MP_PARENT_PID", &c.ParentPID, 0},
 	}
 	for _, it := range ints {
 		if *it.dst, err = intOf(it.name, it.def); err != nil {
@@ -132,13 +136,35 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch raw := get("MP_IDEMPOTENT"); strings.ToLower(raw) {
-	case "", "true":
-		c.Idempotent = true
-	case "false":
-	default:
-		return nil, configErr("MP_IDEMPOTENT must be true or false, got %s", pyQuote(raw))
+	// Read for their errors only (a router has no use for them): a value the Python runtime refuses
+	// is refused here too, with its message.
+	for _, name := range []string{"MP_INDEX", "MP_COUNT"} {
+		if _, err := intOf(name, 0); err != nil {
+			return nil, err
+		}
 	}
+	if _, err := floatOf("MP_HEDGE_AFTER", 0); err != nil {
+		return nil, err
+	}
+	flag := func(name string, def bool) (bool, error) {
+		switch raw := get(name); strings.ToLower(raw) {
+		case "":
+			return def, nil
+		case "true", "1":
+			return true, nil
+		case "false", "0":
+			return false, nil
+		default:
+			return false, configErr("%s must be true or false, got %s", name, pyQuote(raw))
+		}
+	}
+	if c.Idempotent, err = flag("MP_IDEMPOTENT", true); err != nil {
+		return nil, err
+	}
+	if c.ReusePort, err = flag("MP_REUSE_PORT", false); err != nil {
+		return nil, err
+	}
+	eventLoop, onMissing := or("MP_EVENT_LOOP", "auto"), or("MP_ON_MISSING", "fail")
 	if c.Upstreams, err = list("MP_UPSTREAMS"); err != nil {
 		return nil, err
 	}
@@ -160,6 +186,10 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 		return nil, configErr("a shard key function (MP_FUNCTION) runs on the Python runtime; the Go router takes MP_KEY_PATH only")
 	case c.Role == "shard" && c.KeyPath == "":
 		return nil, configErr("the shard role needs MP_KEY_PATH or a key function")
+	case eventLoop != "auto" && eventLoop != "asyncio" && eventLoop != "uvloop":
+		return nil, configErr("MP_EVENT_LOOP must be auto, asyncio or uvloop, got %s", pyQuote(eventLoop))
+	case onMissing != "fail" && onMissing != "partial":
+		return nil, configErr("MP_ON_MISSING must be fail or partial, got %s", pyQuote(onMissing))
 	case len(c.UpstreamNames) != len(c.Upstreams):
 		return nil, configErr("MP_UPSTREAM_NAMES must name every upstream")
 	case (c.TLSCert != "") != (c.TLSKey != ""):

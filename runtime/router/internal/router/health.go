@@ -50,3 +50,9 @@ func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream healthpb.H
 
 // closeWatches ends every Watch stream, now and from now on.
 func (h *healthServer) closeWatches() { h.once.Do(func() { close(h.closing) }) }
+
+// Serving is whether this router's gRPC health (service "") says SERVING now.
+func (rt *Runtime) Serving() bool {
+	reply, err := rt.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: ""})
+	return err == nil && reply.Status == healthpb.HealthCheckResponse_SERVING
+}

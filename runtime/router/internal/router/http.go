@@ -30,7 +30,9 @@ func (rt *Runtime) httpHandler() http.Handler {
 				doc.Set(k, d.Items[i])
 			}
 			writeJSON(w, status, pyjson.Dumps(doc.Value()))
-		case r.URL.Path == "/" || r.URL.Path == "/healthz":
+		case r.URL.Path == "/metrics" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			rt.metrics.Handler().ServeHTTP(w, r)
+		case r.URL.Path == "/" || r.URL.Path == "/healthz" || r.URL.Path == "/metrics":
 			writeError(w, 405, "Method Not Allowed", "METHOD_NOT_ALLOWED")
 		default:
 			writeError(w, 404, "Not Found", "NOT_FOUND")
@@ -52,7 +54,7 @@ func (rt *Runtime) httpCall(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 413, e.Document())
 		return
 	}
-	reply, rerr := rt.Dispatch(r.Context(), wrap(body), deadline)
+	reply, rerr := rt.Dispatch(withTraceContext(r.Context(), r.Header.Get), wrap(body), deadline)
 	if rerr == nil {
 		var out []byte
 		if out, rerr = unwrap(reply); rerr == nil {
@@ -78,4 +80,26 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	w.WriteHeader(status)
 	w.Write(body)
+}
+
+// opsHandler is ops.make_app (MP_METRICS_PORT): GET /metrics, and GET /healthz answering 200 while
+// this router's own gRPC health is SERVING, 503 otherwise (starting, draining).
+func (rt *Runtime) opsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		get := r.Method == http.MethodGet || r.Method == http.MethodHead
+		switch {
+		case r.URL.Path == "/metrics" && get:
+			rt.metrics.Handler().ServeHTTP(w, r)
+		case r.URL.Path == "/healthz" && get:
+			status, word := 503, "NOT_SERVING"
+			if rt.Serving() {
+				status, word = 200, "SERVING"
+			}
+			writeJSON(w, status, pyjson.Dumps(pyjson.NewObj().Set("status", pyjson.Str(word)).Value()))
+		case r.URL.Path == "/metrics" || r.URL.Path == "/healthz":
+			writeError(w, 405, "Method Not Allowed", "METHOD_NOT_ALLOWED")
+		default:
+			writeError(w, 404, "Not Found", "NOT_FOUND")
+		}
+	})
 }

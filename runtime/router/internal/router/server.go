@@ -45,6 +45,8 @@ type Runtime struct {
 	health   *healthServer
 	grpc     *grpc.Server
 	http     *http.Server
+	ops      *http.Server // MP_METRICS_PORT
+	metrics  *Metrics
 	idsMu    sync.Mutex
 	callIDs  map[string]bool // ids of hedgeable calls running here (metadata mp-call-id)
 }
@@ -55,17 +57,24 @@ func NewRuntime(cfg *Config, log *Logger) (*Runtime, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Runtime{cfg: cfg, role: role, log: log, health: newHealthServer(), callIDs: map[string]bool{}}, nil
+	metrics := NewMetrics(cfg.Pattern, cfg.RoleName)
+	for _, up := range role.Upstreams() {
+		up.metrics = metrics
+	}
+	return &Runtime{cfg: cfg, role: role, log: log, health: newHealthServer(), metrics: metrics, callIDs: map[string]bool{}}, nil
 }
 
 // Dispatch runs one request through the role, refusing it fast when this router is saturated.
 func (rt *Runtime) Dispatch(ctx context.Context, message []byte, deadline time.Time) (reply []byte, rerr *RoleError) {
 	if rt.inFlight.Add(1) > int64(rt.cfg.MaxInFlight) {
 		rt.inFlight.Add(-1)
+		rt.metrics.Refused()
+		rt.metrics.Answered(codes.ResourceExhausted, 0)
 		msg := fmt.Sprintf("%s is at its limit of %d requests in flight; retry later", rt.cfg.RoleName, rt.cfg.MaxInFlight)
 		return nil, newError(codes.ResourceExhausted, msg).with("role", pyjson.Str(rt.cfg.RoleName)).with("replica", pyjson.Str(rt.cfg.Replica))
 	}
-	defer rt.inFlight.Add(-1)
+	rt.metrics.InFlight.Inc()
+	started := time.Now()
 	defer func() {
 		// A bug must still answer a JSON error, not end the process (server.Runtime.dispatch).
 		if p := recover(); p != nil {
@@ -73,6 +82,13 @@ func (rt *Runtime) Dispatch(ctx context.Context, message []byte, deadline time.T
 			reply, rerr = nil, newError(codes.Internal, fmt.Sprintf("%s failed: %T", rt.cfg.RoleName, p)).
 				with("role", pyjson.Str(rt.cfg.RoleName)).with("replica", pyjson.Str(rt.cfg.Replica))
 		}
+		code := codes.OK
+		if rerr != nil {
+			code = rerr.Code
+		}
+		rt.inFlight.Add(-1)
+		rt.metrics.InFlight.Dec()
+		rt.metrics.Answered(code, time.Since(started).Seconds())
 	}()
 	return rt.role.Call(ctx, message, deadline)
 }
@@ -122,6 +138,16 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 	defer rt.releaseCallID(id)
 	var out []byte
 	if rerr == nil {
+		md, _ := metadata.FromIncomingContext(ctx)
+		if len(md.Get("grpc-previous-rpc-attempts")) > 0 {
+			rt.metrics.Retried()
+		}
+		ctx = withTraceContext(ctx, func(key string) string {
+			if v := md.Get(key); len(v) > 0 {
+				return v[len(v)-1]
+			}
+			return ""
+		})
 		out, rerr = rt.Dispatch(ctx, in.b, time.Now().Add(timeout))
 	}
 	if rerr != nil {
@@ -210,7 +236,7 @@ func (rt *Runtime) Start() error {
 	healthpb.RegisterHealthServer(rt.grpc, rt.health)
 	reflection.Register(rt.grpc)
 	address := net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.GRPCPort))
-	lis, err := net.Listen("tcp", address)
+	lis, err := listen(address, cfg.ReusePort)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w", address, err)
 	}
@@ -218,13 +244,26 @@ func (rt *Runtime) Start() error {
 	rt.health.SetServingStatus(serviceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	go rt.grpc.Serve(lis)
 	if cfg.HTTPPort != 0 {
-		hl, err := net.Listen("tcp", net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.HTTPPort)))
+		hl, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.HTTPPort)), cfg.ReusePort)
 		if err != nil {
 			rt.grpc.Stop()
 			return fmt.Errorf("cannot listen on HTTP port %d: %w", cfg.HTTPPort, err)
 		}
 		rt.http = &http.Server{Handler: rt.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
 		go rt.http.Serve(hl)
+	}
+	if cfg.MetricsPort != 0 {
+		// Like ops.start: SO_REUSEADDR (Go's default on listeners), never SO_REUSEPORT.
+		ol, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.MetricsPort)), false)
+		if err != nil {
+			rt.grpc.Stop()
+			if rt.http != nil {
+				rt.http.Close()
+			}
+			return fmt.Errorf("cannot listen on metrics port %d: %w", cfg.MetricsPort, err)
+		}
+		rt.ops = &http.Server{Handler: rt.opsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go rt.ops.Serve(ol)
 	}
 	go rt.awaitUpstreams()
 	rt.log.Info("listening", "grpc", address, "http", cfg.HTTPPort, "pattern", cfg.Pattern, "name", cfg.Name, "router", "go")
@@ -278,6 +317,9 @@ func (rt *Runtime) Stop() {
 	}
 	for _, up := range rt.role.Upstreams() {
 		up.Close()
+	}
+	if rt.ops != nil {
+		rt.ops.Close()
 	}
 	rt.log.Info("stopped")
 }

@@ -120,6 +120,7 @@ type Upstream struct {
 	maxResponse             int
 	conn                    *grpc.ClientConn
 	health                  healthpb.HealthClient
+	metrics                 *Metrics // counts calls by outcome (the runtime's, set once before serving)
 }
 
 func newUpstream(cfg *Config, target, label, roleName string, details []detail) (*Upstream, error) {
@@ -168,7 +169,11 @@ func (u *Upstream) Call(ctx context.Context, message []byte, deadline time.Time)
 	defer cancel()
 	var trailer metadata.MD
 	var reply frame
-	if err := u.conn.Invoke(cctx, pb.Function_Call_FullMethodName, &frame{message}, &reply, grpc.Trailer(&trailer)); err != nil {
+	err := u.conn.Invoke(cctx, pb.Function_Call_FullMethodName, &frame{message}, &reply, grpc.Trailer(&trailer))
+	if u.metrics != nil {
+		u.metrics.UpstreamCall(u.RoleName, status.Code(err))
+	}
+	if err != nil {
 		if st := status.Convert(err); st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max") {
 			// gRPC's own refusal of a reply over this channel's limit: name the limit and the group.
 			e := newError(codes.ResourceExhausted, fmt.Sprintf("%s: its result is larger than max_response_bytes (%d)", u.Label, u.maxResponse)).
