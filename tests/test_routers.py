@@ -6,7 +6,12 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import sys
 import time
+
+import pytest
+
+from metaparticle_pulumi.targets.local import router_binary
 
 from rel_support import HOST, Topology
 
@@ -35,12 +40,24 @@ def _post_new_connection(port: int, i: int) -> int:
         conn.close()
 
 
-def test_two_local_routers_share_the_entry_and_a_killed_one_costs_no_new_connection(tmp_path):
+@pytest.fixture(params=["python", "go"])
+def router(request) -> str:
+    """Which router runs: the Python runtime, or the compiled Go router (built by scripts/build-router)."""
+    if request.param == "go" and router_binary() is None:
+        if os.environ.get("MP_REQUIRE_ROUTER") == "1":
+            pytest.fail("MP_REQUIRE_ROUTER=1, but no Go router is built (scripts/build-router)")
+        pytest.skip("no Go router built (scripts/build-router needs Go)")
+    return request.param
+
+
+def test_two_local_routers_share_the_entry_and_a_killed_one_costs_no_new_connection(tmp_path, router):
     program = write_program(tmp_path / "routers", PROGRAM, fns=FNS)
-    with Topology(program) as topology:
+    with Topology(program, env={"METAPARTICLE_ROUTER": router}) as topology:
         topology.wait_healthy()
         routers = [p for p in topology.processes().values() if p.role == "api-router"]
         assert len(routers) == 2
+        exe = {os.path.realpath(f"/proc/{p.pid}/exe") for p in routers}
+        assert exe == ({os.path.realpath(router_binary())} if router == "go" else {os.path.realpath(sys.executable)})
         assert {p.http_port for p in routers} == {topology.port}, "both serve the one entry port"
         assert len({p.grpc_port for p in routers}) == 2
         assert [_post_new_connection(topology.port, i) for i in range(50)] == [200] * 50

@@ -125,7 +125,7 @@ class LocalPlan:
 ROUTER_BIN_ENV = "METAPARTICLE_ROUTER_BIN"
 #: "auto" (the compiled router when it is built), "go" (it must be) or "python".
 ROUTER_ENV = "METAPARTICLE_ROUTER"
-DEFAULT_ROUTER = "python"
+DEFAULT_ROUTER = "auto"
 
 
 def router_binary() -> str | None:

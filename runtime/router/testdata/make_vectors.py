@@ -4,7 +4,7 @@
 Each routing case is a serialised request (a Payload message, or raw bytes that are not one), a key
 path and a shard count, with the expected shard or the expected error (gRPC code, HTTP status and the
 exact JSON error document). The answers come from the runtime's own code (payload.decode,
-ShardRouter.shard_of, hashing.key_hash), so regenerating after a change there shows what moved:
+ShardRouter.key_of and shard_of_key, hashing.key_hash), so regenerating after a change there shows what moved:
 
     PYTHONPATH=runtime python runtime/router/testdata/make_vectors.py            # rewrite
     PYTHONPATH=runtime python runtime/router/testdata/make_vectors.py --check    # compare, exit 1 if stale
@@ -12,8 +12,10 @@ ShardRouter.shard_of, hashing.key_hash), so regenerating after a change there sh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 import random
 import sys
 from pathlib import Path
@@ -45,7 +47,8 @@ def route(message: bytes, key_path: str, shards: int) -> dict[str, Any]:
     shard = router(key_path, shards)
     try:
         request = decode(unwrap(message), max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
-        return {"shard": shard.shard_of(request)}
+        key = asyncio.run(shard.key_of(request, time.monotonic() + 10))
+        return {"shard": shard.shard_of_key(key)}
     except RoleError as err:
         return {"code": err.code.name, "http_status": err.http_status, "document": json.dumps(err.document())}
 

@@ -26,6 +26,7 @@ type Config struct {
 	BindHost                               string
 	GRPCPort                               int
 	HTTPPort                               int // 0: no HTTP entry
+	HTTPFd                                 int // MP_HTTP_FD: an inherited listening socket for the HTTP entry (-1: bind HTTPPort)
 	Timeout                                time.Duration
 	MaxRequestBytes, MaxJSONDepth          int
 	MaxResponseBytes                       int // MP_MAX_RESPONSE_BYTES: the largest reply accepted and sent
@@ -118,6 +119,7 @@ func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
 		{"MP_MAX_RESPONSE_BYTES", &c.MaxResponseBytes, 16 * 1024 * 1024},
 		{"MP_MAX_IN_FLIGHT", &c.MaxInFlight, 256}, {"MP_RETRIES", &c.Retries, 2},
 		{"MP_METRICS_PORT", &c.MetricsPort, 0}, {"MP_PARENT_PID", &c.ParentPID, 0},
+		{"MP_HTTP_FD", &c.HTTPFd, -1},
 	}
 	for _, it := range ints {
 		if *it.dst, err = intOf(it.name, it.def); err != nil {

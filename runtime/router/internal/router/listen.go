@@ -2,7 +2,9 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -25,4 +27,19 @@ func listen(address string, reusePort bool) (net.Listener, error) {
 		}
 	}
 	return lc.Listen(context.Background(), "tcp", address)
+}
+
+// httpListener is the HTTP entry's listener: the inherited listening socket MP_HTTP_FD when given
+// (local routers share one accept queue, so a router that dies loses no waiting connection), else
+// HTTPPort bound like listen does.
+func httpListener(cfg *Config) (net.Listener, error) {
+	if cfg.HTTPFd >= 0 {
+		file := os.NewFile(uintptr(cfg.HTTPFd), "http-entry")
+		if file == nil {
+			return nil, fmt.Errorf("MP_HTTP_FD=%d is not an open descriptor", cfg.HTTPFd)
+		}
+		defer file.Close() // FileListener dups it
+		return net.FileListener(file)
+	}
+	return listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.HTTPPort)), cfg.ReusePort)
 }

@@ -244,7 +244,7 @@ func (rt *Runtime) Start() error {
 	rt.health.SetServingStatus(serviceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	go rt.grpc.Serve(lis)
 	if cfg.HTTPPort != 0 {
-		hl, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.HTTPPort)), cfg.ReusePort)
+		hl, err := httpListener(cfg)
 		if err != nil {
 			rt.grpc.Stop()
 			return fmt.Errorf("cannot listen on HTTP port %d: %w", cfg.HTTPPort, err)
