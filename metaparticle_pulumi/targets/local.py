@@ -15,7 +15,7 @@ import pulumi
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .. import _registry
+from .. import _registry, state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
@@ -87,6 +87,7 @@ class LocalPlan:
         """The process specs, writing by-value functions into `function_dir`."""
         topo = self.topology
         addresses = {r.name: self.address(r.name) for r in topo.roles}
+        storage = state.prepare(topo)  # kept across runs: <program>/.metaparticle/state/<pattern>/<role>
         specs = []
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
@@ -105,6 +106,7 @@ class LocalPlan:
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
                     uses=self.uses,
+                    storage_dir=storage.get(role.name),
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
@@ -140,6 +142,7 @@ def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     where = f"{type(component).__name__} {topology.name!r}"
     plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
+    state.check_layout(topology, bool(getattr(args, "reshard", False)), where)
     for name, used in component.uses.items():
         callee = used.local_plan
         assert callee is not None, "a used pattern is declared (and planned) before its users"
