@@ -16,7 +16,7 @@ from metaparticle_pulumi.program import evaluate
 from metaparticle_runtime import storage as runtime_storage
 from metaparticle_runtime.config import ConfigError, RuntimeConfig
 
-from conftest import METAPARTICLE, write_program
+from conftest import METAPARTICLE, free_port, write_program
 
 
 def test_write_durably_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -147,3 +147,39 @@ def test_delete_target_local_removes_the_data_and_only_the_data(tmp_path):
     assert again.returncode == 0 and "no local data" in again.stdout
     wrong = subprocess.run([METAPARTICLE, "delete", str(program), "--target", "local", "--volumes"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "--target docker" in wrong.stderr
+
+
+_COUNTER = (
+    "import pulumi\nimport metaparticle_pulumi as mp\n"
+    "def bump(ctx):\n"
+    "    path = ctx.storage / 'count'\n"
+    "    n = int(path.read_text()) + 1 if path.exists() else 1\n"
+    "    mp.write_durably(path, str(n))\n"
+    "    return {'n': n, 'dir': ctx.storage.name}\n"
+    "def count(request, ctx):\n    return bump(ctx)\n"
+    "def gather(results):\n    return results\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("mp.Service('counter', function=count, storage=True)", lambda n: {"n": n, "dir": "counter"}),
+        (
+            "mp.ScatterGather('fan', leaf=count, gather=gather, leaves=2, storage='1Gi')",
+            lambda n: [{"n": n, "dir": "fan-leaf-0"}, {"n": n, "dir": "fan-leaf-1"}],
+        ),
+    ],
+)
+def test_a_service_and_scatter_gather_leaves_keep_their_data_across_runs(tmp_path, pattern, expected):
+    """Each run answers from what the previous run left in ctx.storage (a counter per directory)."""
+    program = write_program(tmp_path / "counters", _COUNTER + pattern + "\n")
+    for n in (1, 2):
+        done = subprocess.run(
+            [METAPARTICLE, "run", str(program), "--port", str(free_port()), "--request", "{}"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        answer = json.loads(done.stdout[min(i for i in (done.stdout.find("{"), done.stdout.find("[")) if i >= 0):])
+        assert answer == expected(n)
+    assert not (program / ".metaparticle" / "state" / "fan" / "layout.json").exists(), "leaves have no shard-count marker"
