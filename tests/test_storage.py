@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,19 @@ def test_a_service_and_scatter_gather_leaves_keep_their_data_across_runs(tmp_pat
         answer = json.loads(done.stdout[min(i for i in (done.stdout.find("{"), done.stdout.find("[")) if i >= 0):])
         assert answer == expected(n)
     assert not (program / ".metaparticle" / "state" / "fan" / "layout.json").exists(), "leaves have no shard-count marker"
+
+
+def test_a_storage_directory_belongs_to_one_live_process(tmp_path):
+    directory = tmp_path / "shard"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from metaparticle_runtime import storage; storage.prepare({str(directory)!r}); print('held', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=rf"in use by pid {holder.pid}"):
+            runtime_storage.prepare(str(directory))
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert runtime_storage.prepare(str(directory)) == directory, "a dead holder's lock is gone"

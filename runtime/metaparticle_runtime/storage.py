@@ -8,6 +8,7 @@ on disk). `remove_durably` is the same for a deletion.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +17,10 @@ from typing import Union
 from .config import ConfigError
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: Held (flock) by the replica that owns a storage directory, for as long as it lives: a second
+#: process given the same directory (the same program run twice) refuses to start.
+LOCK_FILE = ".metaparticle.lock"
+_held: list[int] = []
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -69,4 +74,19 @@ def prepare(directory: str) -> Path:
         raise ConfigError(f"storage directory {path} cannot be created: {exc.strerror or exc}") from None
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"storage directory {path} is not a writable directory (uid {os.getuid()})")
+    _lock(path)
     return path
+
+
+def _lock(path: Path) -> None:
+    """Takes the directory's lock for the life of the process (the kernel drops it when it dies)."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode("ascii", "replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(f"storage directory {path} is in use by {holder}: two replicas must not write one shard's data") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    _held.append(fd)
