@@ -9,6 +9,7 @@ Unit-testing helpers live in `metaparticle_pulumi.testing`, imported by whoever 
 
 from metaparticle_runtime.context import Context
 from metaparticle_runtime.errors import BadRequest
+from metaparticle_runtime.storage import remove_durably, write_durably
 
 from ._errors import Error, StackError
 from .client import CallError, Client
@@ -50,4 +51,6 @@ __all__ = [
     "Spread",
     "SpreadArgs",
     "StackError",
+    "remove_durably",
+    "write_durably",
 ]

@@ -297,24 +297,33 @@ def preview(
 @app.command()
 def delete(
     directory: Path = typer.Argument(..., help="The Pulumi program's directory."),
-    target: str = typer.Option("docker", "--target", "-t", help="docker: what `run --target docker --detach` left running."),
+    target: str = typer.Option(
+        "docker", "--target", "-t", help="docker: what `run --target docker --detach` left; local: the data of storage= patterns."
+    ),
     images: bool = typer.Option(False, "--images", help="Remove the program's images too (the next run builds them anew)."),
+    volumes: bool = typer.Option(False, "--volumes", help="docker: remove the data volumes of storage= patterns too."),
 ) -> None:
-    """Remove the program's containers and networks from the local engine (found by their labels)."""
+    """Remove the program's containers and networks from the local engine (found by their labels),
+    or with --target local the data its storage= patterns keep on disk."""
     from . import containers as engine
     from .program import read_project
 
+    if target == "local":
+        if images or volumes:
+            raise fail("--images and --volumes apply to --target docker", 2)
+        _delete_local_state(directory)
+        return
     if target != "docker":
-        raise fail("delete removes what --target docker runs; Kubernetes objects go with pulumi destroy", 2)
+        raise fail("delete removes what --target docker runs, or with --target local the local data; Kubernetes objects go with pulumi destroy", 2)
     try:
         project, _ = read_project(directory.resolve())
     except ProgramError as exc:
         raise fail(str(exc), 2) from None
     try:
-        removed = engine.delete(engine.connect(), project, images=images)
+        removed = engine.delete(engine.connect(), project, images=images, volumes=volumes)
     except engine.EngineError as exc:
         raise fail(str(exc), 1) from None
-    if not (removed or removed.images):
+    if not (removed or removed.images or removed.volumes):
         console.print(f"nothing of {project} is on the engine")
         return
     for name in removed.containers:
@@ -323,7 +332,30 @@ def delete(
         console.print(f"removed network {name}")
     for name in removed.images:
         console.print(f"removed image {name}")
+    for name in removed.volumes:
+        console.print(f"removed volume {name}")
     err_console.print(f"removed {len(removed.containers)} containers and {len(removed.networks)} networks of {project}")
+    if not volumes and removed.kept_volumes:
+        err_console.print(f"kept {len(removed.kept_volumes)} data volumes (--volumes removes them): {', '.join(removed.kept_volumes)}")
+
+
+def _delete_local_state(directory: Path) -> None:
+    """`delete --target local`: the data directories of the program's storage= patterns."""
+    from . import state
+    from .program import read_project
+
+    try:
+        read_project(directory.resolve())
+    except ProgramError as exc:
+        raise fail(str(exc), 2) from None
+    try:
+        removed = state.delete(directory)
+    except OSError as exc:
+        raise fail(f"cannot remove {directory / state.STATE_DIR}: {exc.strerror or exc}", 1) from None
+    if not removed:
+        console.print(f"no local data in {directory / state.STATE_DIR}")
+    for path in removed:
+        console.print(f"removed {path}")
 
 
 def _engine_result(result: Any, json_out: Optional[Path]) -> None:

@@ -71,8 +71,9 @@ RUNTIME_SHIM = b'''"""metaparticle_pulumi inside an image: what a function uses 
 from metaparticle_runtime.client import Client
 from metaparticle_runtime.context import Context
 from metaparticle_runtime.errors import BadRequest, CallError, Error
+from metaparticle_runtime.storage import remove_durably, write_durably
 
-__all__ = ["BadRequest", "CallError", "Client", "Context", "Error"]
+__all__ = ["BadRequest", "CallError", "Client", "Context", "Error", "remove_durably", "write_durably"]
 '''
 
 

@@ -28,6 +28,7 @@ KIND_ORDER = {
     "Secret": 1,
     "Service": 4,
     "Deployment": 5,
+    "StatefulSet": 5,
     "PodDisruptionBudget": 6,
     "HorizontalPodAutoscaler": 7,
     "NetworkPolicy": 8,

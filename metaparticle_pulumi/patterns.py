@@ -106,6 +106,12 @@ class PatternArgs:
 class ServiceArgs(PatternArgs):
     #: The function: handler(request) or handler(request, ctx), JSON in, JSON out.
     function: Callable[..., Any]
+    #: A persistent directory for the function, kept across restarts and runs: `ctx.storage`. True,
+    #: or the volume's size on Kubernetes ("1Gi"; True is 1Gi). One replica only (replicas do not
+    #: share data). See the README's "Storage" section.
+    storage: Union[bool, str, None] = None
+    #: The Kubernetes StorageClass of the volumes (default: the cluster's default class).
+    storage_class: Optional[str] = None
 
 
 @dataclass(kw_only=True)
@@ -124,6 +130,15 @@ class ShardArgs(PatternArgs):
     key: Union[Callable[[Any], Any], str]
     #: Replicas of each shard.
     replicas: int = 1
+    #: A persistent directory for the function, kept across restarts and runs: `ctx.storage`. True,
+    #: or the volume's size on Kubernetes ("1Gi"; True is 1Gi). One replica only (replicas do not
+    #: share data). See the README's "Storage" section.
+    storage: Union[bool, str, None] = None
+    #: The Kubernetes StorageClass of the volumes (default: the cluster's default class).
+    storage_class: Optional[str] = None
+    #: Accept a change of `shards=` although the shards keep data: about 1/(N+1) of the keys then
+    #: belong to another shard than the one holding their data (storage only).
+    reshard: bool = False
 
 
 @dataclass(kw_only=True)
@@ -140,6 +155,43 @@ class ScatterGatherArgs(PatternArgs):
     on_missing: Literal["fail", "partial"] = RuntimeConfig.on_missing  # type: ignore[assignment]
     #: Seconds before a slow leaf call is hedged to another replica (None: adaptive p95, 0: never).
     hedge_after: Optional[float] = RuntimeConfig.hedge_after
+    #: A persistent directory for the function, kept across restarts and runs: `ctx.storage`. True,
+    #: or the volume's size on Kubernetes ("1Gi"; True is 1Gi). One replica only (replicas do not
+    #: share data). See the README's "Storage" section.
+    storage: Union[bool, str, None] = None
+    #: The Kubernetes StorageClass of the volumes (default: the cluster's default class).
+    storage_class: Optional[str] = None
+
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_STORAGE_CLASS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+#: The volume size of `storage=True`.
+DEFAULT_STORAGE = "1Gi"
+
+
+def _storage(args: Any, replicas: int, where: str) -> tuple[Optional[str], Optional[str]]:
+    """`storage=` and `storage_class=` as (size, class); refuses what cannot keep data safely."""
+    storage, storage_class = args.storage, args.storage_class
+    if storage is None or storage is False:
+        if storage_class is not None:
+            raise PatternError(f"{where}: storage_class= needs storage= (the pattern keeps no data)")
+        return None, None
+    if storage is True:
+        size = DEFAULT_STORAGE
+    elif isinstance(storage, str) and _QUANTITY.match(storage) and float(re.sub(r"[A-Za-z]+$", "", storage)) > 0:
+        size = storage
+    else:
+        raise PatternError(f"{where}: storage must be True or a volume size like '1Gi' or '500Mi', got {storage!r}")
+    if storage_class is not None and (not isinstance(storage_class, str) or not _STORAGE_CLASS.match(storage_class)):
+        raise PatternError(f"{where}: storage_class must be the name of a Kubernetes StorageClass, got {storage_class!r}")
+    if replicas != 1:
+        raise PatternError(
+            f"{where}: storage= needs replicas=1: each replica would get a directory of its own and "
+            "replicas do not share or replicate data (use more shards instead)"
+        )
+    if args.autoscale is not None:
+        raise PatternError(f"{where}: storage= and autoscale= do not go together (autoscaled replicas would not share data)")
+    return size, storage_class
 
 
 def _positive_int(value: Any, what: str, pattern: str) -> int:
@@ -201,7 +253,10 @@ class _Pattern(pulumi.ComponentResource):
         self.uses: dict[str, _Pattern] = _check_uses(args.uses, self.target, where)
         if self.uses:
             self.topology = replace(self.topology, uses=tuple((n, p.topology) for n, p in sorted(self.uses.items())))
-        for option in check_options(self.target, args, where):
+        ignored = check_options(self.target, args, where)
+        if getattr(args, "storage_class", None) is not None and self.target != "kubernetes":
+            ignored.append("storage_class")  # only patterns that keep data have it, so not in the table
+        for option in ignored:
             pulumi.log.warn(f"{where}: {option}= does not apply to the {self.target} target, which ignores it", resource=self)
 
         outputs = render(self.target, self, self.topology, args)
@@ -302,7 +357,11 @@ class Service(_Pattern):
 
     def _expand(self, name: str, args: ServiceArgs) -> Topology:
         base = dns_name(name)
-        role = Role(name=base, kind="function", replicas=1, function=self._ship(args.function, "function"), entry=True, component="service")
+        size, storage_class = _storage(args, 1, f"Service {name!r}")
+        role = Role(
+            name=base, kind="function", replicas=1, function=self._ship(args.function, "function"), entry=True,
+            component="service", storage=size, storage_class=storage_class,
+        )
         return Topology(name=name, pattern="Service", roles=(role,), settings=args.settings(), source_dir=self.source_dir)
 
 
@@ -349,6 +408,9 @@ class Shard(_Pattern):
         where = f"Shard {name!r}"
         shards = _positive_int(args.shards, "shards", where)
         replicas = _positive_int(args.replicas, "replicas", where)
+        size, storage_class = _storage(args, replicas, where)
+        if args.reshard not in (True, False):
+            raise PatternError(f"{where}: reshard must be True or False, got {args.reshard!r}")
         base = dns_name(name)
         fn = self._ship(args.function, "function")
         key_path: Optional[str] = None
@@ -375,7 +437,10 @@ class Shard(_Pattern):
             )
         ]
         roles += [
-            Role(name=n, kind="function", replicas=replicas, function=fn, index=i, count=shards, component="shard")
+            Role(
+                name=n, kind="function", replicas=replicas, function=fn, index=i, count=shards, component="shard",
+                storage=size, storage_class=storage_class,
+            )
             for i, n in enumerate(shard_names)
         ]
         return Topology(name=name, pattern="Shard", roles=tuple(roles), settings=args.settings(), source_dir=self.source_dir)
@@ -399,6 +464,7 @@ class ScatterGather(_Pattern):
         where = f"ScatterGather {name!r}"
         leaves = _positive_int(args.leaves, "leaves", where)
         replicas = _positive_int(args.replicas, "replicas", where)
+        size, storage_class = _storage(args, replicas, where)
         if args.on_missing not in ("fail", "partial"):
             raise PatternError(f"{where}: on_missing must be 'fail' or 'partial', got {args.on_missing!r}")
         base = dns_name(name)
@@ -407,7 +473,10 @@ class ScatterGather(_Pattern):
         leaf_names = tuple(f"{base}-leaf-{i}" for i in range(leaves))
         roles = [Role(name=f"{base}-root", kind="gather", replicas=1, function=gather, upstreams=leaf_names, entry=True, component="root")]
         roles += [
-            Role(name=n, kind="function", replicas=replicas, function=leaf, index=i, count=leaves, component="leaf")
+            Role(
+                name=n, kind="function", replicas=replicas, function=leaf, index=i, count=leaves, component="leaf",
+                storage=size, storage_class=storage_class,
+            )
             for i, n in enumerate(leaf_names)
         ]
         settings = args.settings(on_missing=args.on_missing, hedge_after=args.hedge_after)

@@ -103,6 +103,10 @@ class Role:
 
     #: What this role is within its pattern: service, router, replica, shard, root, leaf.
     component: str = "service"
+    #: A persistent directory for the function (`storage=`): its size on Kubernetes ("1Gi"); None: stateless.
+    storage: str | None = None
+    #: The Kubernetes StorageClass of its volume (None: the cluster's default).
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ class Topology:
                 )
             if r.replicas < 1:
                 raise ValueError(f"role {r.name} needs at least one replica")
+            if r.storage is not None and (r.kind != "function" or r.replicas != 1):
+                raise ValueError(f"role {r.name}: storage is for one replica of a function role")
             for up in r.upstreams:
                 if up not in names:
                     raise ValueError(f"role {r.name} routes to unknown role {up}")

@@ -230,3 +230,53 @@ def test_a_secret_env_name_that_cannot_be_a_file_name_is_refused(name):
     with pytest.raises(mp.PatternError, match=f"env '{name}' holds a secret value"):
         with testing.mocked("docker"):
             mp.Service("api", function=handler, env={name: pulumi.Output.secret("x")})
+
+
+def test_a_stateful_shard_mounts_a_named_volume_per_shard_that_pulumi_destroy_keeps():
+    with testing.mocked(target="docker") as stack:
+        kv = mp.Shard("kv", function=handler, key="key", shards=2, storage=True)
+    volumes = {r.name: r for r in stack.resources(type="docker:index/volume:Volume")}
+    assert set(volumes) == {"kv-shard-0-data", "kv-shard-1-data"}
+    spec = kv.docker_spec
+    by_role = {v.role: v.name for v in spec.volumes}
+    for i in range(2):
+        role = f"kv-shard-{i}"
+        assert volumes[f"{role}-data"].inputs["name"] == by_role[role] and by_role[role].endswith(f"-{role}-data")
+        container = containers(stack)[f"{role}-0"]
+        assert {"volumeName": by_role[role], "containerPath": "/var/lib/metaparticle/data"} in container["volumes"]
+        assert env(container)["MP_STORAGE_DIR"] == "/var/lib/metaparticle/data"
+        (sdk,) = [c for c in spec.containers if c.role == role]
+        assert sdk.volume == by_role[role]
+        assert {"Target": "/var/lib/metaparticle/data", "Source": by_role[role], "Type": "volume", "ReadOnly": False} in sdk.options["mounts"]
+    router = containers(stack)["kv-router-0"]
+    assert "MP_STORAGE_DIR" not in env(router) and not router.get("volumes")
+
+
+def test_a_stateless_pattern_has_no_volume():
+    with testing.mocked(target="docker") as stack:
+        mp.Shard("users", function=handler, key="user", shards=2)
+    assert not stack.resources(type="docker:index/volume:Volume")
+    assert all("MP_STORAGE_DIR" not in env(c) for c in containers(stack).values())
+
+
+def test_the_engine_refuses_a_changed_shard_count_over_its_volumes_unless_resharding(tmp_path):
+    from metaparticle_pulumi import containers as engine
+    from metaparticle_pulumi.program import evaluate
+
+    from target_support import copy_program
+
+    program = copy_program("kv", tmp_path)
+    plan = engine.plan(evaluate(program, target="docker"), port=18080)
+    names = sorted(v.name for v in plan.volumes)
+    assert len(names) == 3 and all(v.labels[engine.PROJECT_LABEL] == plan.project for v in plan.volumes)
+    labels = {n: {engine.PROJECT_LABEL: plan.project, engine.PATTERN_LABEL: "kv"} for n in names}
+    engine.planning.check_volumes(plan, labels)  # the same shards: fine
+    engine.planning.check_volumes(plan, {})  # a first run: fine
+    engine.planning.check_volumes(plan, {"other": {engine.PROJECT_LABEL: "another", engine.PATTERN_LABEL: "kv"}})
+    grown = {**labels, names[0].replace("shard-0", "shard-3"): labels[names[0]]}
+    with pytest.raises(engine.EngineError, match=r"3 shards but the engine holds data volumes of 4.*reshard=True"):
+        engine.planning.check_volumes(plan, grown)
+    with pytest.raises(engine.EngineError, match="of 2"):
+        engine.planning.check_volumes(plan, {n: labels[n] for n in names[:2]})
+    plan.resharding.add("kv")
+    engine.planning.check_volumes(plan, grown)

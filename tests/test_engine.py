@@ -220,3 +220,57 @@ def test_the_api_server_accepts_restricted_egress_and_a_program_of_the_users_own
     finally:
         cluster.metaparticle("destroy", str(project), "--stack", "e2e", "--remove", check=False)
         cluster.delete_namespace(namespace)
+
+
+def _volumes_for(cluster: Cluster, namespace: str, claims: list[str]) -> list[str]:
+    """A PersistentVolume pre-bound to each claim (the cluster has no provisioner): the claims bind,
+    the scheduler places the pods and kwok reports them Ready."""
+    names = []
+    for claim in claims:
+        name = f"{namespace}-{claim}"
+        volume = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "hostPath": {"path": f"/tmp/{name}"},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        }
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
+        names.append(name)
+    return names
+
+
+def test_the_kv_example_deploys_a_statefulset_per_shard_whose_data_outlives_destroy(cluster: Cluster, tmp_path: Path) -> None:
+    """storage=: StatefulSets (one pod each) with bound claims, unchanged on a second up; destroy
+    removes the StatefulSets and keeps every claim (persistentVolumeClaimRetentionPolicy Retain)."""
+    project = copy_project("kv", tmp_path)
+    namespace = cluster.namespace("mp-kv")
+    claims = [f"data-kv-shard-{i}-0" for i in range(3)]
+    volumes = _volumes_for(cluster, namespace, claims)
+    stack = "e2e"
+    try:
+        first = cluster.engine("up", project, stack, *_config(namespace), tmp=tmp_path)
+        objects = cluster.objects(namespace, kinds="statefulsets,deployments,pods,persistentvolumeclaims", selector=None)
+        sets = {o["metadata"]["name"]: o for o in objects if o["kind"] == "StatefulSet"}
+        assert set(sets) == {"kv-shard-0", "kv-shard-1", "kv-shard-2"}
+        for s in sets.values():
+            assert s["status"].get("readyReplicas") == 1, s["status"]
+        assert {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"} == {"kv-router"}
+        bound = {o["metadata"]["name"]: o["status"].get("phase") for o in objects if o["kind"] == "PersistentVolumeClaim"}
+        assert bound == {c: "Bound" for c in claims}
+        again = cluster.engine("up", project, stack, tmp=tmp_path)
+        assert again["changes"] == {"same": first["changes"]["create"]}, again
+        gone = cluster.engine("destroy", project, stack, "--remove", tmp=tmp_path)
+        assert gone["changes"] == {"delete": first["changes"]["create"]}
+        assert not cluster.objects(namespace, kinds="statefulsets", selector=None)
+        kept = {o["metadata"]["name"] for o in cluster.objects(namespace, kinds="persistentvolumeclaims", selector=None)}
+        assert kept == set(claims), "the data outlives pulumi destroy"
+    finally:
+        cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
+        cluster.delete_namespace(namespace)
+        cluster.kubectl("delete", "pv", *volumes, "--wait=false", "--ignore-not-found", check=False)

@@ -593,3 +593,19 @@ def test_former_child_names_become_aliases(monkeypatch):
     plain = _shared.child_opts(component, "kubernetes:core/v1:Service", "{role}", {"role": "api-router"})
     assert not plain.aliases
     assert component.children == [("kubernetes:apps/v1:Deployment", "api-router"), ("kubernetes:core/v1:Service", "api-router")]
+
+
+def test_a_stateful_shard_is_applied_as_a_statefulset_per_shard_under_a_namespace_known_later():
+    """storage=: one StatefulSet per shard with its claim and data directory; the router (a
+    Deployment) still addresses each shard's Service in a namespace given as an Output."""
+    with testing.mocked() as stack:
+        mp.Shard("kv", function=handler, key="key", shards=2, storage="5Gi", namespace=pulumi.Output.from_input("later"))
+    sets = {o["metadata"]["name"]: o for o in stack.objects(kind="StatefulSet")}
+    assert set(sets) == {"kv-shard-0", "kv-shard-1"}
+    assert {o["metadata"]["name"] for o in stack.objects(kind="Deployment")} == {"kv-router"}
+    for name, sts in sets.items():
+        assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "5Gi"
+        assert env_of(container_of(sts))["MP_STORAGE_DIR"] == "/var/lib/metaparticle/data"
+        assert stack.resource("kubernetes:apps/v1:StatefulSet", name)
+    (router,) = stack.objects(kind="Deployment", name="kv-router")
+    assert json.loads(env_of(container_of(router))["MP_UPSTREAMS"]) == [f"dns:///kv-shard-{i}.later.svc.cluster.local:50051" for i in range(2)]

@@ -145,3 +145,61 @@ def test_only_the_env_of_deployments_that_call_upstreams_depends_on_the_services
     assert differ == [("Deployment", "users-router")]
     router_a, router_b = (s.find("Deployment", "users-router").manifest for s in (a, b))
     assert {**env(router_a), "MP_UPSTREAMS": None} == {**env(router_b), "MP_UPSTREAMS": None}
+
+
+def stateful(shards: int = 2, storage: str = "2Gi", storage_class: str | None = None) -> Topology:
+    """A Shard with storage=: each shard keeps its data."""
+    plain = shard(shards)
+    roles = tuple(
+        r if r.kind != "function" else Role(
+            r.name, r.kind, 1, function=HANDLER, index=r.index, count=r.count, component="shard",
+            storage=storage, storage_class=storage_class,
+        )
+        for r in plain.roles
+    )
+    return Topology("users", "Shard", roles)
+
+
+def test_a_shard_with_storage_is_a_statefulset_of_one_pod_whose_claim_outlives_it():
+    spec = kubernetes_spec(stateful(2, "2Gi", "fast-ssd"), settings())
+    assert set(manifests(spec, "Deployment")) == {"users-router"}
+    sets = manifests(spec, "StatefulSet")
+    assert set(sets) == {"users-shard-0", "users-shard-1"}
+    services = manifests(spec, "Service")
+    for name, sts in sets.items():
+        body = sts["spec"]
+        assert body["serviceName"] == name and services[name]["spec"]["clusterIP"] == "None", "a headless Service names it"
+        assert body["replicas"] == 1
+        assert body["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+        (claim,) = body["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "data"
+        assert claim["spec"] == {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}, "storageClassName": "fast-ssd",
+        }
+        pod = body["template"]["spec"]
+        (container,) = pod["containers"]
+        assert {"name": "data", "mountPath": "/var/lib/metaparticle/data"} in container["volumeMounts"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, "only the volume is writable"
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"], "the claim is the runtime's group's"
+        assert env({"spec": body})["MP_STORAGE_DIR"] == "/var/lib/metaparticle/data"
+        assert body["selector"]["matchLabels"].items() <= body["template"]["metadata"]["labels"].items()
+    assert "MP_STORAGE_DIR" not in env(manifests(spec, "Deployment")["users-router"])
+    no_class = kubernetes_spec(stateful(1), settings())
+    (claim,) = manifests(no_class, "StatefulSet")["users-shard-0"]["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in claim["spec"], "the cluster's default class"
+
+
+def test_stateless_patterns_keep_exactly_their_deployments():
+    spec = kubernetes_spec(shard(3), settings())
+    assert not manifests(spec, "StatefulSet")
+    for d in manifests(spec, "Deployment").values():
+        assert "MP_STORAGE_DIR" not in env(d)
+        assert all(m["name"] != "data" for m in d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"])
+
+
+@pytest.mark.parametrize("options", [{}, {"egress": "restricted", "tls_secret": "t", "env": {"S": "x"}}])
+def test_every_stateful_manifest_is_a_valid_kubernetes_object(options):
+    spec = kubernetes_spec(stateful(3, "1Gi", "standard"), settings(**options))
+    for version in ("1.30.0", kubernetes_validate.utils.latest_version()):
+        for obj in spec.objects:
+            kubernetes_validate.validate(dict(obj.manifest), version, strict=True)

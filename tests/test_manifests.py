@@ -246,3 +246,22 @@ def test_restricted_egress_allows_dns_and_each_roles_own_upstreams_only(tmp_path
         assert docs[leaf]["spec"]["egress"] == [dns], "a leaf calls nothing: DNS only"
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_kv_example_renders_a_valid_statefulset_per_shard_with_its_claim(tmp_path, version):
+    program = copy_program("kv", tmp_path)
+    paths = render_manifests(program, tmp_path / "out", config={"kv:storageClass": "standard"})
+    docs = [load(p) for p in paths]
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+    workloads = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    assert workloads == {("Deployment", "kv-router"), *(("StatefulSet", f"kv-shard-{i}") for i in range(3))}
+    for doc in docs:
+        if doc["kind"] == "StatefulSet":
+            (claim,) = doc["spec"]["volumeClaimTemplates"]
+            assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+            assert claim["spec"]["storageClassName"] == "standard"
+    names = [p.name for p in paths]
+    assert names.index("04-service-kv-shard-0.yaml") < names.index("05-statefulset-kv-shard-0.yaml")
+    assert not (program / ".metaparticle" / "state").exists(), "rendering writes no local data"

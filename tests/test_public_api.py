@@ -27,6 +27,8 @@ PUBLIC = [
     "Spread",
     "SpreadArgs",
     "StackError",
+    "remove_durably",
+    "write_durably",
 ]
 
 

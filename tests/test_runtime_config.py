@@ -39,6 +39,7 @@ CONFIGS = [
         uses=(("search", "dns:///search.prod.svc.cluster.local:50051"), ("users", "ipv4:127.0.0.1:5001")),
         event_loop="asyncio",
         log_level="DEBUG",
+        storage_dir="/var/lib/metaparticle/data",
     ),
     RuntimeConfig(role="spread", replica="r", http_port=8080, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
     RuntimeConfig(role="shard", replica="r", upstreams=("x", "y"), upstream_names=("s0", "s1"), key_path="user.id", timeout=2.5),

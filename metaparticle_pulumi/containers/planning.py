@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Mapping, Optional
 
 from .._outputs import resolved
 from ..image import build_args
-from ..specs.docker import ContainerSpec, DockerSpec, NetworkSpec
+from ..specs.docker import ContainerSpec, DockerSpec, NetworkSpec, VolumeSpec
 from ..topology import HTTP_PORT, Topology
 from .engine import ENTRY_LABEL, PATTERN_LABEL, PROJECT_LABEL, REPLICA_LABEL, ROLE_LABEL, EngineError
 
@@ -36,6 +36,10 @@ class Plan:
     networks: list[NetworkSpec] = field(default_factory=list)
     containers: list[ContainerSpec] = field(default_factory=list)
     topologies: list[Topology] = field(default_factory=list)
+    #: Data volumes of storage= roles: created when missing, never removed by a stop.
+    volumes: list[VolumeSpec] = field(default_factory=list)
+    #: Patterns whose shard count may differ from their volumes' (reshard=True).
+    resharding: set[str] = field(default_factory=set)
 
     def container(self, name: str) -> ContainerSpec:
         for spec in self.containers:
@@ -82,6 +86,11 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
         labels = dict(spec.network.labels)
         labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
         out.networks.append(NetworkSpec(spec.network.name, topology.name, labels, spec.network.driver))
+        for volume in spec.volumes:
+            volume_labels = {**volume.labels, PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name, ROLE_LABEL: volume.role}
+            out.volumes.append(replace(volume, labels=volume_labels))
+        if getattr(pattern.args, "reshard", False):
+            out.resharding.add(topology.name)
         # Routers last: they resolve their upstreams' names when they start, and the engine's DNS
         # answers only with containers already started, so a router started first would send
         # every request to whichever replica it found.
@@ -93,6 +102,32 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
     if not out.containers:
         raise EngineError(f"{evaluation.directory} declares no patterns for the docker target")
     return out
+
+
+def check_volumes(plan: Plan, existing: Mapping[str, Mapping[str, str]]) -> None:
+    """Refuses to run a Shard whose shard count differs from the data volumes the engine holds for
+    it (`existing`: volume name -> labels) unless it says reshard=True: about 1/(N+1) of the keys
+    would belong to another shard than the volume holding their data."""
+    for topology in plan.topologies:
+        if topology.pattern != "Shard" or topology.name in plan.resharding:
+            continue
+        planned = {v.name for v in plan.volumes if v.pattern == topology.name}
+        if not planned:
+            continue
+        held = {
+            name for name, labels in existing.items()
+            if labels.get(PROJECT_LABEL) == plan.project and labels.get(PATTERN_LABEL) == topology.name
+        }
+        if held and held != planned:
+            missing, extra = sorted(planned - held), sorted(held - planned)
+            raise EngineError(
+                f"Shard {topology.name!r} has {len(planned)} shards but the engine holds data volumes of "
+                f"{len(held)} ({', '.join(sorted(held))}): about 1/{max(len(held), len(planned))} of the keys would "
+                "belong to another shard than the volume holding their data. Go back to the former shard count, "
+                "or move the data yourself and pass reshard=True"
+                + (f" (then remove {', '.join(extra)} with docker volume rm once emptied)" if extra else "")
+                + (f"; new: {', '.join(missing)}" if missing else "")
+            )
 
 
 def _image_spec(topology: Topology, name: str, context: Path, python: Optional[str]) -> ImageSpec:

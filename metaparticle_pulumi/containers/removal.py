@@ -19,6 +19,9 @@ class Leftovers:
     networks: list[str] = field(default_factory=list)
     dangling_images: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    #: Data volumes of storage= patterns: removed (`volumes`), or left for the next run (`kept_volumes`).
+    volumes: list[str] = field(default_factory=list)
+    kept_volumes: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.containers or self.networks or self.dangling_images)
@@ -35,9 +38,11 @@ def leftovers(client: "docker.DockerClient", project: str) -> Leftovers:
     )
 
 
-def delete(client: "docker.DockerClient", project: str, *, images: bool = False, grace: int = 30) -> Leftovers:
-    """Removes every container and network labelled with `project` (and its images with `images`);
-    what was removed."""
+def delete(
+    client: "docker.DockerClient", project: str, *, images: bool = False, volumes: bool = False, grace: int = 30
+) -> Leftovers:
+    """Removes every container and network labelled with `project` (its images with `images`, the
+    data volumes of its storage= patterns with `volumes`, else they are kept); what was removed."""
     from docker.errors import DockerException
 
     label = {"label": f"{PROJECT_LABEL}={project}"}
@@ -54,6 +59,17 @@ def delete(client: "docker.DockerClient", project: str, *, images: bool = False,
         except DockerException as exc:
             raise _api_error(f"removing network {network.name}", exc) from None
     removed.dangling_images = prune_dangling(client, project)
+    for volume in client.volumes.list(filters=label):
+        if not volumes:
+            removed.kept_volumes.append(volume.name)
+            continue
+        try:
+            volume.remove(force=True)
+            removed.volumes.append(volume.name)
+        except DockerException as exc:
+            raise _api_error(f"removing volume {volume.name}", exc) from None
+    removed.kept_volumes.sort()
+    removed.volumes.sort()
     if images:
         for image in client.images.list(filters=label):
             try:

@@ -15,7 +15,7 @@ from ..specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec
 from ..topology import GRPC_PORT, HTTP_PORT
 from .engine import PROJECT_LABEL, PUBLISH_HOST, EngineError, LineSink, LogSink, _api_error
 from .images import BuiltImage, build, prune_dangling
-from .planning import ImageSpec, Plan
+from .planning import ImageSpec, Plan, check_volumes
 
 if TYPE_CHECKING:
     import docker
@@ -75,6 +75,7 @@ class Deployment:
         from docker.errors import DockerException
 
         try:
+            self._volumes()
             for net in self.plan.networks:
                 try:
                     self.networks[net.name] = self.client.networks.create(
@@ -89,6 +90,23 @@ class Deployment:
         except BaseException:
             self.stop(grace=0)
             raise
+
+    def _volumes(self) -> None:
+        """Creates the data volumes the engine does not hold yet (those it holds keep their data);
+        EngineError when a Shard's shard count no longer matches its volumes."""
+        from docker.errors import DockerException
+
+        if not self.plan.volumes:
+            return
+        try:
+            held = self.client.volumes.list(filters={"label": f"{PROJECT_LABEL}={self.plan.project}"})
+            check_volumes(self.plan, {v.name: (v.attrs.get("Labels") or {}) for v in held})
+            names = {v.name for v in held}
+            for volume in self.plan.volumes:
+                if volume.name not in names:
+                    self.client.volumes.create(volume.name, labels=dict(volume.labels))
+        except DockerException as exc:
+            raise _api_error("creating the data volumes", exc) from None
 
     def _start_one(self, spec: ContainerSpec) -> None:
         from docker.errors import DockerException

@@ -4,6 +4,9 @@ from typing import Any, Mapping
 
 #: Where a container finds the user's secret env values, one file per variable (RuntimeConfig.env_dir).
 ENV_DIR = "/run/metaparticle/env"
+#: Where a container's persistent data volume is mounted (`ctx.storage` with storage=): the image
+#: has it, owned by the runtime's user, so a new Docker volume starts out writable by it.
+DATA_DIR = "/var/lib/metaparticle/data"
 #: The operations port of every container: GET /metrics (Prometheus) and GET /healthz (the replica's health).
 OPS_PORT = 9090
 

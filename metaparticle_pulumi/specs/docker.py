@@ -13,6 +13,8 @@ each serves Prometheus metrics on `OPS_PORT` inside the network (not published).
 Secret `env=` values are never in a container's configured environment: each goes as a file (mode
 0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
 container starts, and the runtime loads them into the function's `os.environ`.
+A role with storage= mounts a named volume `<prefix>-<role>-data` at DATA_DIR (`ctx.storage`):
+removing the containers leaves it, so the next run finds its data; `delete --volumes` removes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Mapping, Optional
 
 from ..image import APP_DIR, RUN_AS, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
-from . import ENV_DIR, OPS_PORT, split_env
+from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
 PUBLISH_HOST = "127.0.0.1"
@@ -52,6 +54,17 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class VolumeSpec:
+    """A named volume that keeps one stateful role's data."""
+
+    #: The engine's name of the volume (global to the engine).
+    name: str
+    pattern: str
+    role: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """One container: one replica of one role."""
 
@@ -77,6 +90,8 @@ class ContainerSpec:
     #: The user's secret `env=` values (Pulumi Outputs, which only an applier can resolve), sorted:
     #: each applier writes them as files into `ENV_DIR` before the container starts.
     env_files: tuple[tuple[str, Any], ...] = ()
+    #: The named volume mounted at DATA_DIR (storage=), else None.
+    volume: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class DockerSpec:
 
     network: NetworkSpec
     containers: tuple[ContainerSpec, ...] = field(default_factory=tuple)
+    volumes: tuple[VolumeSpec, ...] = field(default_factory=tuple)
 
 
 def docker_spec(
@@ -119,7 +135,11 @@ def docker_spec(
         # Not a bind mount of a host directory: nothing secret is left on the host's disk by name.
         extra["mounts"] = [{"Target": ENV_DIR, "Type": "volume", "ReadOnly": False}]
     containers = []
+    volumes = []
     for role in topology.roles:
+        volume = f"{prefix}-{role.name}-data" if role.storage is not None else None
+        if volume is not None:
+            volumes.append(VolumeSpec(volume, topology.name, role.name, dict(role_labels[role.name])))
         for index in range(role.replicas):
             replica = f"{role.name}-{index}"
             env = role_env(
@@ -133,6 +153,7 @@ def docker_spec(
                 env_dir=ENV_DIR if env_files else None,
                 metrics_port=OPS_PORT,
                 uses={name: f"dns:///{alias}:{GRPC_PORT}" for name, (alias, _) in uses.items()},
+                storage_dir=DATA_DIR if volume is not None else None,
             )
             calls_out = bool(uses) and role.kind in ("function", "gather")
             env.update(plain_env)
@@ -157,6 +178,9 @@ def docker_spec(
                 },
                 **extra,
             }
+            if volume is not None:
+                mount = {"Target": DATA_DIR, "Source": volume, "Type": "volume", "ReadOnly": False}
+                options["mounts"] = [*options.get("mounts", []), mount]
             containers.append(
                 ContainerSpec(
                     name=f"{prefix}-{replica}",
@@ -173,6 +197,7 @@ def docker_spec(
                     entry=entry,
                     env_files=env_files,
                     extra_networks=tuple(sorted({net for _, net in uses.values()})) if calls_out else (),
+                    volume=volume,
                 )
             )
-    return DockerSpec(network, tuple(containers))
+    return DockerSpec(network, tuple(containers), tuple(volumes))

@@ -1,5 +1,6 @@
-"""What the Kubernetes target applies, as plain manifests: per role a Service, a Deployment and a
-NetworkPolicy, plus a PodDisruptionBudget, a HorizontalPodAutoscaler and the env Secret where they apply.
+"""What the Kubernetes target applies, as plain manifests: per role a Service, a Deployment (a
+StatefulSet for a role with storage=) and a NetworkPolicy, plus a PodDisruptionBudget, a
+HorizontalPodAutoscaler and the env Secret where they apply.
 
 A pure function of the Topology and the deployment settings (no Pulumi resources, no config, no
 I/O). Two consumers: the Pulumi layer (`targets/kubernetes.py`, one `pulumi_kubernetes` child per
@@ -15,6 +16,13 @@ egress="restricted" lets it reach only DNS and its upstreams). Every container s
 metrics on its `metrics` port (pod annotations for annotation-based scraping; `monitoring=True` adds
 a prometheus-operator ServiceMonitor). Secret env values reach the function as files of a Secret
 volume, never as container env.
+
+A role with storage= (one replica of a shard, leaf or service: patterns refuse more) is a
+StatefulSet of one pod instead of a Deployment: its Service is the StatefulSet's `serviceName`, its
+volumeClaimTemplate `data` gives it a PersistentVolumeClaim `data-<role>-0` mounted at DATA_DIR, and
+the claim is retained when the StatefulSet is deleted or scaled (data outlives `pulumi destroy`).
+One StatefulSet per shard rather than one for all shards: each shard is a role of its own (its
+Service, NetworkPolicy and address), so the router and the stateless layout stay as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from metaparticle_runtime.config import RuntimeConfig
 
 from ..image import APP_DIR, RUN_AS, function_path
 from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
-from . import ENV_DIR, OPS_PORT, split_env
+from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 from .labels import object_labels, role_labels, selector_labels
 
 #: Seconds a stopping replica keeps serving after turning NOT_SERVING, while endpoints update.
@@ -36,6 +44,10 @@ TLS_DIR = "/etc/metaparticle/tls"
 CONTAINER = "runtime"
 #: How objects are named: a role's objects after the role, the pattern's env Secret after the pattern.
 ROLE_OBJECT = "{role}"
+#: The volumeClaimTemplate (and pod volume) of a role's data; its claim is `data-<role>-0`.
+DATA_VOLUME = "data"
+#: The kinds that run a role's pods.
+WORKLOADS = ("Deployment", "StatefulSet")
 ENV_SECRET = "{base}-env"
 MONITOR = "{base}-monitor"
 #: Pod annotations that annotation-based Prometheus scrape configs look for.
@@ -177,7 +189,11 @@ def kubernetes_spec(
         scaled = settings.autoscale if role.kind == "function" else None
         env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden)) + user_env
         deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
-        objects.append(role_object("apps/v1", "Deployment", role, deployment))
+        if role.storage is not None:
+            stateful = _stateful_set(role, deployment, labels[role.name])
+            objects.append(role_object("apps/v1", "StatefulSet", role, stateful))
+        else:
+            objects.append(role_object("apps/v1", "Deployment", role, deployment))
         policy = _network_policy(topology, role, selectors, settings, where)
         objects.append(role_object("networking.k8s.io/v1", "NetworkPolicy", role, policy))
         least = scaled[0] if scaled else role.replicas
@@ -246,6 +262,7 @@ def _container_env(
         metrics_port=OPS_PORT,
         env_dir=ENV_DIR if env_files else None,
         uses=uses,
+        storage_dir=DATA_DIR if role.storage is not None else None,
         **tls_settings(tls_secret),
     )
     replica = RuntimeConfig.env_name("replica")
@@ -348,6 +365,33 @@ def _deployment(
         # Under an autoscaler the replica count is its to set: a fixed one would fight it on every up.
         spec["replicas"] = role.replicas
     return spec
+
+
+def _stateful_set(role: Role, deployment: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """The Deployment's pod template as a StatefulSet of one pod with its data volume claimed."""
+    template = deployment["template"]
+    pod = dict(template["spec"])
+    (container,) = pod["containers"]
+    container = {**container, "volumeMounts": [*container["volumeMounts"], {"name": DATA_VOLUME, "mountPath": DATA_DIR}]}
+    # The volume's files belong to the runtime's group once, not re-chowned on every start.
+    pod["securityContext"] = {**pod["securityContext"], "fsGroupChangePolicy": "OnRootMismatch"}
+    pod["containers"] = [container]
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": role.storage}}}
+    if role.storage_class is not None:
+        claim["storageClassName"] = role.storage_class
+    return {
+        "serviceName": role.name,
+        "replicas": 1,
+        "selector": deployment["selector"],
+        "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "revisionHistoryLimit": deployment["revisionHistoryLimit"],
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "template": {"metadata": template["metadata"], "spec": pod},
+        "volumeClaimTemplates": [
+            {"metadata": {"name": DATA_VOLUME, "labels": dict(labels)}, "spec": claim},
+        ],
+    }
 
 
 def _network_policy(

@@ -12,7 +12,8 @@ import pulumi
 import pulumi_docker as docker
 
 from ..image import APP_DIR, RUN_AS, container_image
-from ..specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, docker_spec
+from ..specs import DATA_DIR
+from ..specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, VolumeSpec, docker_spec
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import (
@@ -64,9 +65,12 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     )
     component.docker_network = network
     used_networks = [used.docker_network for used in component.uses.values()]
+    volumes = {v.name: _volume(component, v) for v in spec.volumes}
     entry: Optional[docker.Container] = None
     for container_spec in spec.containers:
-        container = _container(component, container_spec, image.ref, network, used_networks if container_spec.extra_networks else [])
+        used = used_networks if container_spec.extra_networks else []
+        volume = volumes.get(container_spec.volume) if container_spec.volume else None
+        container = _container(component, container_spec, image.ref, network, used, volume)
         if container_spec.entry:
             entry = container
     assert entry is not None
@@ -88,8 +92,25 @@ def _go_duration(nanoseconds: int) -> str:
     return f"{nanoseconds // 10**6}ms"
 
 
+def _volume(component: "_Pattern", spec: VolumeSpec) -> docker.Volume:
+    """A stateful role's data volume, kept by `pulumi destroy` (retain_on_delete): the data outlives
+    the stack, as Kubernetes keeps the claims; `docker volume rm` removes it."""
+    fields = {"base": dns_name(spec.pattern), "role": spec.role}
+    return docker.Volume(
+        "{role}-data".format(**fields),
+        name=spec.name,
+        labels=_labels(spec.labels),
+        opts=child_opts(component, "docker:index/volume:Volume", "{role}-data", fields, retain_on_delete=True),
+    )
+
+
 def _container(
-    component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], network: docker.Network, used_networks: list[Any]
+    component: "_Pattern",
+    spec: ContainerSpec,
+    image_ref: pulumi.Output[str],
+    network: docker.Network,
+    used_networks: list[Any],
+    volume: Optional[docker.Volume] = None,
 ) -> docker.Container:
     options = spec.options
     envs: list[Any] = list(options["environment"])
@@ -106,7 +127,7 @@ def _container(
     if spec.env_files:
         # Anonymous volume at ENV_DIR; the provider uploads the files after creating the container,
         # before starting it.
-        extra["volumes"] = [{"container_path": mount["Target"]} for mount in options["mounts"]]
+        extra["volumes"] = [{"container_path": ENV_DIR}]
         extra["uploads"] = [
             {
                 "file": f"{ENV_DIR}/{key}",
@@ -117,6 +138,8 @@ def _container(
             }
             for key, value in spec.env_files
         ]
+    if volume is not None:
+        extra["volumes"] = [*extra.get("volumes", []), {"volume_name": volume.name, "container_path": DATA_DIR}]
     index = spec.replica.rsplit("-", 1)[1]
     template = "{role}-{replica}"
     fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}

@@ -16,7 +16,15 @@ import pulumi_kubernetes as k8s
 
 from .._errors import PatternError
 from ..image import APP_DIR, container_image
-from ..specs.kubernetes import DRAIN_SECONDS, KubernetesObject, KubernetesSettings, UsedPattern, kubernetes_spec, tls_settings
+from ..specs.kubernetes import (
+    DRAIN_SECONDS,
+    WORKLOADS,
+    KubernetesObject,
+    KubernetesSettings,
+    UsedPattern,
+    kubernetes_spec,
+    tls_settings,
+)
 from ..specs.labels import selector_labels
 from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
@@ -35,6 +43,7 @@ RESOURCES: dict[str, tuple[Any, str]] = {
     "Service": (k8s.core.v1.Service, "kubernetes:core/v1:Service"),
     "Secret": (k8s.core.v1.Secret, "kubernetes:core/v1:Secret"),
     "Deployment": (k8s.apps.v1.Deployment, "kubernetes:apps/v1:Deployment"),
+    "StatefulSet": (k8s.apps.v1.StatefulSet, "kubernetes:apps/v1:StatefulSet"),
     "NetworkPolicy": (k8s.networking.v1.NetworkPolicy, "kubernetes:networking.k8s.io/v1:NetworkPolicy"),
     "PodDisruptionBudget": (k8s.policy.v1.PodDisruptionBudget, "kubernetes:policy/v1:PodDisruptionBudget"),
     "HorizontalPodAutoscaler": (k8s.autoscaling.v2.HorizontalPodAutoscaler, "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"),
@@ -83,12 +92,14 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     for obj in spec.objects:
         body = dict(obj.manifest)
         depends_on: list[pulumi.Resource] = []
-        if obj.kind == "Deployment":
+        if obj.kind in WORKLOADS:
             # After the Services they call and the env Secret (routers are told the Services' addresses).
             upstreams = [created[("Service", u)] for u in topology.role(obj.name).upstreams]
             depends_on = upstreams + [created[k] for k in created if k[0] == "Secret"]
             if upstreams and not known:
-                env = _namespace(namespace, upstreams[0]).apply(lambda ns, name=obj.name: _env(topology, settings, ns, name))
+                env = _namespace(namespace, upstreams[0]).apply(
+                    lambda ns, name=obj.name, kind=obj.kind: _env(topology, settings, ns, kind, name)
+                )
                 body["spec"] = _with_env(body["spec"], env)
         created[(obj.kind, obj.name)] = _create(component, base, obj, body, depends_on)
     entry = created[("Service", topology.entry.name)]
@@ -118,10 +129,10 @@ def _namespace(namespace: Any, service: Any) -> pulumi.Output[str]:
     return service.metadata.apply(lambda m: m.namespace)
 
 
-def _env(topology: Topology, settings: KubernetesSettings, namespace: str, name: str) -> Any:
-    """The container env of Deployment `name` once the Services' namespace is known."""
+def _env(topology: Topology, settings: KubernetesSettings, namespace: str, kind: str, name: str) -> Any:
+    """The container env of workload `name` once the Services' namespace is known."""
     spec = kubernetes_spec(topology, settings, service_namespace=namespace)
-    return _container(spec.find("Deployment", name).manifest["spec"])["env"]
+    return _container(spec.find(kind, name).manifest["spec"])["env"]
 
 
 def _container(deployment_spec: Any) -> Any:

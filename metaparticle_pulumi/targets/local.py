@@ -15,7 +15,7 @@ import pulumi
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .. import _registry
+from .. import _registry, state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
@@ -94,6 +94,7 @@ class LocalPlan:
         listening socket of the HTTP entry that every replica of the entry role accepts from."""
         topo = self.topology
         addresses = {r.name: self.address(r.name) for r in topo.roles}
+        storage = state.prepare(topo)  # kept across runs: <program>/.metaparticle/state/<pattern>/<role>
         specs = []
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
@@ -114,6 +115,7 @@ class LocalPlan:
                     http_fd=http_fd if role.entry else None,
                     uses=self.uses,
                     **(compiled_router() if role.kind in ("spread", "shard") else {}),
+                    storage_dir=storage.get(role.name),
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
@@ -177,6 +179,7 @@ def _tls_files(tls: object, where: str) -> tuple[str, str, str] | None:
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:
     where = f"{type(component).__name__} {topology.name!r}"
     plan = LocalPlan(topology, tls=_tls_files(args.tls, where), env=dict(args.env))
+    state.check_layout(topology, bool(getattr(args, "reshard", False)), where)
     for name, used in component.uses.items():
         callee = used.local_plan
         assert callee is not None, "a used pattern is declared (and planned) before its users"

@@ -60,6 +60,7 @@ ENV: dict[str, str] = {
     "parent_pid": "MP_PARENT_PID",
     "log_level": "MP_LOG_LEVEL",
     "reuse_port": "MP_REUSE_PORT",
+    "storage_dir": "MP_STORAGE_DIR",
 }
 #: Settings always written by `to_env`, even at their defaults (the rest only when set or changed).
 _ALWAYS = ("pattern", "name", "role", "role_name", "replica", "bind_host", "grpc_port", "timeout",
@@ -144,6 +145,8 @@ class RuntimeConfig:
     log_level: str = "INFO"
     #: Bind with SO_REUSEPORT: the local target holds each port (bound, not listening) until then.
     reuse_port: bool = False
+    #: The role's persistent directory (`ctx.storage`): kept across restarts; None: stateless.
+    storage_dir: str | None = None
 
     @staticmethod
     def env_name(setting: str) -> str:
@@ -274,6 +277,7 @@ class RuntimeConfig:
             parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],
             reuse_port=flag("reuse_port"),
+            storage_dir=get("storage_dir"),
         )
         cfg.validate()
         return cfg
@@ -329,6 +333,8 @@ class RuntimeConfig:
         if self.tls_cert and not self.tls_ca:
             # TLS here is always mutual: without a CA any client could call every role.
             raise ConfigError("MP_TLS_CERT needs MP_TLS_CA: roles accept only peers whose certificate the CA signed")
+        if self.storage_dir is not None and (self.role != "function" or not os.path.isabs(self.storage_dir)):
+            raise ConfigError("MP_STORAGE_DIR is an absolute directory, and only function roles keep data")
         if self.timeout <= 0:
             raise ConfigError("MP_TIMEOUT must be positive")
         if self.max_request_bytes < 1 or self.max_response_bytes < 1:

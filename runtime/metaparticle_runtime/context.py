@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import CallError
@@ -34,6 +35,9 @@ class Context:
     leaves: tuple[int, ...] = ()
     #: The patterns this one `uses`, by the name given there: a client of each entry.
     uses: Mapping[str, "Client"] = field(default_factory=dict, repr=False, compare=False)
+    #: The shard's (leaf's, service's) persistent directory with `storage=`, else None. Kept across
+    #: restarts; write into it with `write_durably` so an answered write survives a crash.
+    storage: Path | None = None
 
     def time_remaining(self) -> float:
         """Seconds left before the request's deadline."""

@@ -15,6 +15,7 @@ from ..context import Context
 from ..errors import RoleError
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
+from ..storage import prepare as prepare_storage
 from ..workers import Workers
 
 log = logging.getLogger("metaparticle.function")
@@ -85,6 +86,7 @@ class FunctionServer:
             count=cfg.count,
             replica=cfg.replica,
             uses=uses_clients(cfg.uses, cfg.tls_files()),
+            storage=prepare_storage(cfg.storage_dir) if cfg.storage_dir else None,
         )
         self.what = f"function {getattr(self.fn, '__qualname__', 'function')}"
 
