@@ -254,7 +254,7 @@ func (rt *Runtime) Start() error {
 	}
 	if cfg.MetricsPort != 0 {
 		// Like ops.start: SO_REUSEADDR (Go's default on listeners), never SO_REUSEPORT.
-		ol, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.MetricsPort)), false)
+		ol, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.MetricsPort)), cfg.ReusePort)
 		if err != nil {
 			rt.grpc.Stop()
 			if rt.http != nil {
