@@ -253,7 +253,7 @@ func (rt *Runtime) Start() error {
 		go rt.http.Serve(hl)
 	}
 	if cfg.MetricsPort != 0 {
-		// Like ops.start: SO_REUSEADDR (Go's default on listeners), never SO_REUSEPORT.
+		// With SO_REUSEPORT under MP_REUSE_PORT: the local target holds this port until it binds.
 		ol, err := listen(net.JoinHostPort(cfg.BindHost, fmt.Sprint(cfg.MetricsPort)), cfg.ReusePort)
 		if err != nil {
 			rt.grpc.Stop()
