@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
 
 PROJECTS = [*EXAMPLE_ROLES, "root"]
 #: The roles of each project (the root project deploys the scatter/gather example).
-ROLES = {**EXAMPLE_ROLES, "root": DEPLOYED_ROLES["scatter_gather"]}
+ROLES = {**DEPLOYED_ROLES, "root": DEPLOYED_ROLES["scatter_gather"]}
 ENTRY = {**EXAMPLE_ENTRY, "root": EXAMPLE_ENTRY["scatter_gather"]}
 COMPONENT = {"hello_world": "Service", "spread": "Spread", "shard": "Shard", "scatter_gather": "ScatterGather", "root": "ScatterGather"}
 
@@ -155,7 +155,7 @@ def test_a_replica_change_is_an_update_of_exactly_the_affected_objects(
         done = cluster.engine("up", project, stack, tmp=tmp_path)
         assert done["changes"] == {**changes, "same": unchanged}, done
         deployments = {o["metadata"]["name"]: o for o in cluster.objects(namespace, kinds="deployments")}
-        scaled = {n: 1 if n == ENTRY[name] else int(replicas) for n in ROLES[name]}
+        scaled = {n: 2 if n == ENTRY[name] else int(replicas) for n in ROLES[name]}  # routers: 2
         assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == scaled
         for d in deployments.values():
             assert d["status"].get("readyReplicas") == d["spec"]["replicas"], d["status"]

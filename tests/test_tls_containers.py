@@ -143,7 +143,8 @@ def run(engine: Any, plan: Plan, requests: int = 12) -> tuple[list[Any], dict[st
     deployment = Deployment(engine, plan)
     try:
         deployment.start()
-        replicas = [c for c in plan.containers if not c.entry]
+        routers = next(c for c in plan.containers if c.entry).role
+        replicas = [c for c in plan.containers if c.role != routers]
         for spec in replicas:
             served = wait_until(lambda: deployment.probe(spec), 90, 0.5)
             assert served, f"{spec.name} does not serve:\n" + "\n".join(deployment.logs(spec, 20))
