@@ -203,14 +203,29 @@ class ProcessRunner:
             raise RunFailed(f"{who.spec.name} {reason}\n{tail}")
 
     def endpoints(self) -> dict[str, Any]:
-        """Every pattern's entry URLs and the gRPC ports of each role's replicas."""
+        """Every pattern's entry URLs, the gRPC ports of each role's replicas and, per process,
+        where its metrics are scraped."""
+
+        def replicas(plan: Any, role: Any) -> dict[str, Any]:
+            specs = [s for s in self.specs if s.topology == plan.topology.name and s.role == role.name]
+            return {
+                "grpc_ports": list(plan.grpc_ports[role.name]),
+                "processes": [{"name": s.name, "grpc_port": s.grpc_port, "metrics_url": s.metrics_url} for s in specs],
+            }
+
         return endpoints_document(
             self.project,
             [
-                pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: {"grpc_ports": list(p.grpc_ports[role.name])})
+                pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: replicas(p, role))
                 for plan in self.evaluation.plans
             ],
         )
+
+    def restarts(self) -> dict[str, int]:
+        """How often each replica (by name) was restarted."""
+        if self.supervisor is None:
+            return {}
+        return {r.spec.name: r.restarts for r in self.supervisor.replicas}
 
     def poll(self) -> None:
         self.supervisor.poll()

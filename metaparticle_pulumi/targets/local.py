@@ -43,6 +43,8 @@ class ProcessSpec:
     config: RuntimeConfig
     #: More environment for the function (never a runtime setting: those are in `config`).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Port of its own `GET /metrics` (every role but the entry, which serves it on `http_port`).
+    metrics_port: int | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,7 +54,12 @@ class ProcessSpec:
     @property
     def ports(self) -> tuple[int, ...]:
         """Every port this process binds."""
-        return (self.grpc_port,) + ((self.http_port,) if self.http_port is not None else ())
+        return (self.grpc_port,) + tuple(p for p in (self.http_port, self.metrics_port) if p is not None)
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its Prometheus metrics are scraped."""
+        return f"http://{HOST}:{self.http_port if self.http_port is not None else self.metrics_port}/metrics"
 
 
 @dataclass
@@ -61,6 +68,8 @@ class LocalPlan:
 
     topology: Topology
     grpc_ports: dict[str, list[int]] = field(default_factory=dict)
+    #: Each non-entry role's replicas' metrics ports (the entry serves metrics on its HTTP port).
+    metrics_ports: dict[str, list[int]] = field(default_factory=dict)
     http_port: int | None = None
     function_dir: str | None = None
     #: Mutual TLS between roles: (cert, key, ca) absolute PEM file paths, or None.
@@ -88,7 +97,8 @@ class LocalPlan:
         specs = []
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
-            for i, port in enumerate(self.grpc_ports[role.name]):
+            metrics_ports = self.metrics_ports.get(role.name) or [None] * len(self.grpc_ports[role.name])
+            for i, (port, metrics_port) in enumerate(zip(self.grpc_ports[role.name], metrics_ports)):
                 name = role.name if role.replicas == 1 else f"{role.name}-{i}"
                 tls = dict(zip(("tls_cert", "tls_key", "tls_ca"), self.tls)) if self.tls is not None else {}
                 config = role_config(
@@ -102,10 +112,12 @@ class LocalPlan:
                     function_file=fn_file,
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
+                    metrics_port=None if role.entry else metrics_port,
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config, extra))
+                http_port = self.http_port if role.entry else None
+                specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port))
         return specs
 
 
@@ -141,6 +153,8 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     ports = _registry.ports()
     for role in topology.roles:
         plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
+        if not role.entry:
+            plan.metrics_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
     plan.http_port = ports.entry_port()
     component.local_plan = plan
     return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))

@@ -8,9 +8,13 @@ entry serves the registry at `GET /metrics`; any role given `metrics_port` serve
 
 from __future__ import annotations
 
+import socket
+import threading
+from socketserver import ThreadingMixIn
 from typing import Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app, start_http_server
 from prometheus_client import CONTENT_TYPE_LATEST
 
 #: Request durations, in seconds: from well under a millisecond to the longest deadlines.
@@ -69,7 +73,31 @@ class Metrics:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
 
-    def serve(self, host: str, port: int) -> Optional[object]:
-        """Serves `GET /metrics` on its own port (a daemon thread); returns the server to close."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return server
+    def serve(self, host: str, port: int, *, reuse_port: bool = False) -> Optional[object]:
+        """Serves `GET /metrics` on its own port (a daemon thread); returns the server to close.
+
+        `reuse_port` binds with SO_REUSEPORT, as the role's other ports (the local target holds
+        the port, bound but not listening, until the role binds it)."""
+        if not reuse_port:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+            return server
+        shared = make_server(host, port, make_wsgi_app(self.registry), _SharedPortServer, handler_class=_QuietHandler)
+        threading.Thread(target=shared.serve_forever, name="mp-metrics", daemon=True).start()
+        return shared
+
+
+class _SharedPortServer(ThreadingMixIn, WSGIServer):
+    """A threaded WSGI server bound with SO_REUSEPORT."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class names it so
+        pass

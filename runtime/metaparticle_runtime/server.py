@@ -177,7 +177,7 @@ class Runtime:
             )
             self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port)
         if cfg.metrics_port is not None:
-            self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port)
+            self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port, reuse_port=cfg.reuse_port)
         if self.role.upstreams:
             self._watch = asyncio.ensure_future(self._await_upstreams())
         else:
