@@ -185,7 +185,7 @@ class ProcessRunner:
         self.supervisor.start()
 
     def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
-        from .supervisor import format_log_line
+        from ._logformat import text as format_log_line
 
         def ready(replica: Any) -> None:
             for port in replica.spec.ports:

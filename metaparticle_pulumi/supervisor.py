@@ -25,8 +25,10 @@ from grpc_health.v1 import health_pb2
 
 from metaparticle_runtime import probe
 
+from ._logformat import text as format_log_line  # noqa: F401 - where callers have found it
 from .targets.local import HOST, ProcessSpec
 
+#: (replica name, output line as the process wrote it).
 LogSink = Callable[[str, str], None]
 
 _PR_SET_PDEATHSIG = 1
@@ -134,7 +136,7 @@ class Supervisor:
         for raw in process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             replica.last_lines = (replica.last_lines + [line])[-20:]
-            self.log(replica.spec.name, format_log_line(line))
+            self.log(replica.spec.name, line)  # as written: the view formats it
 
     def poll(self) -> None:
         """Restarts replicas that exited (backoff 0.5 s doubling to 5 s), as a Deployment would.
@@ -223,15 +225,3 @@ class Supervisor:
             if pending:
                 time.sleep(0.05)
         return pending
-
-
-def format_log_line(line: str) -> str:
-    """A runtime JSON log line as `level msg key=value ...`; other lines unchanged."""
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(doc, dict) or "msg" not in doc:
-        return line
-    extras = " ".join(f"{k}={v}" for k, v in doc.items() if k not in ("ts", "level", "msg", "role", "replica"))
-    return f"{doc.get('level', 'info'):<7} {doc['msg']}" + (f"  {extras}" if extras else "")

@@ -40,7 +40,7 @@ def main() -> int:
     except (ConfigError, ValueError) as exc:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure(cfg.role_name, cfg.replica, cfg.log_level)
+    configure(cfg.role_name, cfg.replica, cfg.log_level, pattern=cfg.pattern, name=cfg.name)
     if cfg.env_dir:
         # Before the function is imported: module-level reads of os.environ see the values.
         try:
