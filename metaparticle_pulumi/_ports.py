@@ -9,6 +9,7 @@ harmless; the run releases each port once its process serves.
 from __future__ import annotations
 
 import socket
+from typing import Hashable, Mapping, Optional
 
 from ._errors import PatternError
 
@@ -17,14 +18,26 @@ _REUSEPORT = getattr(socket, "SO_REUSEPORT", None)
 
 
 class Ports:
-    """The ports of one evaluation; the first entry gets `entry` when given, the rest are free ones."""
+    """The ports of one evaluation; the first entry gets `entry` when given, the rest are free ones.
 
-    def __init__(self, entry: int | None = None) -> None:
+    `reuse` maps keys (what a port is for: a replica's gRPC port...) to the ports an earlier
+    evaluation gave them: `run --watch` re-evaluates with them, so a role that did not change keeps
+    its port (and its running process). A held port may be one a running process listens on with
+    SO_REUSEPORT (same user): holding it takes none of its connections.
+    """
+
+    def __init__(self, entry: int | None = None, reuse: Optional[Mapping[Hashable, int]] = None) -> None:
         self._entry = entry
         self._held: dict[int, socket.socket] = {}
+        self._reuse = dict(reuse or {})
+        #: The port given to each key asked for.
+        self.keys: dict[Hashable, int] = {}
 
-    def reserve(self, port: int = 0) -> int:
-        """Binds `port` (0: one the OS says is free) and holds it; the port."""
+    def reserve(self, port: int = 0, *, key: Optional[Hashable] = None) -> int:
+        """Binds `port` (0: the one `reuse` gives `key`, else one the OS says is free) and holds
+        it; the port."""
+        if not port and key is not None:
+            port = self._reuse.get(key, 0)
         try:
             sock = _bind(port, reuse_address=False)
         except OSError as exc:
@@ -41,14 +54,16 @@ class Ports:
             sock.close()
         else:
             self._held[chosen] = sock
+        if key is not None:
+            self.keys[key] = chosen
         return chosen
 
-    def entry_port(self) -> int:
+    def entry_port(self, key: Optional[Hashable] = None) -> int:
         """The port of a pattern's HTTP entry: `entry` for the first one asked, then free ones."""
         if self._entry is not None:
             port, self._entry = self._entry, None
-            return self.reserve(port)
-        return self.reserve()
+            return self.reserve(port, key=key)
+        return self.reserve(key=key)
 
     def held(self) -> list[int]:
         return sorted(self._held)

@@ -235,6 +235,9 @@ def run(
     live: Optional[bool] = typer.Option(
         None, "--live/--no-live", help="A live table per role under the logs (default: when stdout is a terminal)."
     ),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="local: when a file of DIRECTORY changes, re-evaluate and roll the changed roles."
+    ),
 ) -> None:
     """Run the program's patterns as local processes on 127.0.0.1, or as containers (--target docker)."""
     from . import runners
@@ -245,6 +248,8 @@ def run(
         raise fail(f"--target must be local or docker, got {target!r}", 2)
     if target == "local" and (detach or python_version):
         raise fail("--detach and --python-version apply to --target docker", 2)
+    if watch and (target != "local" or request is not None):
+        raise fail("--watch applies to --target local, without --request", 2)
     if log_format not in _logformat.FORMATS:
         raise fail(f"--log-format must be text or json, got {log_format!r}", 2)
     body = _read_json_argument(request) if request is not None else None
@@ -263,9 +268,22 @@ def run(
     if live is None:
         live = console.is_terminal and log_format == "text" and body is None
     view = _Console(directory, log_format=log_format, live=live, runner=runner)
-    code = runners.run(
-        runner, view, ready_timeout=ready_timeout, stop=stop, request=body, endpoints_json=endpoints_json, detach=detach
-    )
+    watcher = None
+    if watch:
+        from ._watch import Watch
+
+        def reevaluate(reuse: Any) -> Any:
+            return evaluate(directory, target="local", port=port, reuse_ports=reuse)
+
+        watcher = Watch(directory, reevaluate, ignore=[endpoints_json] if endpoints_json else []).start()
+    try:
+        code = runners.run(
+            runner, view, ready_timeout=ready_timeout, stop=stop, request=body, endpoints_json=endpoints_json,
+            detach=detach, watch=watcher,
+        )
+    finally:
+        if watcher is not None:
+            watcher.close()
     if code:
         raise typer.Exit(code)
 

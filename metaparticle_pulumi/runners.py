@@ -23,6 +23,7 @@ from ._errors import Error
 from .client import Answer, CallError, call, wait_healthz
 
 if TYPE_CHECKING:
+    from ._watch import Watch
     from .containers import BuiltImage, Deployment
     from .program import Evaluation
 
@@ -98,9 +99,11 @@ def run(
     request: Optional[bytes] = None,
     endpoints_json: Optional[Path] = None,
     detach: bool = False,
+    watch: Optional["Watch"] = None,
 ) -> int:
     """Runs `runner` to the end; the command's exit code (1 when an answer is an error, the
-    failure's code when it cannot run, after `view.failed`)."""
+    failure's code when it cannot run, after `view.failed`). With `watch`, a change of the
+    program's files rolls the runner to its new evaluation while serving."""
     leave_running = False
     try:
         with view.progress() as progress:
@@ -132,6 +135,8 @@ def run(
         view.serving(url, detach)
         while not detach and not stop.is_set():
             runner.poll()
+            if watch is not None and watch.changed.is_set():
+                _reload(runner, view, watch, ready_timeout, stop, endpoints_json)
             stop.wait(0.2)
         return 0
     except RunFailed as exc:
@@ -142,6 +147,39 @@ def run(
     finally:
         if not leave_running:
             view.stopped(runner.stop())
+
+
+def _reload(
+    runner: Any, view: View, watch: "Watch", timeout: float, stop: threading.Event, endpoints_json: Optional[Path]
+) -> None:
+    """Re-evaluates the program and rolls the runner to it; a program that no longer evaluates,
+    or new replicas that do not serve, leave the running version serving (the error shown)."""
+    from .program import ProgramError
+
+    files = watch.take()
+    note = getattr(view, "note", None)
+    if note is not None:
+        note(f"reloading: {', '.join(files)} changed")
+    try:
+        evaluation = watch.evaluate(runner.port_keys())
+    except ProgramError as exc:
+        view.failed(f"{exc}\nstill serving the previous version")
+        return
+    if not evaluation.plans:
+        evaluation.ports.close()
+        view.failed("the program declares no patterns now; still serving the previous version")
+        return
+    try:
+        summary = runner.reload(evaluation, timeout, stop.is_set)
+    except RunFailed as exc:
+        view.failed(str(exc))
+        return
+    endpoints = runner.endpoints()
+    if endpoints_json is not None:
+        write_endpoints(endpoints_json, endpoints)
+    view.ready(endpoints)
+    if note is not None:
+        note(summary)
 
 
 def write_endpoints(path: Path, endpoints: dict[str, Any]) -> None:
@@ -219,6 +257,64 @@ class ProcessRunner:
                 pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: replicas(p, role))
                 for plan in self.evaluation.plans
             ],
+        )
+
+    def port_keys(self) -> dict[Any, int]:
+        """The ports of the running processes, keyed as the local target reserves them (a
+        re-evaluation given them keeps unchanged roles on their ports)."""
+        keys: dict[Any, int] = {}
+        for spec in self.specs:
+            keys[(spec.topology, spec.role, spec.replica, "grpc")] = spec.grpc_port
+            if spec.metrics_port is not None:
+                keys[(spec.topology, spec.role, spec.replica, "metrics")] = spec.metrics_port
+            if spec.http_port is not None:
+                keys[(spec.topology, "http")] = spec.http_port
+        return keys
+
+    def reload(self, evaluation: "Evaluation", timeout: float, should_stop: ShouldStop) -> str:
+        """Rolls to `evaluation`: starts the replicas of the roles that changed, waits until they
+        serve, then stops the old ones (callers first; each drains). On failure the new ones stop,
+        the old ones keep serving, and RunFailed says why."""
+        from . import _roll
+
+        try:
+            roll = _roll.plan(self.specs, evaluation, self._function_dir.name)
+        except BaseException:
+            evaluation.ports.close()
+            raise
+        if not roll.start and not roll.stop:
+            evaluation.ports.close()
+            return "nothing to roll: every role is unchanged"
+
+        def ready(replica: Any) -> None:
+            for port in replica.spec.ports:
+                evaluation.ports.release(port)
+
+        new = self.supervisor.add(roll.start)
+        pending = self.supervisor.wait_ready(timeout, on_ready=ready, should_stop=should_stop, replicas=new)
+        broken = next((r for r in new if r.gave_up), None)
+        if broken is not None or pending:
+            from ._logformat import text
+
+            self.supervisor.retire(new)
+            evaluation.ports.close()
+            if should_stop():
+                return "reload interrupted"
+            who = broken or pending[0]
+            tail = "\n".join(text(line) for line in who.last_lines[-8:])
+            reason = f"exited with code {who.exit_codes[-1]}" if broken else f"not serving after {timeout:.0f}s"
+            raise RunFailed(f"the new {who.spec.name} {reason}; still serving the previous version\n{tail}")
+        old = {id(spec) for spec in roll.stop}
+        replicas = {id(r.spec): r for r in self.supervisor.replicas if id(r.spec) in old}
+        for batch in _roll.retire_order(roll.stop):
+            self.supervisor.retire([replicas[id(spec)] for spec in batch if id(spec) in replicas])
+        self.evaluation.ports.close()
+        self.evaluation = evaluation
+        self.specs = roll.keep + roll.start
+        self.names = [spec.name for spec in self.specs]
+        return (
+            f"rolled {', '.join(roll.roles)}: {len(roll.start)} new processes serve, "
+            f"{len(roll.stop)} old ones stopped, {len(roll.keep)} kept"
         )
 
     def restarts(self) -> dict[str, int]:

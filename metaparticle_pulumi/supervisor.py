@@ -178,7 +178,29 @@ class Supervisor:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM everything, wait up to `grace` seconds, SIGKILL what is left; reap all."""
         self.stopping = True
-        procs = [r.process for r in self.replicas if r.process is not None]
+        self._terminate(self.replicas, grace)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+
+    def add(self, specs: list[ProcessSpec]) -> list[Replica]:
+        """More replicas to supervise (a `run --watch` roll); `wait_ready(replicas=...)` starts
+        each once the roles it calls serve."""
+        new = [Replica(spec) for spec in specs]
+        self.replicas.extend(new)
+        return new
+
+    def retire(self, replicas: list[Replica], grace: float = 10.0) -> None:
+        """Stops `replicas` as `stop` does (they drain first) and supervises them no longer."""
+        gone = {id(r) for r in replicas}
+        self.replicas = [r for r in self.replicas if id(r) not in gone]
+        self._terminate(replicas, grace)
+        for replica in replicas:
+            if replica.pump is not None:
+                replica.pump.join(timeout=1.0)
+
+    @staticmethod
+    def _terminate(replicas: list[Replica], grace: float) -> None:
+        procs = [r.process for r in replicas if r.process is not None]
         for proc in procs:
             if proc.poll() is None:
                 try:
@@ -192,8 +214,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
 
     # -- health ----------------------------------------------------------------------------------------
     def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
@@ -206,10 +226,17 @@ class Supervisor:
             return False
         return status == health_pb2.HealthCheckResponse.SERVING
 
-    def wait_ready(self, timeout: float, on_ready: Callable[[Replica], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[Replica]:
-        """Waits until every replica serves, restarting those that exit; returns those that did
-        not serve within `timeout`, or as soon as one is given up (`failed_early`)."""
-        pending = list(self.replicas)
+    def wait_ready(
+        self,
+        timeout: float,
+        on_ready: Callable[[Replica], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        replicas: list[Replica] | None = None,
+    ) -> list[Replica]:
+        """Waits until every replica (of `replicas`, default all) serves, restarting those that
+        exit; returns those that did not serve within `timeout`, or as soon as one is given up
+        (`failed_early`)."""
+        pending = list(self.replicas if replicas is None else replicas)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline and not should_stop():
             for replica in list(pending):

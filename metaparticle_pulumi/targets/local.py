@@ -152,9 +152,12 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_env(topology, plan.env, where)
     ports = _registry.ports()
     for role in topology.roles:
-        plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
+        # Keyed, so that a re-evaluation (run --watch) gives a role that did not change its ports again.
+        plan.grpc_ports[role.name] = [ports.reserve(key=(topology.name, role.name, i, "grpc")) for i in range(role.replicas)]
         if not role.entry:
-            plan.metrics_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
-    plan.http_port = ports.entry_port()
+            plan.metrics_ports[role.name] = [
+                ports.reserve(key=(topology.name, role.name, i, "metrics")) for i in range(role.replicas)
+            ]
+    plan.http_port = ports.entry_port(key=(topology.name, "http"))
     component.local_plan = plan
     return TargetOutputs(url=pulumi.Output.from_input(plan.url), grpc_url=pulumi.Output.from_input(plan.grpc_url))
