@@ -134,7 +134,9 @@ def test_run_in_a_terminal_shows_the_live_table_with_the_traffic(tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            assert process.wait(20) == 0
+            # Keep reading: a terminal nobody reads blocks the writer.
+            assert wait_until(lambda: read(0.1) is not None and process.poll() is not None, 20)
+            assert process.returncode == 0
         finally:
             if process.poll() is None:
                 process.kill()
