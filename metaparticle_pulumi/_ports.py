@@ -65,6 +65,19 @@ class Ports:
             return self.reserve(port, key=key)
         return self.reserve(key=key)
 
+    def listen(self, port: int) -> Optional[socket.socket]:
+        """Hands over the held socket of `port`, now listening (None when it is not held): the run
+        passes it to the entry process, and to its successor on a `run --watch` roll, so that no
+        connection waiting to be accepted is lost while one entry replaces the other."""
+        sock = self._held.pop(port, None)
+        if sock is not None:
+            # As servers bind: the connections it accepted, lingering in TIME_WAIT after the run,
+            # then keep no server from binding the port again at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.listen(1024)
+            sock.set_inheritable(True)
+        return sock
+
     def held(self) -> list[int]:
         return sorted(self._held)
 

@@ -10,6 +10,7 @@ answer one request or serve until stopped, stop) and tells a `View` what to show
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 import threading
@@ -209,9 +210,30 @@ class ProcessRunner:
         self.project = evaluation.project
         self.python = python
         self._function_dir = tempfile.TemporaryDirectory(prefix="metaparticle-")
+        #: The entries' listening sockets by port, kept for the whole run (see Ports.listen).
+        self._listeners: dict[int, socket.socket] = {}
+        self._listen(evaluation)
         self.specs = [spec for plan in evaluation.plans for spec in plan.processes(self._function_dir.name)]
         self.names = [spec.name for spec in self.specs]
         self.supervisor: Any = None
+
+    def _listen(self, evaluation: "Evaluation") -> None:
+        """Gives every entry of `evaluation` the run's listening socket of its port."""
+        for plan in evaluation.plans:
+            if plan.http_port is None:
+                continue
+            if plan.http_port in self._listeners:
+                evaluation.ports.release(plan.http_port)  # the run listens on it already
+            else:
+                sock = evaluation.ports.listen(plan.http_port)
+                if sock is None:
+                    continue  # nothing held (no SO_REUSEPORT): the entry binds the port itself
+                self._listeners[plan.http_port] = sock
+            plan.http_fd = self._listeners[plan.http_port].fileno()
+
+    def _close_listeners(self, keep: set[int]) -> None:
+        for port in [p for p in self._listeners if p not in keep]:
+            self._listeners.pop(port).close()
 
     def prepare(self, progress: Progress, view: View, should_stop: ShouldStop) -> None:
         pass  # processes run the program's code where it is
@@ -277,10 +299,13 @@ class ProcessRunner:
         the old ones keep serving, and RunFailed says why."""
         from . import _roll
 
+        serving = {plan.http_port for plan in self.evaluation.plans}
         try:
+            self._listen(evaluation)
             roll = _roll.plan(self.specs, evaluation, self._function_dir.name)
         except BaseException:
             evaluation.ports.close()
+            self._close_listeners(serving)
             raise
         if not roll.start and not roll.stop:
             evaluation.ports.close()
@@ -298,6 +323,7 @@ class ProcessRunner:
 
             self.supervisor.retire(new)
             evaluation.ports.close()
+            self._close_listeners(serving)
             if should_stop():
                 return "reload interrupted"
             who = broken or pending[0]
@@ -310,6 +336,7 @@ class ProcessRunner:
             self.supervisor.retire([replicas[id(spec)] for spec in batch if id(spec) in replicas])
         self.evaluation.ports.close()
         self.evaluation = evaluation
+        self._close_listeners({plan.http_port for plan in evaluation.plans})
         self.specs = roll.keep + roll.start
         self.names = [spec.name for spec in self.specs]
         return (
@@ -329,6 +356,7 @@ class ProcessRunner:
     def stop(self) -> str:
         if self.supervisor is not None:
             self.supervisor.stop()
+        self._close_listeners(set())
         self.evaluation.ports.close()
         self._function_dir.cleanup()
         return f"stopped {len(self.specs)} processes"

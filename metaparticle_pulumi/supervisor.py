@@ -9,7 +9,6 @@ supervisor even if it is killed (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -38,12 +37,22 @@ _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPAT
 _PASSED_PREFIXES = ("OTEL_",)
 
 
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
+# How a replica starts: it asks to die with the supervisor (PR_SET_PDEATHSIG), exits if the
+# supervisor is already gone, then runs `python -m metaparticle_runtime`. Done in the child, not
+# in a preexec_fn: with one, subprocess fork()s this whole multithreaded process and runs gRPC's
+# fork handlers, which can hang while gRPC shuts a thread pool down (seen during --watch rolls);
+# without one it uses vfork, which runs no fork handlers.
+_BOOT = f"""
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl({_PR_SET_PDEATHSIG}, signal.SIGKILL)
+except OSError:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+del sys.argv[1]
+runpy.run_module("metaparticle_runtime", run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -117,13 +126,13 @@ class Supervisor:
         env.update(replica.spec.env)
         env["PYTHONUNBUFFERED"] = "1"
         replica.process = subprocess.Popen(
-            [self.python, "-m", "metaparticle_runtime"],
+            [self.python, "-c", _BOOT, str(os.getpid())],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
-            preexec_fn=_die_with_parent,
+            pass_fds=(replica.spec.config.http_fd,) if replica.spec.config.http_fd is not None else (),
         )
         replica.started_at = time.monotonic()
         thread = threading.Thread(target=self._pump, args=(replica, replica.process), daemon=True)

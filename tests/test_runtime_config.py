@@ -35,7 +35,7 @@ CONFIGS = [
         event_loop="asyncio",
         log_level="DEBUG",
     ),
-    RuntimeConfig(role="spread", replica="r", http_port=8080, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
+    RuntimeConfig(role="spread", replica="r", http_port=8080, http_fd=7, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
     RuntimeConfig(role="shard", replica="r", upstreams=("x", "y"), upstream_names=("s0", "s1"), key_path="user.id", timeout=2.5),
     RuntimeConfig(
         role="gather",

@@ -71,6 +71,8 @@ class LocalPlan:
     #: Each non-entry role's replicas' metrics ports (the entry serves metrics on its HTTP port).
     metrics_ports: dict[str, list[int]] = field(default_factory=dict)
     http_port: int | None = None
+    #: The run's listening socket of the HTTP entry, passed to the entry process (see Ports.listen).
+    http_fd: int | None = None
     function_dir: str | None = None
     #: Mutual TLS between roles: (cert, key, ca) absolute PEM file paths, or None.
     tls: tuple[str, str, str] | None = None
@@ -113,6 +115,7 @@ class LocalPlan:
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
                     metrics_port=None if role.entry else metrics_port,
+                    http_fd=self.http_fd if role.entry else None,
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}

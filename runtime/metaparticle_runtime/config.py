@@ -31,6 +31,7 @@ ENV: dict[str, str] = {
     "max_in_flight": "MP_MAX_IN_FLIGHT",
     "retries": "MP_RETRIES",
     "http_port": "MP_HTTP_PORT",
+    "http_fd": "MP_HTTP_FD",
     "index": "MP_INDEX",
     "count": "MP_COUNT",
     "upstreams": "MP_UPSTREAMS",
@@ -76,6 +77,9 @@ class RuntimeConfig:
     bind_host: str = "0.0.0.0"
     grpc_port: int = 50051
     http_port: int | None = None
+    #: An inherited socket, listening on `http_port`, to serve the HTTP entry on instead of binding
+    #: it: the local target shares one across the old and new entry of a `run --watch` roll.
+    http_fd: int | None = None
     #: Deadline of one request at the entry, in seconds; routers pass what remains downstream.
     timeout: float = 10.0
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
@@ -208,6 +212,7 @@ class RuntimeConfig:
             bind_host=get("bind_host") or defaults["bind_host"],
             grpc_port=number("grpc_port", int),
             http_port=number("http_port", int),
+            http_fd=number("http_fd", int),
             timeout=number("timeout", float),
             max_request_bytes=number("max_request_bytes", int),
             max_json_depth=number("max_json_depth", int),

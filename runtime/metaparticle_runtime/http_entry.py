@@ -3,6 +3,7 @@ health, `GET /metrics` the entry role's Prometheus metrics."""
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
@@ -78,10 +79,17 @@ def make_app(
     return app
 
 
-async def start(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
+async def start(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False, sock: Optional[socket.socket] = None
+) -> web.AppRunner:
+    """Serves `app` on `host:port`, or on `sock` (a listening socket it was given) when set."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
     return runner
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional
@@ -175,7 +176,8 @@ class Runtime:
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
             )
-            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port)
+            sock = socket.socket(fileno=cfg.http_fd) if cfg.http_fd is not None else None
+            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, sock=sock)
         if cfg.metrics_port is not None:
             self._metrics_server = self.metrics.serve(cfg.bind_host, cfg.metrics_port, reuse_port=cfg.reuse_port)
         if self.role.upstreams:
@@ -206,6 +208,12 @@ class Runtime:
         if self._server is not None:
             await self._server.stop(grace=self.cfg.timeout)
         if self._http is not None:
+            # Stop accepting, then give connections accepted a moment ago time to send their
+            # request (it then counts as in flight) before idle connections are closed: a
+            # successor entry sharing the listening socket takes every later connection.
+            for site in list(self._http.sites):
+                await site.stop()
+            await asyncio.sleep(max(0.1, self.cfg.drain_seconds))
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()
