@@ -26,6 +26,18 @@ def key(spec: "ProcessSpec") -> SpecKey:
     return (spec.topology, spec.role, spec.replica)
 
 
+def port_keys(specs: Iterable["ProcessSpec"]) -> dict[Any, int]:
+    """The ports of running specs, keyed as the local target reserves them (targets/local.py)."""
+    keys: dict[Any, int] = {}
+    for spec in specs:
+        keys[(spec.topology, spec.role, spec.replica, "grpc")] = spec.grpc_port
+        if spec.metrics_port is not None:
+            keys[(spec.topology, spec.role, spec.replica, "metrics")] = spec.metrics_port
+        if spec.http_port is not None:
+            keys[(spec.topology, "http")] = spec.http_port
+    return keys
+
+
 def code_digest(source_dir: str | None, main: str = "__main__.py") -> str:
     """A digest of the program's Python modules but its main file (whose functions ship by value,
     their own digest in their file name): what a function loaded by reference may run."""

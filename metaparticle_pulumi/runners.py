@@ -284,14 +284,9 @@ class ProcessRunner:
     def port_keys(self) -> dict[Any, int]:
         """The ports of the running processes, keyed as the local target reserves them (a
         re-evaluation given them keeps unchanged roles on their ports)."""
-        keys: dict[Any, int] = {}
-        for spec in self.specs:
-            keys[(spec.topology, spec.role, spec.replica, "grpc")] = spec.grpc_port
-            if spec.metrics_port is not None:
-                keys[(spec.topology, spec.role, spec.replica, "metrics")] = spec.metrics_port
-            if spec.http_port is not None:
-                keys[(spec.topology, "http")] = spec.http_port
-        return keys
+        from ._roll import port_keys
+
+        return port_keys(self.specs)
 
     def reload(self, evaluation: "Evaluation", timeout: float, should_stop: ShouldStop) -> str:
         """Rolls to `evaluation`: starts the replicas of the roles that changed, waits until they
