@@ -9,6 +9,7 @@ harmless; the run releases each port once its process serves.
 from __future__ import annotations
 
 import socket
+from typing import Hashable, Mapping, Optional
 
 from ._errors import PatternError
 
@@ -17,17 +18,28 @@ _REUSEPORT = getattr(socket, "SO_REUSEPORT", None)
 
 
 class Ports:
-    """The ports of one evaluation; the first entry gets `entry` when given, the rest are free ones."""
+    """The ports of one evaluation; the first entry gets `entry` when given, the rest are free ones.
 
-    def __init__(self, entry: int | None = None) -> None:
+    `reuse` maps keys (what a port is for: a replica's gRPC port...) to the ports an earlier
+    evaluation gave them: `run --watch` re-evaluates with them, so a role that did not change keeps
+    its port (and its running process). A held port may be one a running process listens on with
+    SO_REUSEPORT (same user): holding it takes none of its connections.
+    """
+
+    def __init__(self, entry: int | None = None, reuse: Optional[Mapping[Hashable, int]] = None) -> None:
         self._entry = entry
         #: The port asked for the main entry (`run --port`), if any.
         self.main_entry = entry
         self._held: dict[int, socket.socket] = {}
-        self._listening: dict[int, socket.socket] = {}
+        self._reuse = dict(reuse or {})
+        #: The port given to each key asked for.
+        self.keys: dict[Hashable, int] = {}
 
-    def reserve(self, port: int = 0) -> int:
-        """Binds `port` (0: one the OS says is free) and holds it; the port."""
+    def reserve(self, port: int = 0, *, key: Optional[Hashable] = None) -> int:
+        """Binds `port` (0: the one `reuse` gives `key`, else one the OS says is free) and holds
+        it; the port."""
+        if not port and key is not None:
+            port = self._reuse.get(key, 0)
         try:
             sock = _bind(port, reuse_address=False)
         except OSError as exc:
@@ -44,35 +56,35 @@ class Ports:
             sock.close()
         else:
             self._held[chosen] = sock
+        if key is not None:
+            self.keys[key] = chosen
         return chosen
 
-    def entry_port(self) -> int:
+    def entry_port(self, key: Optional[Hashable] = None) -> int:
         """The port of a pattern's HTTP entry: `entry` for the first one asked, then free ones."""
         if self._entry is not None:
             port, self._entry = self._entry, None
-            return self.reserve(port)
-        return self.reserve()
+            return self.reserve(port, key=key)
+        return self.reserve(key=key)
+
+    def listen(self, port: int) -> Optional[socket.socket]:
+        """Hands over the held socket of `port`, now listening (None when it is not held): the run
+        passes it to the entry process, and to its successor on a `run --watch` roll, so that no
+        connection waiting to be accepted is lost while one entry replaces the other."""
+        sock = self._held.pop(port, None)
+        if sock is not None:
+            # As servers bind: the connections it accepted, lingering in TIME_WAIT after the run,
+            # then keep no server from binding the port again at once.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.listen(1024)
+            sock.set_inheritable(True)
+        return sock
 
     def held(self) -> list[int]:
         return sorted(self._held)
 
-    def listen(self, port: int) -> int:
-        """Makes the held `port` a listening socket shared by the processes given its descriptor
-        (a pattern's routers: one accept queue, so connections waiting in it survive a router that
-        dies, unlike separate SO_REUSEPORT sockets); the descriptor, kept open until `close`."""
-        if port in self._listening:
-            return self._listening[port].fileno()
-        sock = self._held.pop(port, None) or _bind(port, reuse_address=True)
-        # Accepted connections inherit it: their TIME_WAIT then does not keep a server (one that
-        # sets SO_REUSEADDR, as servers do) from this port after the run.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.listen(1024)
-        sock.set_inheritable(True)
-        self._listening[port] = sock
-        return sock.fileno()
-
     def release(self, port: int) -> None:
-        """Lets go of `port` (its process binds it now); a listening port stays until `close`."""
+        """Lets go of `port` (its process binds it now)."""
         sock = self._held.pop(port, None)
         if sock is not None:
             sock.close()
@@ -80,9 +92,6 @@ class Ports:
     def close(self) -> None:
         for port in list(self._held):
             self.release(port)
-        for sock in self._listening.values():
-            sock.close()
-        self._listening.clear()
 
     def __del__(self) -> None:
         self.close()

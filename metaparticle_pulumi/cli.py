@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import _live, _logformat
 from ._outputs import event_loops_closed
 from .client import CallError, call as call_entry
 from .program import Evaluation, ProgramError, evaluate
@@ -69,19 +70,48 @@ def _read_json_argument(value: Optional[str]) -> bytes:
 
 
 class _Console:
-    """How a run looks on the terminal: the `View` of runners.run."""
+    """How a run looks on the terminal: the `View` of runners.run.
 
-    def __init__(self, directory: Path) -> None:
+    Logs are `text` (a colour per replica) or `json` (one object per line, see _logformat); with
+    `live`, a table per role refreshed every second sits under the logs while serving (_live).
+    """
+
+    def __init__(self, directory: Path, *, log_format: str = "text", live: bool = False, runner: Any = None) -> None:
         self.directory = directory
-        #: Until set (while starting), only errors and exits of the replicas' output are shown.
+        self.log_format = log_format
+        self.live = live
+        self.runner = runner
+        #: Until set (while starting), only errors and exits of the replicas' output are shown (text).
         self.show_logs = threading.Event()
+        self.endpoints: dict[str, Any] = {}
+        self._live_stop = threading.Event()
+        self._live_thread: Optional[threading.Thread] = None
+        self._print_lock = threading.Lock()
+
+    def _json(self, doc: dict[str, Any], stream: Any = None) -> None:
+        with self._print_lock:
+            print(json.dumps(doc, default=str), file=stream or sys.stdout, flush=True)
+
+    def _who(self) -> dict[str, tuple[str, str]]:
+        """Replica name -> (pattern, role), for output lines that do not say."""
+        specs = getattr(self.runner, "specs", None) or []
+        return {spec.name: (spec.config.pattern, spec.role) for spec in specs}
 
     def logs(self, names: list[str]) -> Callable[[str, str], None]:
-        """A log sink printing `name | line` in a colour per replica."""
+        """A log sink printing `name | line` in a colour per replica, or a JSON record per line."""
+        if self.log_format == "json":
+            who = self._who()
+
+            def log_json(name: str, line: str) -> None:
+                pattern, role = who.get(name, (None, None))
+                self._json(_logformat.record(line, name, pattern, role))
+
+            return log_json
         colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(names)}
         width = max((len(name) for name in names), default=0)
 
         def log(name: str, line: str) -> None:
+            line = _logformat.text(line)
             if self.show_logs.is_set() or "error" in line or "exited" in line:
                 console.print(f"[{colors.get(name, 'white')}]{name:<{width}}[/] | {escape(line)}", markup=True, soft_wrap=True)
 
@@ -97,31 +127,85 @@ class _Console:
             TimeElapsedColumn(),
             console=err_console,
             transient=True,
+            disable=self.log_format == "json",
         )
 
     def built(self, image: Any) -> None:
         state = "cached" if image.cached else f"{image.cache_hits}/{image.steps} steps cached"
+        if self.log_format == "json":
+            self._json(_logformat.own("info", f"built {image.name}", seconds=image.seconds, cached=image.cached), sys.stderr)
+            return
         err_console.print(f"built {image.name} ({image.size / 1e6:.0f} MB, {image.seconds:.1f}s, {state})")
 
     def ready(self, endpoints: dict[str, Any]) -> None:
+        self.endpoints = endpoints
+        if self.log_format == "json":
+            for pattern in endpoints["patterns"]:
+                self._json(_logformat.own("info", "ready", pattern=pattern["pattern"], name=pattern["name"],
+                                          url=pattern["url"], grpc_url=pattern["grpc_url"]))
+            return
         console.print(_container_table(endpoints) if endpoints.get("target") == "docker" else _table(endpoints))
 
     def answer(self, result: Any) -> None:
+        if self.log_format == "json":
+            if isinstance(result, CallError):
+                self._json(_logformat.own("error", str(result), document=result.document), sys.stderr)
+            else:
+                print(json.dumps(result.body), flush=True)
+            return
         _print_answer(result)
 
     def serving(self, url: str, detached: bool) -> None:
         if detached:
-            console.print(f"[bold]Running[/] at {url}. Remove it with: metaparticle delete {self.directory} --target docker")
+            self.note(f"Running at {url}. Remove it with: metaparticle delete {self.directory} --target docker", url=url)
             return
         self.show_logs.set()
-        console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
+        if self.log_format == "json":
+            self._json(_logformat.own("info", "serving", url=url))
+        else:
+            console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
+        if self.live and self.endpoints.get("target") != "docker":
+            self._live_stop.clear()
+            self._live_thread = threading.Thread(target=self._show_live, name="live-view", daemon=True)
+            self._live_thread.start()
+
+    def _show_live(self) -> None:
+        """Scrapes every process once a second and redraws the table under the logs."""
+        from rich.live import Live
+
+        before = _live.scrape(_live.metrics_urls(self.endpoints))
+        with Live(console=console, auto_refresh=False, transient=True) as live:
+            while not self._live_stop.wait(1.0):
+                endpoints = self.endpoints  # a --watch roll replaces it
+                after = _live.scrape(_live.metrics_urls(endpoints))
+                restarts = self.runner.restarts() if hasattr(self.runner, "restarts") else {}
+                rows = _live.rows(before, after, _live.groups(endpoints), restarts)
+                live.update(_live.table(rows, title=f"{endpoints['project']}: live (Ctrl-C stops)"), refresh=True)
+                before = after
+
+    def note(self, message: str, **fields: Any) -> None:
+        """A line of the run itself (a reload, a roll)."""
+        if self.log_format == "json":
+            self._json(_logformat.own("info", message, **fields))
+        else:
+            console.print(f"[bold]{escape(message)}[/]", soft_wrap=True)
 
     def stopped(self, message: str) -> None:
         self.show_logs.clear()
+        self._live_stop.set()
+        if self._live_thread is not None:
+            self._live_thread.join(timeout=5.0)
+            self._live_thread = None
         if message:
-            err_console.print(message)
+            if self.log_format == "json":
+                self._json(_logformat.own("info", message), sys.stderr)
+            else:
+                err_console.print(message)
 
     def failed(self, message: str) -> None:
+        if self.log_format == "json":
+            self._json(_logformat.own("error", message), sys.stderr)
+            return
         err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
@@ -145,6 +229,15 @@ def run(
     python_version: Optional[str] = typer.Option(
         None, "--python-version", help="docker: the image's Python, major.minor (default: this Python's)."
     ),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="text, or json: one object per line (time, level, pattern, role, replica, trace_id, message)."
+    ),
+    live: Optional[bool] = typer.Option(
+        None, "--live/--no-live", help="A live table per role under the logs (default: when stdout is a terminal)."
+    ),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="local: when a file of DIRECTORY changes, re-evaluate and roll the changed roles."
+    ),
 ) -> None:
     """Run the program's patterns as local processes on 127.0.0.1, or as containers (--target docker)."""
     from . import runners
@@ -155,6 +248,10 @@ def run(
         raise fail(f"--target must be local or docker, got {target!r}", 2)
     if target == "local" and (detach or python_version):
         raise fail("--detach and --python-version apply to --target docker", 2)
+    if watch and (target != "local" or request is not None):
+        raise fail("--watch applies to --target local, without --request", 2)
+    if log_format not in _logformat.FORMATS:
+        raise fail(f"--log-format must be text or json, got {log_format!r}", 2)
     body = _read_json_argument(request) if request is not None else None
     runner: runners.Runner
     if target == "docker":
@@ -168,10 +265,25 @@ def run(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: stop.set())
-    view = _Console(directory)
-    code = runners.run(
-        runner, view, ready_timeout=ready_timeout, stop=stop, request=body, endpoints_json=endpoints_json, detach=detach
-    )
+    if live is None:
+        live = console.is_terminal and log_format == "text" and body is None
+    view = _Console(directory, log_format=log_format, live=live, runner=runner)
+    watcher = None
+    if watch:
+        from ._watch import Watch
+
+        def reevaluate(reuse: Any) -> Any:
+            return evaluate(directory, target="local", port=port, reuse_ports=reuse)
+
+        watcher = Watch(directory, reevaluate, ignore=[endpoints_json] if endpoints_json else []).start()
+    try:
+        code = runners.run(
+            runner, view, ready_timeout=ready_timeout, stop=stop, request=body, endpoints_json=endpoints_json,
+            detach=detach, watch=watcher,
+        )
+    finally:
+        if watcher is not None:
+            watcher.close()
     if code:
         raise typer.Exit(code)
 

@@ -176,8 +176,10 @@ def evaluate(
     config: Mapping[str, str] | None = None,
     stack: str = "dev",
     preview: bool = False,
+    reuse_ports: Mapping[Any, int] | None = None,
 ) -> Evaluation:
-    """Runs the program in `directory` under Pulumi's mocks with `metaparticle:target` = `target`."""
+    """Runs the program in `directory` under Pulumi's mocks with `metaparticle:target` = `target`;
+    `reuse_ports` are an earlier evaluation's `ports.keys` (for `run --watch`)."""
     directory = Path(directory).resolve()
     if not directory.is_dir():
         raise ProgramError(f"{directory} is not a directory")
@@ -189,7 +191,7 @@ def evaluate(
     settings.update(config or {})
     pulumi.runtime.set_all_config(settings)
     code_dir = main.parent.resolve()
-    ports = Ports(entry=port)
+    ports = Ports(entry=port, reuse=reuse_ports)
     _registry.reset(str(code_dir), ports)
 
     # pulumi.runtime.test runs a function under the mocks and waits for everything it registered.

@@ -10,6 +10,7 @@ answer one request or serve until stopped, stop) and tells a `View` what to show
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from ._errors import Error
 from .client import Answer, CallError, call, wait_healthz
 
 if TYPE_CHECKING:
+    from ._watch import Watch
     from .containers import BuiltImage, Deployment
     from .program import Evaluation
 
@@ -98,9 +100,11 @@ def run(
     request: Optional[bytes] = None,
     endpoints_json: Optional[Path] = None,
     detach: bool = False,
+    watch: Optional["Watch"] = None,
 ) -> int:
     """Runs `runner` to the end; the command's exit code (1 when an answer is an error, the
-    failure's code when it cannot run, after `view.failed`)."""
+    failure's code when it cannot run, after `view.failed`). With `watch`, a change of the
+    program's files rolls the runner to its new evaluation while serving."""
     leave_running = False
     try:
         with view.progress() as progress:
@@ -132,6 +136,8 @@ def run(
         view.serving(url, detach)
         while not detach and not stop.is_set():
             runner.poll()
+            if watch is not None and watch.changed.is_set():
+                _reload(runner, view, watch, ready_timeout, stop, endpoints_json)
             stop.wait(0.2)
         return 0
     except RunFailed as exc:
@@ -142,6 +148,39 @@ def run(
     finally:
         if not leave_running:
             view.stopped(runner.stop())
+
+
+def _reload(
+    runner: Any, view: View, watch: "Watch", timeout: float, stop: threading.Event, endpoints_json: Optional[Path]
+) -> None:
+    """Re-evaluates the program and rolls the runner to it; a program that no longer evaluates,
+    or new replicas that do not serve, leave the running version serving (the error shown)."""
+    from .program import ProgramError
+
+    files = watch.take()
+    note = getattr(view, "note", None)
+    if note is not None:
+        note(f"reloading: {', '.join(files)} changed")
+    try:
+        evaluation = watch.evaluate(runner.port_keys())
+    except ProgramError as exc:
+        view.failed(f"{exc}\nstill serving the previous version")
+        return
+    if not evaluation.plans:
+        evaluation.ports.close()
+        view.failed("the program declares no patterns now; still serving the previous version")
+        return
+    try:
+        summary = runner.reload(evaluation, timeout, stop.is_set)
+    except RunFailed as exc:
+        view.failed(str(exc))
+        return
+    endpoints = runner.endpoints()
+    if endpoints_json is not None:
+        write_endpoints(endpoints_json, endpoints)
+    view.ready(endpoints)
+    if note is not None:
+        note(summary)
 
 
 def write_endpoints(path: Path, endpoints: dict[str, Any]) -> None:
@@ -171,14 +210,30 @@ class ProcessRunner:
         self.project = evaluation.project
         self.python = python
         self._function_dir = tempfile.TemporaryDirectory(prefix="metaparticle-")
-        # Each entry's HTTP port becomes one listening socket its routers share (see Ports.listen).
-        self.specs = [
-            spec
-            for plan in evaluation.plans
-            for spec in plan.processes(self._function_dir.name, http_fd=evaluation.ports.listen(plan.http_port) if plan.http_port else None)
-        ]
+        #: The entries' listening sockets by port, kept for the whole run (see Ports.listen).
+        self._listeners: dict[int, socket.socket] = {}
+        self._listen(evaluation)
+        self.specs = [spec for plan in evaluation.plans for spec in plan.processes(self._function_dir.name)]
         self.names = [spec.name for spec in self.specs]
         self.supervisor: Any = None
+
+    def _listen(self, evaluation: "Evaluation") -> None:
+        """Gives every entry of `evaluation` the run's listening socket of its port."""
+        for plan in evaluation.plans:
+            if plan.http_port is None:
+                continue
+            if plan.http_port in self._listeners:
+                evaluation.ports.release(plan.http_port)  # the run listens on it already
+            else:
+                sock = evaluation.ports.listen(plan.http_port)
+                if sock is None:
+                    continue  # nothing held (no SO_REUSEPORT): the entry binds the port itself
+                self._listeners[plan.http_port] = sock
+            plan.http_fd = self._listeners[plan.http_port].fileno()
+
+    def _close_listeners(self, keep: set[int]) -> None:
+        for port in [p for p in self._listeners if p not in keep]:
+            self._listeners.pop(port).close()
 
     def prepare(self, progress: Progress, view: View, should_stop: ShouldStop) -> None:
         pass  # processes run the program's code where it is
@@ -190,7 +245,7 @@ class ProcessRunner:
         self.supervisor.start()
 
     def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
-        from .supervisor import format_log_line
+        from ._logformat import text as format_log_line
 
         def ready(replica: Any) -> None:
             for port in replica.spec.ports:
@@ -208,14 +263,87 @@ class ProcessRunner:
             raise RunFailed(f"{who.spec.name} {reason}\n{tail}")
 
     def endpoints(self) -> dict[str, Any]:
-        """Every pattern's entry URLs and the gRPC ports of each role's replicas."""
+        """Every pattern's entry URLs, the gRPC ports of each role's replicas and, per process,
+        where its metrics are scraped."""
+
+        def replicas(plan: Any, role: Any) -> dict[str, Any]:
+            specs = [s for s in self.specs if s.topology == plan.topology.name and s.role == role.name]
+            return {
+                "grpc_ports": list(plan.grpc_ports[role.name]),
+                "processes": [{"name": s.name, "grpc_port": s.grpc_port, "metrics_url": s.metrics_url} for s in specs],
+            }
+
         return endpoints_document(
             self.project,
             [
-                pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: {"grpc_ports": list(p.grpc_ports[role.name])})
+                pattern_endpoints(plan.topology, plan.url, plan.grpc_url, lambda role, p=plan: replicas(p, role))
                 for plan in self.evaluation.plans
             ],
         )
+
+    def port_keys(self) -> dict[Any, int]:
+        """The ports of the running processes, keyed as the local target reserves them (a
+        re-evaluation given them keeps unchanged roles on their ports)."""
+        from ._roll import port_keys
+
+        return port_keys(self.specs)
+
+    def reload(self, evaluation: "Evaluation", timeout: float, should_stop: ShouldStop) -> str:
+        """Rolls to `evaluation`: starts the replicas of the roles that changed, waits until they
+        serve, then stops the old ones (callers first; each drains). On failure the new ones stop,
+        the old ones keep serving, and RunFailed says why."""
+        from . import _roll
+
+        serving = {plan.http_port for plan in self.evaluation.plans}
+        try:
+            self._listen(evaluation)
+            roll = _roll.plan(self.specs, evaluation, self._function_dir.name)
+        except BaseException:
+            evaluation.ports.close()
+            self._close_listeners(serving)
+            raise
+        if not roll.start and not roll.stop:
+            evaluation.ports.close()
+            return "nothing to roll: every role is unchanged"
+
+        def ready(replica: Any) -> None:
+            for port in replica.spec.ports:
+                evaluation.ports.release(port)
+
+        new = self.supervisor.add(roll.start)
+        pending = self.supervisor.wait_ready(timeout, on_ready=ready, should_stop=should_stop, replicas=new)
+        broken = next((r for r in new if r.gave_up), None)
+        if broken is not None or pending:
+            from ._logformat import text
+
+            self.supervisor.retire(new)
+            evaluation.ports.close()
+            self._close_listeners(serving)
+            if should_stop():
+                return "reload interrupted"
+            who = broken or pending[0]
+            tail = "\n".join(text(line) for line in who.last_lines[-8:])
+            reason = f"exited with code {who.exit_codes[-1]}" if broken else f"not serving after {timeout:.0f}s"
+            raise RunFailed(f"the new {who.spec.name} {reason}; still serving the previous version\n{tail}")
+        old = {id(spec) for spec in roll.stop}
+        replicas = {id(r.spec): r for r in self.supervisor.replicas if id(r.spec) in old}
+        for batch in _roll.retire_order(roll.stop):
+            self.supervisor.retire([replicas[id(spec)] for spec in batch if id(spec) in replicas])
+        self.evaluation.ports.close()
+        self.evaluation = evaluation
+        self._close_listeners({plan.http_port for plan in evaluation.plans})
+        self.specs = roll.keep + roll.start
+        self.names = [spec.name for spec in self.specs]
+        return (
+            f"rolled {', '.join(roll.roles)}: {len(roll.start)} new processes serve, "
+            f"{len(roll.stop)} old ones stopped, {len(roll.keep)} kept"
+        )
+
+    def restarts(self) -> dict[str, int]:
+        """How often each replica (by name) was restarted."""
+        if self.supervisor is None:
+            return {}
+        return {r.spec.name: r.restarts for r in self.supervisor.replicas}
 
     def poll(self) -> None:
         self.supervisor.poll()
@@ -223,6 +351,7 @@ class ProcessRunner:
     def stop(self) -> str:
         if self.supervisor is not None:
             self.supervisor.stop()
+        self._close_listeners(set())
         self.evaluation.ports.close()
         self._function_dir.cleanup()
         return f"stopped {len(self.specs)} processes"

@@ -27,8 +27,10 @@ from grpc_health.v1 import health_pb2
 from metaparticle_runtime import probe
 from metaparticle_runtime.config import RuntimeConfig
 
+from ._logformat import text as format_log_line  # noqa: F401 - where callers have found it
 from .targets.local import HOST, ProcessSpec
 
+#: (replica name, output line as the process wrote it).
 LogSink = Callable[[str, str], None]
 
 # The deploying machine's environment reaches local processes only for what Python needs, and
@@ -128,7 +130,7 @@ class Supervisor:
         for raw in process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
             replica.last_lines = (replica.last_lines + [line])[-20:]
-            self.log(replica.spec.name, format_log_line(line))
+            self.log(replica.spec.name, line)  # as written: the view formats it
 
     def poll(self) -> None:
         """Restarts replicas that exited (backoff 0.5 s doubling to 5 s), as a Deployment would.
@@ -170,7 +172,29 @@ class Supervisor:
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM everything, wait up to `grace` seconds, SIGKILL what is left; reap all."""
         self.stopping = True
-        procs = [r.process for r in self.replicas if r.process is not None]
+        self._terminate(self.replicas, grace)
+        for thread in self._threads:
+            thread.join(timeout=1.0)
+
+    def add(self, specs: list[ProcessSpec]) -> list[Replica]:
+        """More replicas to supervise (a `run --watch` roll); `wait_ready(replicas=...)` starts
+        each once the roles it calls serve."""
+        new = [Replica(spec) for spec in specs]
+        self.replicas.extend(new)
+        return new
+
+    def retire(self, replicas: list[Replica], grace: float = 10.0) -> None:
+        """Stops `replicas` as `stop` does (they drain first) and supervises them no longer."""
+        gone = {id(r) for r in replicas}
+        self.replicas = [r for r in self.replicas if id(r) not in gone]
+        self._terminate(replicas, grace)
+        for replica in replicas:
+            if replica.pump is not None:
+                replica.pump.join(timeout=1.0)
+
+    @staticmethod
+    def _terminate(replicas: list[Replica], grace: float) -> None:
+        procs = [r.process for r in replicas if r.process is not None]
         for proc in procs:
             if proc.poll() is None:
                 try:
@@ -184,8 +208,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for thread in self._threads:
-            thread.join(timeout=1.0)
 
     # -- health ----------------------------------------------------------------------------------------
     def serving(self, replica: Replica, timeout: float = 0.5) -> bool:
@@ -198,10 +220,17 @@ class Supervisor:
             return False
         return status == health_pb2.HealthCheckResponse.SERVING
 
-    def wait_ready(self, timeout: float, on_ready: Callable[[Replica], None] | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[Replica]:
-        """Waits until every replica serves, restarting those that exit; returns those that did
-        not serve within `timeout`, or as soon as one is given up (`failed_early`)."""
-        pending = list(self.replicas)
+    def wait_ready(
+        self,
+        timeout: float,
+        on_ready: Callable[[Replica], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        replicas: list[Replica] | None = None,
+    ) -> list[Replica]:
+        """Waits until every replica (of `replicas`, default all) serves, restarting those that
+        exit; returns those that did not serve within `timeout`, or as soon as one is given up
+        (`failed_early`)."""
+        pending = list(self.replicas if replicas is None else replicas)
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline and not should_stop():
             for replica in list(pending):
@@ -217,15 +246,3 @@ class Supervisor:
             if pending:
                 time.sleep(0.05)
         return pending
-
-
-def format_log_line(line: str) -> str:
-    """A runtime JSON log line as `level msg key=value ...`; other lines unchanged."""
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        return line
-    if not isinstance(doc, dict) or "msg" not in doc:
-        return line
-    extras = " ".join(f"{k}={v}" for k, v in doc.items() if k not in ("ts", "level", "msg", "role", "replica"))
-    return f"{doc.get('level', 'info'):<7} {doc['msg']}" + (f"  {extras}" if extras else "")

@@ -267,6 +267,9 @@ class Running:
             ports.append(urlparse(pattern["url"]).port)
             for role in pattern["roles"]:
                 ports.extend(role["grpc_ports"])
+                ports.extend(
+                    urlparse(p["metrics_url"]).port for p in role.get("processes", []) if not role["entry"]
+                )
         return ports
 
     def children(self) -> list[int]:

@@ -81,8 +81,8 @@ def test_ports_are_held_from_evaluation_until_each_process_binds_and_the_run_wor
     entry = free_port()
     evaluation = evaluate(directory, target="local", port=entry)
     (plan,) = evaluation.plans
-    ports = [entry] + [p for ps in plan.grpc_ports.values() for p in ps]
-    assert len(set(ports)) == 4
+    ports = [entry] + [p for ps in (*plan.grpc_ports.values(), *plan.metrics_ports.values()) for p in ps]
+    assert len(set(ports)) == 6  # the entry, three gRPC ports, the two replicas' metrics ports
     assert sorted(evaluation.ports.held()) == sorted(ports)
     # Between the evaluation and the processes' binds, nothing else can take a port.
     assert [p for p in ports if not plain_bind_fails(p)] == []

@@ -146,7 +146,8 @@ def _addresses(sockets: list[tuple[str, str, int, int]]) -> set[str]:
 def test_the_local_target_listens_on_127_0_0_1_only(sec: rs.Topology) -> None:
     sockets, replicas = _listening(sec)
     entries = len(sec.entries())
-    assert len(sockets) == replicas + entries, sockets  # a gRPC port per replica, an HTTP port per entry
+    # A gRPC port per replica, an HTTP port per entry, a metrics port per other replica.
+    assert len(sockets) == replicas + entries + (replicas - entries), sockets
     assert _addresses(sockets) == {"127.0.0.1"}, sockets
     rs.record("security_bind", {"listening_sockets": len(sockets), "addresses": ["127.0.0.1"]})
 

@@ -287,7 +287,8 @@ def test_an_evaluation_holds_its_local_ports_until_released(tmp_path):
 
     evaluation = program(tmp_path, "mp.Spread('api', function=handle, replicas=2)", port=18556)
     plan = evaluation.plans[0]
-    ports = [18556] + [p for ps in plan.grpc_ports.values() for p in ps]
+    ports = [18556] + [p for ps in [*plan.grpc_ports.values(), *plan.metrics_ports.values()] for p in ps]
+    assert len(ports) == 1 + 3 + 2  # the entry's HTTP port, a gRPC port per process, a metrics port per replica
     assert evaluation.ports.held() == sorted(ports)
     for port in ports:
         with socket.socket() as sock, pytest.raises(OSError):

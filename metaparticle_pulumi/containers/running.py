@@ -279,8 +279,6 @@ def exec_probe(container: Any, command: Iterable[str] = PROBE) -> bool:
 
 
 def _pump(stream: Any, name: str, log: LogSink) -> None:
-    from ..supervisor import format_log_line
-
     buffer = b""
     try:
         for chunk in stream:
@@ -289,11 +287,11 @@ def _pump(stream: Any, name: str, log: LogSink) -> None:
                 raw, buffer = buffer.split(b"\n", 1)
                 line = raw.decode("utf-8", "replace").rstrip()
                 if line:
-                    log(name, format_log_line(line))
+                    log(name, line)
     except Exception:  # noqa: BLE001 - the stream ends when the container goes away
         pass
     if buffer.strip():
-        log(name, format_log_line(buffer.decode("utf-8", "replace").rstrip()))
+        log(name, buffer.decode("utf-8", "replace").rstrip())
 
 
 def _stop_and_remove(container: Any, timeout: int) -> None:

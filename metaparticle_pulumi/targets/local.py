@@ -43,6 +43,8 @@ class ProcessSpec:
     config: RuntimeConfig
     #: More environment for the function (never a runtime setting: those are in `config`).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: Port of its own `GET /metrics` (every role but the entry, which serves it on `http_port`).
+    metrics_port: int | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,14 +53,19 @@ class ProcessSpec:
 
     @property
     def ports(self) -> tuple[int, ...]:
-        """Every port this process binds (an entry given a listening socket binds none for HTTP)."""
-        http = (self.http_port,) if self.http_port is not None and self.config.http_fd is None else ()
-        return (self.grpc_port,) + http
+        """Every port this process binds (an entry given the run's listening socket binds no HTTP port)."""
+        http = self.http_port if self.config.http_fd is None else None
+        return (self.grpc_port,) + tuple(p for p in (http, self.metrics_port) if p is not None)
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
-        """Descriptors the process inherits: the entry's shared listening socket."""
+        """Descriptors the process inherits: the entry's listening socket, shared by its routers."""
         return (self.config.http_fd,) if self.config.http_fd is not None else ()
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its Prometheus metrics are scraped."""
+        return f"http://{HOST}:{self.http_port if self.http_port is not None else self.metrics_port}/metrics"
 
 
 @dataclass
@@ -67,7 +74,11 @@ class LocalPlan:
 
     topology: Topology
     grpc_ports: dict[str, list[int]] = field(default_factory=dict)
+    #: Each non-entry role's replicas' metrics ports (the entry serves metrics on its HTTP port).
+    metrics_ports: dict[str, list[int]] = field(default_factory=dict)
     http_port: int | None = None
+    #: The run's listening socket of the HTTP entry, passed to the entry process (see Ports.listen).
+    http_fd: int | None = None
     function_dir: str | None = None
     #: Mutual TLS between roles: (cert, key, ca) absolute PEM file paths, or None.
     tls: tuple[str, str, str] | None = None
@@ -89,16 +100,16 @@ class LocalPlan:
         """The gRPC target that reaches every replica of `role` (balanced per call by the caller)."""
         return "ipv4:" + ",".join(f"{HOST}:{p}" for p in self.grpc_ports[role])
 
-    def processes(self, function_dir: str, http_fd: int | None = None) -> list[ProcessSpec]:
-        """The process specs, writing by-value functions into `function_dir`; `http_fd` is the
-        listening socket of the HTTP entry that every replica of the entry role accepts from."""
+    def processes(self, function_dir: str) -> list[ProcessSpec]:
+        """The process specs, writing by-value functions into `function_dir`."""
         topo = self.topology
         addresses = {r.name: self.address(r.name) for r in topo.roles}
         storage = state.prepare(topo)  # kept across runs: <program>/.metaparticle/state/<pattern>/<role>
         specs = []
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
-            for i, port in enumerate(self.grpc_ports[role.name]):
+            metrics_ports = self.metrics_ports.get(role.name) or [None] * len(self.grpc_ports[role.name])
+            for i, (port, metrics_port) in enumerate(zip(self.grpc_ports[role.name], metrics_ports)):
                 name = role.name if role.replicas == 1 else f"{role.name}-{i}"
                 tls = dict(zip(("tls_cert", "tls_key", "tls_ca"), self.tls)) if self.tls is not None else {}
                 config = role_config(
@@ -112,14 +123,16 @@ class LocalPlan:
                     function_file=fn_file,
                     source_dir=topo.source_dir,
                     reuse_port=True,  # its ports are held (not listening) by the run until it binds
-                    http_fd=http_fd if role.entry else None,
+                    metrics_port=None if role.entry else metrics_port,
+                    http_fd=self.http_fd if role.entry else None,
                     uses=self.uses,
                     **(compiled_router() if role.kind in ("spread", "shard") else {}),
                     storage_dir=storage.get(role.name),
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, self.http_port if role.entry else None, config, extra))
+                http_port = self.http_port if role.entry else None
+                specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port))
         return specs
 
 
@@ -189,8 +202,13 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_env(topology, plan.env, where)
     ports = _registry.ports()
     for role in topology.roles:
-        plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
-    plan.http_port = ports.entry_port()
+        # Keyed, so that a re-evaluation (run --watch) gives a role that did not change its ports again.
+        plan.grpc_ports[role.name] = [ports.reserve(key=(topology.name, role.name, i, "grpc")) for i in range(role.replicas)]
+        if not role.entry:
+            plan.metrics_ports[role.name] = [
+                ports.reserve(key=(topology.name, role.name, i, "metrics")) for i in range(role.replicas)
+            ]
+    plan.http_port = ports.entry_port(key=(topology.name, "http"))
     for used in component.uses.values():
         callee = used.local_plan
         if ports.main_entry is not None and callee is not None and callee.http_port == ports.main_entry:

@@ -80,7 +80,7 @@ def main() -> int:
     if cfg.parent_pid is not None and not _die_with(cfg.parent_pid):
         print(f"metaparticle-runtime: supervisor {cfg.parent_pid} is gone; exiting", file=sys.stderr)
         return 1
-    configure(cfg.role_name, cfg.replica, cfg.log_level)
+    configure(cfg.role_name, cfg.replica, cfg.log_level, pattern=cfg.pattern, name=cfg.name)
     if cfg.env_dir:
         # Before the function is imported: module-level reads of os.environ see the values.
         try:

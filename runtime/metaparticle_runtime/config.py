@@ -32,6 +32,7 @@ ENV: dict[str, str] = {
     "max_in_flight": "MP_MAX_IN_FLIGHT",
     "retries": "MP_RETRIES",
     "http_port": "MP_HTTP_PORT",
+    "http_fd": "MP_HTTP_FD",
     "index": "MP_INDEX",
     "count": "MP_COUNT",
     "upstreams": "MP_UPSTREAMS",
@@ -54,7 +55,6 @@ ENV: dict[str, str] = {
     "metrics_port": "MP_METRICS_PORT",
     "uses": "MP_USES",
     "router": "MP_ROUTER",
-    "http_fd": "MP_HTTP_FD",
     "router_binary": "MP_ROUTER_BINARY",
     "event_loop": "MP_EVENT_LOOP",
     "parent_pid": "MP_PARENT_PID",
@@ -83,6 +83,10 @@ class RuntimeConfig:
     bind_host: str = "0.0.0.0"
     grpc_port: int = 50051
     http_port: int | None = None
+    #: An inherited socket, listening on `http_port`, to serve the HTTP entry on instead of binding
+    #: it: the local target shares one between a pattern's routers, and across the old and new
+    #: entry of a `run --watch` roll, so no connection waiting to be accepted is lost.
+    http_fd: int | None = None
     #: Deadline of one request at the entry, in seconds; routers pass what remains downstream.
     timeout: float = 10.0
     #: Largest accepted request body, in bytes (HTTP 413 / RESOURCE_EXHAUSTED above it).
@@ -134,9 +138,6 @@ class RuntimeConfig:
     router: str = "auto"
     #: Path of the compiled router (runtime/router, `metaparticle-router`), when one is built.
     router_binary: str | None = None
-    #: An inherited listening socket to serve the HTTP entry on instead of binding `http_port`
-    #: (local routers share one, so a router that dies loses none of the waiting connections).
-    http_fd: int | None = None
     #: "auto" (uvloop when installed), "asyncio" or "uvloop".
     event_loop: str = "auto"
     #: The local supervisor's pid: the replica has the kernel kill it when that process dies
@@ -243,6 +244,7 @@ class RuntimeConfig:
             bind_host=get("bind_host") or defaults["bind_host"],
             grpc_port=number("grpc_port", int),
             http_port=number("http_port", int),
+            http_fd=number("http_fd", int),
             timeout=number("timeout", float),
             max_request_bytes=number("max_request_bytes", int),
             max_response_bytes=number("max_response_bytes", int),
@@ -272,7 +274,6 @@ class RuntimeConfig:
             uses=json_names("uses"),
             router=get("router") or defaults["router"],
             router_binary=get("router_binary"),
-            http_fd=number("http_fd", int),
             event_loop=get("event_loop") or defaults["event_loop"],
             parent_pid=number("parent_pid", int),
             log_level=get("log_level") or defaults["log_level"],

@@ -79,13 +79,15 @@ def make_app(
     return app
 
 
-async def start(app: web.Application, host: str, port: int, *, reuse_port: bool = False, fd: int | None = None) -> web.AppRunner:
-    """Serves `app` on host:port, or on the inherited listening socket `fd` when given."""
+async def start(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False, sock: Optional[socket.socket] = None
+) -> web.AppRunner:
+    """Serves `app` on `host:port`, or on `sock` (a listening socket it was given) when set."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site: web.BaseSite
-    if fd is not None:
-        site = web.SockSite(runner, socket.socket(fileno=fd))
+    if sock is not None:
+        site = web.SockSite(runner, sock)
     else:
         site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()

@@ -29,8 +29,10 @@ def make_app(metrics: Metrics, serving: Callable[[], bool]) -> web.Application:
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start(app: web.Application, host: str, port: int, *, reuse_port: bool = False) -> web.AppRunner:
+    """Serves `app` on host:port; with `reuse_port`, bound with SO_REUSEPORT (the local target holds
+    the port, bound but not listening, until the role binds it)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None).start()
     return runner

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import time
 from typing import Any, Mapping, Optional
 
@@ -255,9 +256,12 @@ class Runtime:
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
             )
-            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, fd=cfg.http_fd)
+            sock = socket.socket(fileno=cfg.http_fd) if cfg.http_fd is not None else None
+            self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, sock=sock)
         if cfg.metrics_port is not None:
-            self._metrics_server = await ops.start(ops.make_app(self.metrics, self.health.serving), cfg.bind_host, cfg.metrics_port)
+            self._metrics_server = await ops.start(
+                ops.make_app(self.metrics, self.health.serving), cfg.bind_host, cfg.metrics_port, reuse_port=cfg.reuse_port
+            )
         if self.role.upstreams:
             self._watch = asyncio.ensure_future(self._await_upstreams())
         else:
@@ -286,6 +290,12 @@ class Runtime:
         if self._server is not None:
             await self._server.stop(grace=self.cfg.timeout)
         if self._http is not None:
+            # Stop accepting, then give connections accepted a moment ago time to send their
+            # request (it then counts as in flight) before idle connections are closed: a
+            # successor entry sharing the listening socket takes every later connection.
+            for site in list(self._http.sites):
+                await site.stop()
+            await asyncio.sleep(max(0.1, self.cfg.drain_seconds))
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()

@@ -111,6 +111,16 @@ def outgoing_metadata() -> Optional[list[tuple[str, str]]]:
     return _active.headers() if _active is not None else None
 
 
+def current_trace_id() -> Optional[str]:
+    """The trace id (32 hex digits) of the span current in this context; None without one."""
+    if _active is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
 def metadata_carrier(metadata: Optional[Iterable[tuple[str, Any]]]) -> dict[str, str]:
     """gRPC invocation metadata as a propagation carrier (text values only)."""
     return {key: value for key, value in (metadata or ()) if isinstance(value, str)}
