@@ -33,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.router_binary and not os.access(args.router_binary, os.X_OK):
         print(f"bench: router binary {args.router_binary} is not an executable file", file=sys.stderr)
         return 2
+    # The pattern's own router is the Python one here ("Python router" rows); the Go router is
+    # measured as separate setups, from --router-binary or the one scripts/build-router built.
+    os.environ["METAPARTICLE_ROUTER"] = "python"
+    from metaparticle_pulumi.targets.local import router_binary
+
     settings = Settings.make(args.quick)
-    settings.router_binary = args.router_binary
+    settings.router_binary = args.router_binary or router_binary()
     report = run_suite(settings, args.out, args.only)
     print(f"bench: wrote {args.out / 'latest.md'} and latest.json in {report['seconds']:.0f} s")
     failed = [name for name in SECTIONS if isinstance(report.get(name), dict) and "error" in report[name]]

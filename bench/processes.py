@@ -346,7 +346,11 @@ class Topology:
         from metaparticle_pulumi.targets.local import free_port
 
         base = next(s for s in self.specs if s.name == self.entry_name)
-        config = replace(base.config, grpc_port=free_port(), http_port=free_port(), replica=f"{base.name}-{name}")
+        # Its own ports (not the entry's shared socket), and the Python runtime unless `binary` is given.
+        config = replace(
+            base.config, grpc_port=free_port(), http_port=free_port(), http_fd=None, router="python", router_binary=None,
+            replica=f"{base.name}-{name}",
+        )
         proc = RoleProcess(config, binary=binary, env={**base.extra_env, **(env or {})})
         self.routers.append(proc)
         return proc
