@@ -396,3 +396,23 @@ def write_program(directory: Path, main: str, **modules: str) -> Path:
     for name, source in modules.items():
         (directory / f"{name}.py").write_text(source)
     return directory
+
+
+# -- a container engine ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Any]:
+    """The container engine (Docker API) for the tests that run containers: skips without one,
+    unless MP_REQUIRE_CONTAINERS=1 (CI), where it fails."""
+    from metaparticle_pulumi import containers
+    from metaparticle_pulumi.containers import EngineError
+
+    try:
+        client = containers.connect()
+    except EngineError as exc:
+        if os.environ.get("MP_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"MP_REQUIRE_CONTAINERS=1, but {exc}")
+        pytest.skip(f"no container engine reachable: {exc}")
+    yield client
+    client.close()

@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Iterator
 import pytest
 
 import rel_support as rs
+from rel_support import run  # noqa: F401 - tests call it as router_support.run
 from metaparticle_runtime.config import RuntimeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,13 +171,3 @@ def wait_status(proc: Proc, want: str = "SERVING", timeout: float = 30.0) -> Non
     raise AssertionError(f"{proc.cfg.replica} was {last}, not {want}, after {timeout}s:\n{proc.log()[-3000:]}")
 
 
-def run(coro: Awaitable[Any]) -> Any:
-    """Like asyncio.run on a loop of its own, but leaves this thread's current event loop as it was:
-    asyncio.run leaves none, and Pulumi's mocks in later tests need one."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()

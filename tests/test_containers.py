@@ -58,18 +58,6 @@ REQUESTS: dict[str, list[Any]] = {
 # --- the engine and the images -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def engine() -> Iterator[Any]:
-    try:
-        client = containers.connect()
-    except EngineError as exc:
-        if os.environ.get("MP_REQUIRE_CONTAINERS") == "1":
-            pytest.fail(f"MP_REQUIRE_CONTAINERS=1, but {exc}")
-        pytest.skip(f"no container engine reachable: {exc}")
-    yield client
-    client.close()
-
-
 @dataclass
 class Example:
     name: str

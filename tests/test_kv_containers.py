@@ -26,18 +26,6 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 KEYS = [f"user-{i}" for i in range(20)]
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    try:
-        client = containers.connect()
-    except EngineError as exc:
-        if os.environ.get("MP_REQUIRE_CONTAINERS") == "1":
-            pytest.fail(f"MP_REQUIRE_CONTAINERS=1, but {exc}")
-        pytest.skip(f"no container engine reachable: {exc}")
-    yield client
-    client.close()
-
-
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([METAPARTICLE, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 

@@ -20,16 +20,6 @@ from metaparticle_pulumi.program import evaluate
 ECHO = "import metaparticle_pulumi as mp\n\n\ndef handler(request):\n    return {'echo': request}\n\n\nmp.Spread('api', function=handler, replicas=2)\n"
 
 
-def plain_bind_fails(port: int) -> bool:
-    """Whether a server that does not share ports (no SO_REUSEPORT) could not bind `port` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
 
 class Recorder:
     """A `runners.View` that keeps what it was shown."""
@@ -85,7 +75,7 @@ def test_ports_are_held_from_evaluation_until_each_process_binds_and_the_run_wor
     assert len(set(ports)) == 6  # the entry, three gRPC ports, the two replicas' metrics ports
     assert sorted(evaluation.ports.held()) == sorted(ports)
     # Between the evaluation and the processes' binds, nothing else can take a port.
-    assert [p for p in ports if not plain_bind_fails(p)] == []
+    assert [p for p in ports if port_is_free(p)] == []
 
     view = Recorder()
     code = runners.run(

@@ -48,18 +48,6 @@ def kubernetes_names(role: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
-    try:
-        client = containers.connect()
-    except EngineError as exc:
-        if os.environ.get("MP_REQUIRE_CONTAINERS") == "1":
-            pytest.fail(f"MP_REQUIRE_CONTAINERS=1, but {exc}")
-        pytest.skip(f"no container engine reachable: {exc}")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def spread(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Plan, str]]:
     """The spread example under a session-unique project: the docker target's plan and its image."""
     program = copy_program("spread", tmp_path_factory.mktemp("tls-program"))
