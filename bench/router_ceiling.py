@@ -25,7 +25,8 @@ from typing import Any
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .tools import CpuMeter, Nginx, grpc_frame, grpc_specs, h2load, verify, verify_http, write
+from .processes import Nginx, wait_port
+from .tools import CpuMeter, grpc_frame, grpc_specs, h2load, verify, verify_http, write
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,19 +50,6 @@ def build() -> tuple[str, str]:
                    cwd=ROOT / "runtime" / "router", check=True, timeout=600)
     return path, backend
 
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
 def wait_serving(port: int, timeout: float = 30.0) -> None:
@@ -137,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         backend_ports = [free_port(), free_port()]
         for port in backend_ports:
             procs.append(subprocess.Popen([backend_bin, "-listen", f"{HOST}:{port}", "-reply", REPLY.decode()]))
-            wait_port(port, procs[-1])
+            wait_port(port, 20.0, procs[-1], what=str(procs[-1].args))
         backend_pids = [p.pid for p in procs]
         go1_port, go_port, py_port, nginx_port = free_port(), free_port(), free_port(), free_port()
         go1_http, py_http = free_port(), free_port()

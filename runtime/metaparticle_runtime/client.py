@@ -101,7 +101,7 @@ class Client:
             return self._call_http(body, seconds)
         stub = self._sync_channel().unary_unary(CALL_METHOD)
         try:
-            reply = stub(wrap(body), timeout=seconds, metadata=tracing.outgoing_metadata())
+            reply = stub(wrap(body), timeout=seconds, metadata=tracing.with_trace())
         except grpc.RpcError as err:
             raise _rpc_error(err, self.url) from None
         return _json_or_text(unwrap(reply))
@@ -136,7 +136,7 @@ class Client:
             return await self._acall_http(body, seconds)
         stub = self._aio_channel().unary_unary(CALL_METHOD)
         try:
-            reply = await stub(wrap(body), timeout=seconds, metadata=tracing.outgoing_metadata())
+            reply = await stub(wrap(body), timeout=seconds, metadata=tracing.with_trace())
         except grpc.aio.AioRpcError as err:
             raise _rpc_error(err, self.url) from None
         return _json_or_text(unwrap(reply))

@@ -69,13 +69,9 @@ def make_app(
     app.router.add_post("/", call)
     app.router.add_get("/healthz", healthz)
     if metrics is not None:
+        from .ops import exposition_handler
 
-        async def exposition(request: web.Request) -> web.Response:
-            from .metrics import CONTENT_TYPE
-
-            return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
-
-        app.router.add_get("/metrics", exposition)
+        app.router.add_get("/metrics", exposition_handler(metrics))
     return app
 
 

@@ -8,23 +8,29 @@ health with an `httpGet` even when the gRPC port speaks mutual TLS, which its gR
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
 from .metrics import CONTENT_TYPE, Metrics
 
 
-def make_app(metrics: Metrics, serving: Callable[[], bool]) -> web.Application:
+def exposition_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`GET /metrics`: the registry in Prometheus' text format (here and at the HTTP entry)."""
+
     async def exposition(request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
+    return exposition
+
+
+def make_app(metrics: Metrics, serving: Callable[[], bool]) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         up = serving()
         return web.json_response({"status": "SERVING" if up else "NOT_SERVING"}, status=200 if up else 503)
 
     app = web.Application()
-    app.router.add_get("/metrics", exposition)
+    app.router.add_get("/metrics", exposition_handler(metrics))
     app.router.add_get("/healthz", healthz)
     return app
 

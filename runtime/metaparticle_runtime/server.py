@@ -153,10 +153,11 @@ class Runtime:
         timeout = self.cfg.timeout if remaining is None else min(remaining, self.cfg.timeout)
         call_id = None
         try:
-            call_id = self._claim_call_id(context)
-            if any(key == "grpc-previous-rpc-attempts" for key, _ in context.invocation_metadata() or ()):
+            metadata = tuple(context.invocation_metadata() or ())  # read once per call
+            call_id = self._claim_call_id(metadata)
+            if any(key == "grpc-previous-rpc-attempts" for key, _ in metadata):
                 self.metrics.retried()
-            carrier = tracing.metadata_carrier(context.invocation_metadata()) if self.tracing else None
+            carrier = tracing.metadata_carrier(metadata) if self.tracing else None
             return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:
             await context.abort(err.code, err.message, trailing_metadata=err.metadata())
@@ -165,11 +166,11 @@ class Runtime:
             if call_id is not None:
                 self._call_ids.discard(call_id)
 
-    def _claim_call_id(self, context: grpc.aio.ServicerContext) -> str | None:
+    def _claim_call_id(self, metadata: tuple[tuple[str, Any], ...]) -> str | None:
         """Records a hedgeable call's id; refuses (before running anything) a hedge of a call that
         runs here already, so that the root sends it to another replica."""
         call_id, hedge = None, False
-        for key, value in context.invocation_metadata() or ():
+        for key, value in metadata:
             if key == CALL_ID_METADATA_KEY:
                 call_id = value
             elif key == HEDGE_METADATA_KEY:

@@ -99,16 +99,12 @@ def configure(cfg: RuntimeConfig, env: Optional[Mapping[str, str]] = None) -> Op
     return _active
 
 
-def with_trace(metadata: Optional[Iterable[tuple[str, str]]]) -> Optional[list[tuple[str, str]]]:
-    """`metadata` plus the current span's context when tracing is on (else `metadata` as it is)."""
+def with_trace(metadata: Optional[Iterable[tuple[str, str]]] = None) -> Optional[Iterable[tuple[str, str]]]:
+    """gRPC metadata for a call to an upstream: `metadata` plus the current span's context when
+    tracing is on; else `metadata` itself (nothing copied on the hot path)."""
     if _active is None:
-        return list(metadata) if metadata is not None else None
+        return metadata
     return [*(metadata or ()), *_active.headers()]
-
-
-def outgoing_metadata() -> Optional[list[tuple[str, str]]]:
-    """gRPC metadata carrying the current span to an upstream; None when tracing is off."""
-    return _active.headers() if _active is not None else None
 
 
 def current_trace_id() -> Optional[str]:
