@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     # The pattern's own router is the Python one here ("Python router" rows); the Go router is
     # measured as separate setups, from --router-binary or the one scripts/build-router built.
     os.environ["METAPARTICLE_ROUTER"] = "python"
-    from metaparticle_pulumi.targets.local import router_binary
+    from metaparticle_pulumi._targets.local import router_binary
 
     settings = Settings.make(args.quick)
     settings.router_binary = args.router_binary or router_binary()

@@ -39,7 +39,7 @@ def main() -> int:
     pattern, count, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     import os
 
-    from metaparticle_pulumi.program import evaluate
+    from metaparticle_pulumi._program import evaluate
 
     # Imports and Pulumi's own set-up happen once, before the clock (a tiny expansion warms them).
     evaluate(PROGRAMS / "expand", target=target, config={"bench:pattern": pattern, "bench:count": "1"})

@@ -249,9 +249,9 @@ class Topology:
         """`cpus` maps "entry" / "function" to CPU sets; `extra_roots` adds copies of the entry role
         (own gRPC port, no HTTP port) with extra environment, e.g. {"unhedged": {"MP_HEDGE_AFTER": "0"}};
         `replica_http` gives every function replica an HTTP entry of its own (`replica_http_ports`)."""
-        from metaparticle_pulumi.program import evaluate
-        from metaparticle_pulumi.supervisor import Supervisor
-        from metaparticle_pulumi.targets.local import ProcessSpec, free_port
+        from metaparticle_pulumi._program import evaluate
+        from metaparticle_pulumi._supervisor import Supervisor
+        from metaparticle_pulumi._targets.local import ProcessSpec, free_port
         from metaparticle_runtime.config import RuntimeConfig
 
         self.http_port = free_port()
@@ -343,7 +343,7 @@ class Topology:
     def router(self, name: str, *, binary: str | None = None, env: dict[str, str] | None = None) -> RoleProcess:
         """Another router of the same pattern in front of the same replicas, on ports of its own:
         the Python runtime, or `binary` (the Go router) with the same configuration."""
-        from metaparticle_pulumi.targets.local import free_port
+        from metaparticle_pulumi._targets.local import free_port
 
         base = next(s for s in self.specs if s.name == self.entry_name)
         # Its own ports (not the entry's shared socket), and the Python runtime unless `binary` is given.

@@ -136,7 +136,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 # -- Start-up ---------------------------------------------------------------------------------------
 def bench_startup(st: Settings) -> dict[str, Any]:
-    from metaparticle_pulumi.targets.local import free_port
+    from metaparticle_pulumi._targets.local import free_port
 
     example = tools.REPO / "examples" / "scatter_gather"
     runs = []
@@ -145,7 +145,7 @@ def bench_startup(st: Settings) -> dict[str, Any]:
         log(f"startup: repeat {rep + 1}/{st.startup_repeats}: metaparticle run examples/scatter_gather")
         start = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi.cli", "run", str(example), "--port", str(port)],
+            [sys.executable, "-m", "metaparticle_pulumi", "run", str(example), "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=tools.REPO,

@@ -190,7 +190,7 @@ def router_binary_ok(binary: str | None) -> str | None:
 
 # -- Spread ---------------------------------------------------------------------------------------
 def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
-    from metaparticle_pulumi.targets.local import free_port
+    from metaparticle_pulumi._targets.local import free_port
 
     binary = router_binary_ok(st.router_binary)
     log("spread: starting 3 replicas (each with an HTTP entry too) + router" + (" + Go router" if binary else ""))
@@ -354,7 +354,7 @@ def profile_router(pid: int, specs: list[dict[str, Any]], workdir: Path, seconds
 
 # -- Shard ----------------------------------------------------------------------------------------
 def bench_shard(st: Settings, workdir: Path) -> dict[str, Any]:
-    from metaparticle_pulumi.targets.local import free_port
+    from metaparticle_pulumi._targets.local import free_port
     from metaparticle_runtime.hashing import shard_for
 
     binary = router_binary_ok(st.router_binary)
@@ -463,7 +463,7 @@ def key_balance(n_keys: int, shards: int = 10) -> dict[str, Any]:
 def bench_ceiling(st: Settings, workdir: Path) -> dict[str, Any]:
     """One router process in front of near-free backends (bench/backend, Go), next to nginx (one
     worker) on the same backends: how many requests one router process can pass, and its CPU each."""
-    from metaparticle_pulumi.targets.local import free_port
+    from metaparticle_pulumi._targets.local import free_port
     from metaparticle_runtime.config import RuntimeConfig
 
     binary = router_binary_ok(st.router_binary)

@@ -12,10 +12,10 @@ from metaparticle_runtime.errors import BadRequest
 from metaparticle_runtime.storage import remove_durably, write_durably
 
 from ._errors import Error, StackError
-from .client import CallError, Client
-from .containers import EngineError
-from .functions import FunctionShippingError
-from .patterns import (
+from ._client import CallError, Client
+from ._containers import EngineError
+from ._functions import FunctionShippingError
+from ._patterns import (
     PatternArgs,
     PatternError,
     ScatterGather,
@@ -27,7 +27,7 @@ from .patterns import (
     Spread,
     SpreadArgs,
 )
-from .program import ProgramError
+from ._program import ProgramError
 
 __version__ = "0.1.0"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-from .topology import Role, Topology
+from ._topology import Role, Topology
 
 
 def pattern_endpoints(

@@ -19,7 +19,7 @@ from pulumi import automation as auto
 
 from . import _registry
 from ._errors import StackError
-from .program import ProgramError, _program_environment, read_project
+from ._program import ProgramError, _program_environment, read_project
 
 
 @dataclass(frozen=True)

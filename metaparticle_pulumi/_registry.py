@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._ports import Ports
 
 if TYPE_CHECKING:
-    from .patterns import _Pattern
+    from ._patterns import _Pattern
 
 _lock = threading.Lock()
 _declared: list["_Pattern"] = []

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
-    from .program import Evaluation
-    from .targets.local import ProcessSpec
+    from ._program import Evaluation
+    from ._targets.local import ProcessSpec
 
 SpecKey = tuple[str, str, int]
 
@@ -27,7 +27,7 @@ def key(spec: "ProcessSpec") -> SpecKey:
 
 
 def port_keys(specs: Iterable["ProcessSpec"]) -> dict[Any, int]:
-    """The ports of running specs, keyed as the local target reserves them (targets/local.py)."""
+    """The ports of running specs, keyed as the local target reserves them (_targets/local.py)."""
     keys: dict[Any, int] = {}
     for spec in specs:
         keys[(spec.topology, spec.role, spec.replica, "grpc")] = spec.grpc_port

@@ -29,8 +29,8 @@ import pulumi
 
 from . import _registry
 from ._outputs import event_loop
-from .program import MockResource, RecordingMocks, is_secret, reveal
-from .program import evaluate as _evaluate_program
+from ._program import MockResource, RecordingMocks, is_secret, reveal
+from ._program import evaluate as _evaluate_program
 
 __all__ = ["MockedStack", "Mocks", "evaluate", "is_secret", "mocked", "reveal"]
 

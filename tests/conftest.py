@@ -210,7 +210,7 @@ def http(url: str, body: bytes | None = None, *, method: str = "POST", path: str
 
 def grpc_call(grpc_url: str, body: bytes, *, timeout: float = 10.0) -> Reply:
     """One call of the runtime's gRPC method; the status code name and the JSON (error) document."""
-    from metaparticle_pulumi.client import CallError, call
+    from metaparticle_pulumi._client import CallError, call
 
     assert urlparse(grpc_url).hostname == HOST
     start = time.monotonic()
@@ -405,8 +405,8 @@ def write_program(directory: Path, main: str, **modules: str) -> Path:
 def engine() -> Iterator[Any]:
     """The container engine (Docker API) for the tests that run containers: skips without one,
     unless MP_REQUIRE_CONTAINERS=1 (CI), where it fails."""
-    from metaparticle_pulumi import containers
-    from metaparticle_pulumi.containers import EngineError
+    from metaparticle_pulumi import _containers as containers
+    from metaparticle_pulumi._containers import EngineError
 
     try:
         client = containers.connect()

@@ -95,7 +95,7 @@ class Cluster:
 
     def metaparticle(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "metaparticle_pulumi.cli", *args],
+            [sys.executable, "-m", "metaparticle_pulumi", *args],
             env=self.env,
             cwd=cwd,
             capture_output=True,

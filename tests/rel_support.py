@@ -163,7 +163,7 @@ class Topology:
         full_env["COLUMNS"] = "200"
         started = time.monotonic()
         self.cli = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi.cli", "run", str(self.program), "--port", str(self.port)],
+            [sys.executable, "-m", "metaparticle_pulumi", "run", str(self.program), "--port", str(self.port)],
             cwd=ROOT,
             env=full_env,
             stdin=subprocess.DEVNULL,

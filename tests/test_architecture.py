@@ -62,30 +62,30 @@ def test_the_runtime_imports_neither_the_deploy_side_nor_pulumi(module):
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in DEPLOY if m.startswith("metaparticle_pulumi.specs")))
+@pytest.mark.parametrize("module", sorted(m for m in DEPLOY if m.startswith("metaparticle_pulumi._specs")))
 def test_specs_apply_nothing(module):
-    forbidden = ("pulumi", "pulumi_kubernetes", "pulumi_docker", "docker", "metaparticle_pulumi.targets", "metaparticle_pulumi.containers",
-                 "metaparticle_pulumi.supervisor", "metaparticle_pulumi.cli", "metaparticle_pulumi._engine")
+    forbidden = ("pulumi", "pulumi_kubernetes", "pulumi_docker", "docker", "metaparticle_pulumi._targets", "metaparticle_pulumi._containers",
+                 "metaparticle_pulumi._supervisor", "metaparticle_pulumi._cli", "metaparticle_pulumi._engine")
     bad = {n for n in _runtime_imports(module, DEPLOY[module]) if any(n == f or n.startswith(f + ".") for f in forbidden)}
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in DEPLOY if m.startswith("metaparticle_pulumi.targets")))
+@pytest.mark.parametrize("module", sorted(m for m in DEPLOY if m.startswith("metaparticle_pulumi._targets")))
 def test_targets_import_patterns_only_for_type_checking(module):
-    bad = {n for n in _runtime_imports(module, DEPLOY[module]) if n.startswith("metaparticle_pulumi.patterns")}
+    bad = {n for n in _runtime_imports(module, DEPLOY[module]) if n.startswith("metaparticle_pulumi._patterns")}
     assert not bad, f"{module} imports {sorted(bad)} at run time (a cycle with patterns)"
 
 
 @pytest.mark.parametrize("module", sorted(DEPLOY))
 def test_only_users_import_testing_and_nothing_imports_the_cli(module):
-    if module in ("metaparticle_pulumi.testing", "metaparticle_pulumi.cli"):
+    if module in ("metaparticle_pulumi.testing", "metaparticle_pulumi._cli", "metaparticle_pulumi.__main__"):
         return
     names = {n for n, _ in _imports(DEPLOY[module], module)}
     def imports(target: str) -> bool:
         return any(n == target or n.startswith(target + ".") for n in names)
 
     assert not imports("metaparticle_pulumi.testing"), f"{module} imports testing"
-    assert not imports("metaparticle_pulumi.cli"), f"{module} imports the CLI"
+    assert not imports("metaparticle_pulumi._cli"), f"{module} imports the CLI"
 
 
 @pytest.mark.parametrize("module", sorted(DEPLOY) + sorted(SERVE))

@@ -519,7 +519,7 @@ def test_invalid_pattern_arguments_fail_metaparticle_run_with_one_clear_message(
     for case in BAD_ARGS:
         env = {**os.environ, "REL_BAD_CASE": case, "COLUMNS": "400"}
         runs[case] = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi.cli", "run", str(rs.PROGRAMS / "rel_bad_args"), "--port", str(rs.free_port())],
+            [sys.executable, "-m", "metaparticle_pulumi", "run", str(rs.PROGRAMS / "rel_bad_args"), "--port", str(rs.free_port())],
             cwd=rs.ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -537,7 +537,7 @@ def test_invalid_pattern_arguments_fail_metaparticle_run_with_one_clear_message(
 
 @pytest.mark.parametrize("case", sorted(MORE_BAD_ARGS))
 def test_more_invalid_pattern_arguments_are_one_line_program_errors(case: str, monkeypatch) -> None:
-    from metaparticle_pulumi.program import ProgramError, evaluate
+    from metaparticle_pulumi._program import ProgramError, evaluate
 
     monkeypatch.setenv("REL_BAD_CASE", case)
     loop = asyncio.new_event_loop()  # Pulumi's evaluation wants a current event loop

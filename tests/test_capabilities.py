@@ -10,7 +10,7 @@ import pytest
 
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
-from metaparticle_pulumi.targets import CAPABILITIES, HONOURED, IGNORED, REFUSED
+from metaparticle_pulumi._targets import CAPABILITIES, HONOURED, IGNORED, REFUSED
 
 from conftest import post_json, run_program, write_program
 

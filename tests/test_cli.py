@@ -254,7 +254,7 @@ def test_a_refusal_is_one_line_whatever_the_hash_seed(tmp_path):
     Invalid file descriptor" after the error. The CLI now closes them before it exits."""
     source, fragments = BROKEN_PROGRAMS["unshippable"]
     directory = write_program(tmp_path / "unshippable", source)
-    for command in ([METAPARTICLE], [sys.executable, "-m", "metaparticle_pulumi.cli"]):
+    for command in ([METAPARTICLE], [sys.executable, "-m", "metaparticle_pulumi"]):
         for seed in range(1, 7):
             done = subprocess.run(
                 [*command, "run", str(directory), "--port", str(free_port())],

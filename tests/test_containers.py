@@ -31,11 +31,11 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from metaparticle_pulumi import containers
-from metaparticle_pulumi.containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
-from metaparticle_pulumi.manifests import render_manifests
-from metaparticle_pulumi.program import evaluate
-from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT, role_env
+from metaparticle_pulumi import _containers as containers
+from metaparticle_pulumi._containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
+from metaparticle_pulumi._manifests import render_manifests
+from metaparticle_pulumi._program import evaluate
+from metaparticle_pulumi._topology import GRPC_PORT, HTTP_PORT, role_env
 
 from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until, write_program
 from engine_support import Cluster, cluster_environment
@@ -148,7 +148,7 @@ def check_answers(example: str, requests: list[Any], answers: list[Any], referen
 
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
-    """Same env (role_env with dns:///<role>:50051), aliases, user and lock-down as targets/docker.py."""
+    """Same env (role_env with dns:///<role>:50051), aliases, user and lock-down as _targets/docker.py."""
     program = copy_program(example, tmp_path)
     evaluation = evaluate(program, target="docker")
     plan = containers.plan(evaluation, port=18080)
@@ -204,8 +204,8 @@ def test_another_python_is_refused_for_functions_shipped_by_value(tmp_path):
 
 def test_the_content_tag_changes_with_the_build_args(tmp_path, monkeypatch):
     """An image built for another Python (or cloudpickle) never takes the tag of the one before."""
-    from metaparticle_pulumi import image as image_module
-    from metaparticle_pulumi.image import write_build_context
+    from metaparticle_pulumi import _image as image_module
+    from metaparticle_pulumi._image import write_build_context
 
     (pattern,) = evaluate(copy_program("scatter_gather", tmp_path), target="kubernetes").patterns
     before = write_build_context(pattern.topology).tag
@@ -258,7 +258,7 @@ def test_the_image_runs_the_deploying_pythons_minor_version_and_loads_by_value_f
 def test_the_image_labels_its_base_digest_and_the_versions_it_installed(engine, monkeypatch):
     """Pinned to the digest the engine reports for the base, the image says so in its OCI labels, and
     its pins label lists exactly what pip installed in it (read back from the container)."""
-    from metaparticle_pulumi import image as image_module
+    from metaparticle_pulumi import _image as image_module
 
     base = image_module.base_image()
     digests = [d.split("@", 1)[1] for d in engine.images.get(base.name).attrs.get("RepoDigests") or []]

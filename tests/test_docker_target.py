@@ -11,8 +11,8 @@ import pytest
 
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
-from metaparticle_pulumi.image import FUNCTIONS_DIR
-from metaparticle_pulumi.topology import role_env
+from metaparticle_pulumi._image import FUNCTIONS_DIR
+from metaparticle_pulumi._topology import role_env
 
 from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES, dumps, evaluate_examples
 
@@ -260,8 +260,8 @@ def test_a_stateless_pattern_has_no_volume():
 
 
 def test_the_engine_refuses_a_changed_shard_count_over_its_volumes_unless_resharding(tmp_path):
-    from metaparticle_pulumi import containers as engine
-    from metaparticle_pulumi.program import evaluate
+    from metaparticle_pulumi import _containers as engine
+    from metaparticle_pulumi._program import evaluate
 
     from target_support import copy_program
 

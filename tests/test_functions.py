@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from metaparticle_pulumi.functions import FunctionShippingError, ship
-from metaparticle_pulumi.program import ProgramError, evaluate
+from metaparticle_pulumi._functions import FunctionShippingError, ship
+from metaparticle_pulumi._program import ProgramError, evaluate
 from metaparticle_runtime.config import RuntimeConfig
 from metaparticle_runtime.loader import load_function, wants_context
 from conftest import EXAMPLES, write_program

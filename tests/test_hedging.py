@@ -150,7 +150,7 @@ def test_idempotent_false_never_hedges():
 
 
 def test_idempotent_false_with_hedge_after_is_refused_at_deploy_time():
-    from metaparticle_pulumi.topology import Settings
+    from metaparticle_pulumi._topology import Settings
 
     with pytest.raises(ValueError, match="needs idempotent=True"):
         Settings(hedge_after=0.1, idempotent=False).validate()

@@ -16,8 +16,8 @@ import pytest
 import metaparticle_pulumi as mp
 import metaparticle_runtime
 from metaparticle_pulumi import testing
-from metaparticle_pulumi import image as image_module
-from metaparticle_pulumi.image import DockerIgnore, base_image, build_args, dockerfile_text, runtime_pins, write_build_context
+from metaparticle_pulumi import _image as image_module
+from metaparticle_pulumi._image import DockerIgnore, base_image, build_args, dockerfile_text, runtime_pins, write_build_context
 
 from target_support import REPO, copy_program, write_program
 

@@ -13,9 +13,9 @@ import pytest
 
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
-from metaparticle_pulumi.image import FUNCTIONS_DIR
-from metaparticle_pulumi.targets import _shared
-from metaparticle_pulumi.topology import role_env
+from metaparticle_pulumi._image import FUNCTIONS_DIR
+from metaparticle_pulumi._targets import _shared
+from metaparticle_pulumi._topology import role_env
 
 from target_support import (
     EXAMPLE_ENTRY,

@@ -8,9 +8,9 @@ import json
 import kubernetes_validate
 import pytest
 
-from metaparticle_pulumi.functions import FunctionSpec
-from metaparticle_pulumi.specs.kubernetes import ENV_SECRET, ROLE_OBJECT, KubernetesSettings, kubernetes_spec
-from metaparticle_pulumi.topology import Role, Topology
+from metaparticle_pulumi._functions import FunctionSpec
+from metaparticle_pulumi._specs.kubernetes import ENV_SECRET, ROLE_OBJECT, KubernetesSettings, kubernetes_spec
+from metaparticle_pulumi._topology import Role, Topology
 
 HANDLER = FunctionSpec(purpose="handler", ref="handlers:handle", display="handle")
 RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}

@@ -15,8 +15,8 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from metaparticle_pulumi import containers
-from metaparticle_pulumi.containers import EngineError
+from metaparticle_pulumi import _containers as containers
+from metaparticle_pulumi._containers import EngineError
 
 from conftest import METAPARTICLE, free_port, post_json, wait_until
 from target_support import copy_program

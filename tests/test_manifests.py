@@ -15,7 +15,7 @@ import yaml
 
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
-from metaparticle_pulumi.manifests import HEADER, preview_tree, render_manifests
+from metaparticle_pulumi._manifests import HEADER, preview_tree, render_manifests
 
 from target_support import EXAMPLE_ROLES, copy_program, write_program
 from conftest import METAPARTICLE
@@ -148,7 +148,7 @@ def test_render_writes_the_patterns_specs_and_names_the_programs_own_objects_it_
 
 
 def test_a_program_error_is_reported_not_rendered(tmp_path):
-    from metaparticle_pulumi.program import ProgramError
+    from metaparticle_pulumi._program import ProgramError
 
     program = write_program(tmp_path / "bad", "import metaparticle_pulumi as mp\nmp.Spread('api', function=print, replicas=0)\n")
     with pytest.raises(ProgramError, match="replicas"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import metaparticle_pulumi as mp
 
@@ -36,6 +37,24 @@ def test_the_package_root_exports_exactly_the_public_api():
     assert sorted(mp.__all__) == PUBLIC
     for name in PUBLIC:
         assert getattr(mp, name) is not None
+
+
+def test_every_module_but_the_root_and_testing_is_private():
+    """Like httpx: what is not re-exported from the root lives in an underscored module, so
+    `metaparticle_pulumi.<name>` is the public API and nothing else is importable by a plain name."""
+    root = Path(mp.__file__).parent
+    public = sorted(
+        p.stem if p.is_file() else p.name
+        for p in root.iterdir()
+        if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").is_file())
+    )
+    assert public == ["testing"]
+
+
+def test_python_dash_m_runs_the_command():
+    done = subprocess.run([sys.executable, "-m", "metaparticle_pulumi", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "render" in done.stdout and "run" in done.stdout
 
 
 def test_every_error_the_deploy_side_raises_derives_from_one_root():

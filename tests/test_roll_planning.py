@@ -7,7 +7,7 @@ import subprocess
 
 from conftest import METAPARTICLE, free_port, write_program
 from metaparticle_pulumi import _ports, _roll
-from metaparticle_pulumi.program import evaluate
+from metaparticle_pulumi._program import evaluate
 
 SEARCH = """
 import metaparticle_pulumi as mp

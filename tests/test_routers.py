@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from metaparticle_pulumi.targets.local import router_binary
+from metaparticle_pulumi._targets.local import router_binary
 
 from rel_support import HOST, Topology
 

@@ -1,4 +1,4 @@
-"""The run lifecycle (metaparticle_pulumi.runners) on the local target: ports held from the moment the
+"""The run lifecycle (metaparticle_pulumi._runners) on the local target: ports held from the moment the
 evaluation chooses them until each process binds, and replicas that crash before they serve."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 from conftest import METAPARTICLE, free_port, port_is_free, write_program
 
-from metaparticle_pulumi import runners
-from metaparticle_pulumi.client import CallError
-from metaparticle_pulumi.program import evaluate
+from metaparticle_pulumi import _runners as runners
+from metaparticle_pulumi._client import CallError
+from metaparticle_pulumi._program import evaluate
 
 ECHO = "import metaparticle_pulumi as mp\n\n\ndef handler(request):\n    return {'echo': request}\n\n\nmp.Spread('api', function=handler, replicas=2)\n"
 

@@ -239,7 +239,7 @@ def test_roles_talk_mutual_tls_and_refuse_peers_without_a_valid_certificate(tls_
 
 def test_the_tls_argument_is_refused_off_the_local_target(monkeypatch, certs: rs.Certs) -> None:
     import metaparticle_pulumi as mp
-    from metaparticle_pulumi.program import ProgramError, evaluate
+    from metaparticle_pulumi._program import ProgramError, evaluate
 
     monkeypatch.setenv("REL_TLS_DIR", os.path.dirname(certs.ca))
     loop = asyncio.new_event_loop()  # Pulumi's evaluation wants a current event loop

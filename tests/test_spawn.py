@@ -22,8 +22,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import rel_support as rs
-from metaparticle_pulumi.supervisor import Supervisor
-from metaparticle_pulumi.targets.local import ProcessSpec
+from metaparticle_pulumi._supervisor import Supervisor
+from metaparticle_pulumi._targets.local import ProcessSpec
 from metaparticle_runtime.config import RuntimeConfig
 
 pytestmark = pytest.mark.timeout(120)

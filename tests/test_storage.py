@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import metaparticle_pulumi as mp
-from metaparticle_pulumi import state
-from metaparticle_pulumi.program import evaluate
+from metaparticle_pulumi import _state as state
+from metaparticle_pulumi._program import evaluate
 from metaparticle_runtime import storage as runtime_storage
 from metaparticle_runtime.config import ConfigError, RuntimeConfig
 

@@ -22,10 +22,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from metaparticle_pulumi import containers
-from metaparticle_pulumi.containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
-from metaparticle_pulumi.program import evaluate
-from metaparticle_pulumi.topology import GRPC_PORT, HTTP_PORT
+from metaparticle_pulumi import _containers as containers
+from metaparticle_pulumi._containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
+from metaparticle_pulumi._program import evaluate
+from metaparticle_pulumi._topology import GRPC_PORT, HTTP_PORT
 
 from conftest import post_json, wait_until
 from target_support import copy_program

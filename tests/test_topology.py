@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import metaparticle_pulumi as mp
-from metaparticle_pulumi.program import Evaluation, ProgramError, evaluate
-from metaparticle_pulumi.topology import Topology, dns_name, role_env
+from metaparticle_pulumi._program import Evaluation, ProgramError, evaluate
+from metaparticle_pulumi._topology import Topology, dns_name, role_env
 from metaparticle_runtime.config import RuntimeConfig
 from conftest import write_program
 

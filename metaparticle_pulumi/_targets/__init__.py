@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 
 if TYPE_CHECKING:
-    from ..patterns import PatternArgs, _Pattern
-    from ..topology import Topology
+    from .._patterns import PatternArgs, _Pattern
+    from .._topology import Topology
 
 
 @dataclass

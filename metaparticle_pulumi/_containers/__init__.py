@@ -1,7 +1,7 @@
 """A program's patterns as real containers on the local Docker-compatible engine (Docker, podman).
 
 The Docker SDK applier of `specs.docker`: what runs is the `DockerSpec` each pattern of the docker
-target keeps, the same spec the Pulumi layer (targets/docker.py) turns into `pulumi_docker`
+target keeps, the same spec the Pulumi layer (_targets/docker.py) turns into `pulumi_docker`
 children for `pulumi up`. Each pattern's image is built from its context with the runtime's
 Dockerfile; its network and containers are created through the Docker Engine API instead of the
 Pulumi provider, with exactly the same environment (`RuntimeConfig`), network aliases (role
@@ -21,8 +21,8 @@ and nothing of ours (container, network, dangling image) is left behind.
 
 from __future__ import annotations
 
-from ..client import wait_healthz
-from ..specs.docker import PROBE, ContainerSpec, NetworkSpec
+from .._client import wait_healthz
+from .._specs.docker import PROBE, ContainerSpec, NetworkSpec
 from .engine import (
     ENTRY_LABEL,
     PATTERN_LABEL,

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from ..image import APP_DIR, RUN_AS, container_image
-from ..specs import DATA_DIR
-from ..specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, VolumeSpec, docker_spec
-from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
+from .._image import APP_DIR, RUN_AS, container_image
+from .._specs import DATA_DIR
+from .._specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, VolumeSpec, docker_spec
+from .._topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import (
     check_env,
@@ -29,7 +29,7 @@ from ._shared import (
 )
 
 if TYPE_CHECKING:
-    from ..patterns import PatternArgs, _Pattern
+    from .._patterns import PatternArgs, _Pattern
 
 
 def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> TargetOutputs:

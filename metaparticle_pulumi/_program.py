@@ -23,7 +23,7 @@ from . import _registry
 from ._errors import Error, PatternError
 from ._ports import Ports
 from ._outputs import event_loop
-from .targets import local
+from ._targets import local
 
 
 class ProgramError(Error):

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from .._endpoints import document as endpoints_document, pattern_endpoints
-from ..image import RUN_AS
-from ..specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec
-from ..topology import GRPC_PORT, HTTP_PORT
+from .._image import RUN_AS
+from .._specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec
+from .._topology import GRPC_PORT, HTTP_PORT
 from .engine import PROJECT_LABEL, PUBLISH_HOST, EngineError, LineSink, LogSink, _api_error
 from .images import BuiltImage, build, prune_dangling
 from .planning import ImageSpec, Plan, check_volumes

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from . import _live, _logformat
 from ._outputs import event_loops_closed
-from .client import CallError, call as call_entry
-from .program import Evaluation, ProgramError, evaluate
+from ._client import CallError, call as call_entry
+from ._program import Evaluation, ProgramError, evaluate
 
 app = typer.Typer(
     add_completion=False,
@@ -240,7 +240,7 @@ def run(
     ),
 ) -> None:
     """Run the program's patterns as local processes on 127.0.0.1, or as containers (--target docker)."""
-    from . import runners
+    from . import _runners as runners
 
     if _port_in_use(port):
         raise fail(f"port {port} on 127.0.0.1 is in use; choose another with --port", 2)
@@ -371,7 +371,7 @@ def render(
     ),
 ) -> None:
     """Write the Kubernetes manifests the program would apply, offline (`kubectl apply -f OUT` ready)."""
-    from .manifests import render_manifests
+    from ._manifests import render_manifests
 
     try:
         written = render_manifests(directory, out, config=_config_pairs(config), include_secrets=include_secrets)
@@ -395,7 +395,7 @@ def preview(
     config: list[str] = typer.Option([], "--config", "-c", help="Pulumi config KEY=VALUE."),
 ) -> None:
     """Print the resource tree `pulumi up` would create, offline."""
-    from .manifests import preview_tree
+    from ._manifests import preview_tree
 
     if target not in ("kubernetes", "docker"):
         raise fail(f"--target must be kubernetes or docker, got {target!r}", 2)
@@ -417,8 +417,8 @@ def delete(
 ) -> None:
     """Remove the program's containers and networks from the local engine (found by their labels),
     or with --target local the data its storage= patterns keep on disk."""
-    from . import containers as engine
-    from .program import read_project
+    from . import _containers as engine
+    from ._program import read_project
 
     if target == "local":
         if images or volumes:
@@ -453,8 +453,8 @@ def delete(
 
 def _delete_local_state(directory: Path) -> None:
     """`delete --target local`: the data directories of the program's storage= patterns."""
-    from . import state
-    from .program import read_project
+    from . import _state as state
+    from ._program import read_project
 
     try:
         read_project(directory.resolve())
@@ -549,5 +549,3 @@ def main() -> None:
         app()
 
 
-if __name__ == "__main__":
-    main()

@@ -15,8 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .._errors import PatternError
-from ..image import APP_DIR, container_image
-from ..specs.kubernetes import (
+from .._image import APP_DIR, container_image
+from .._specs.kubernetes import (
     DRAIN_SECONDS,
     WORKLOADS,
     KubernetesObject,
@@ -25,13 +25,13 @@ from ..specs.kubernetes import (
     kubernetes_spec,
     tls_settings,
 )
-from ..specs.labels import selector_labels
-from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
+from .._specs.labels import selector_labels
+from .._topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
 from ._shared import check_env, check_labels, check_unique, child_opts, config, config_bool, grace_seconds, resources
 
 if TYPE_CHECKING:
-    from ..patterns import PatternArgs, _Pattern
+    from .._patterns import PatternArgs, _Pattern
 
 #: Reads `metaparticle:render`: set when manifests are rendered offline (images by name).
 RENDER_KEY = "render"

@@ -16,7 +16,7 @@ from typing import Optional
 from metaparticle_runtime.storage import write_durably
 
 from ._errors import PatternError
-from .topology import Topology, dns_name
+from ._topology import Topology, dns_name
 
 #: Under the program's directory: the state of every pattern of the local target.
 STATE_DIR = Path(".metaparticle") / "state"

@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .functions import FunctionSpec
+from ._functions import FunctionSpec
 
 #: The runtime's gRPC port inside containers and pods (local processes get free ports instead).
 GRPC_PORT = 50051

@@ -1,7 +1,7 @@
 """A program's Kubernetes objects as YAML files, and its resource tree, without a cluster or the CLI.
 
 `render_manifests` evaluates the program offline (Pulumi's mocks) for the kubernetes target and
-writes one kubectl-ready file per object of each pattern's Kubernetes spec (`specs/kubernetes.py`,
+writes one kubectl-ready file per object of each pattern's Kubernetes spec (`_specs/kubernetes.py`,
 recorded on the pattern when it was declared); images are referenced by their content-tagged name
 (nothing is pushed when rendering: build the context under `.metaparticle/build/` with that tag).
 `preview_tree` shows what `pulumi preview` would create: each pattern and its children.
@@ -17,7 +17,7 @@ import pulumi
 import yaml
 
 from ._outputs import resolved
-from .program import evaluate
+from ._program import evaluate
 
 #: First line of every rendered file: stale ones (and only those) are removed on the next render.
 HEADER = "# Rendered by metaparticle from a Pulumi program; apply with kubectl apply -f <dir>.\n"

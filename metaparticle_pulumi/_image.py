@@ -23,11 +23,11 @@ import pulumi
 import metaparticle_runtime
 
 from ._errors import PatternError
-from .functions import FunctionSpec
-from .topology import Topology, dns_name
+from ._functions import FunctionSpec
+from ._topology import Topology, dns_name
 
 if TYPE_CHECKING:
-    from .patterns import PatternArgs, _Pattern
+    from ._patterns import PatternArgs, _Pattern
 
 #: Where the program's directory lies in the image (MP_SOURCE_DIR).
 APP_DIR = "/app"
@@ -399,7 +399,7 @@ def container_image(
     its digest (rendering manifests offline, where nothing is pushed); `local` by the name the
     local engine knows it by (the Docker target, which runs what it built).
     """
-    from .targets._shared import child_opts, config, config_bool
+    from ._targets._shared import child_opts, config, config_bool
 
     if args.image is not None:
         if any(r.function is not None and r.function.by_value for r in topology.roles):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from ..image import build_args, write_build_context
-from ..topology import Topology
+from .._image import build_args, write_build_context
+from .._topology import Topology
 from .engine import PROJECT_LABEL, RUNTIME_PROJECT, EngineError, LineSink, _api_error, _first_line
 from .planning import ImageSpec
 

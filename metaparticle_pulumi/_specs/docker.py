@@ -1,7 +1,7 @@
 """What the Docker target runs, as plain data: one network per pattern, one container per replica.
 
 A pure function of the Topology and the deployment settings (no Pulumi, no engine, no I/O). Two
-appliers consume it: the Pulumi layer (`targets/docker.py`, `pulumi_docker` children for
+appliers consume it: the Pulumi layer (`_targets/docker.py`, `pulumi_docker` children for
 `pulumi up`) and the Docker SDK (`containers.py`, `metaparticle run --target docker`), so both run
 exactly the same containers. `options` are the Docker SDK's `containers.create` arguments.
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ..image import APP_DIR, RUN_AS, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
+from .._image import APP_DIR, RUN_AS, function_path
+from .._topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).

@@ -10,8 +10,8 @@ import pulumi
 
 from .. import _registry
 from .._errors import PatternError
-from ..specs import split_env
-from ..specs.labels import (  # noqa: F401 - re-exported: what the renderers share
+from .._specs import split_env
+from .._specs.labels import (  # noqa: F401 - re-exported: what the renderers share
     LABEL_VALUE,
     RESERVED_LABELS,
     label_value,
@@ -19,10 +19,10 @@ from ..specs.labels import (  # noqa: F401 - re-exported: what the renderers sha
     role_labels,
     selector_labels,
 )
-from ..topology import Topology, dns_name, role_env
+from .._topology import Topology, dns_name, role_env
 
 if TYPE_CHECKING:
-    from ..patterns import PatternArgs, _Pattern
+    from .._patterns import PatternArgs, _Pattern
 
 #: Container resources when the pattern gives none (a section the user gives replaces this one).
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {

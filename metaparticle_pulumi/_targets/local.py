@@ -15,16 +15,16 @@ import pulumi
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from .. import _registry, state
+from .. import _registry, _state as state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
-from ..topology import Role, Topology, role_config
+from .._topology import Role, Topology, role_config
 from . import TargetOutputs
 from ._shared import check_env
 
 if TYPE_CHECKING:
-    from ..patterns import PatternArgs, _Pattern
+    from .._patterns import PatternArgs, _Pattern
 
 __all__ = ["HOST", "LocalPlan", "ProcessSpec", "free_port", "render"]
 

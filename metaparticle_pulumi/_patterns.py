@@ -16,15 +16,15 @@ from metaparticle_runtime.config import RuntimeConfig
 
 from . import _registry
 from ._errors import PatternError
-from .functions import FunctionShippingError, FunctionSpec, ship
-from .targets import check_options, render
-from .topology import Role, Settings, Topology, dns_name
+from ._functions import FunctionShippingError, FunctionSpec, ship
+from ._targets import check_options, render
+from ._topology import Role, Settings, Topology, dns_name
 
 if TYPE_CHECKING:
-    from .image import ContainerImage
-    from .targets.local import LocalPlan
-    from .specs.docker import DockerSpec
-    from .specs.kubernetes import KubernetesSpec
+    from ._image import ContainerImage
+    from ._targets.local import LocalPlan
+    from ._specs.docker import DockerSpec
+    from ._specs.kubernetes import KubernetesSpec
 
 Target = Literal["kubernetes", "docker", "local"]
 TARGETS = ("kubernetes", "docker", "local")

@@ -3,8 +3,8 @@ StatefulSet for a role with storage=) and a NetworkPolicy, plus a PodDisruptionB
 HorizontalPodAutoscaler and the env Secret where they apply.
 
 A pure function of the Topology and the deployment settings (no Pulumi resources, no config, no
-I/O). Two consumers: the Pulumi layer (`targets/kubernetes.py`, one `pulumi_kubernetes` child per
-object) and `metaparticle render` (`manifests.py`, one YAML file per object). Values the settings
+I/O). Two consumers: the Pulumi layer (`_targets/kubernetes.py`, one `pulumi_kubernetes` child per
+object) and `metaparticle render` (`_manifests.py`, one YAML file per object). Values the settings
 hold as Pulumi Outputs (the image reference, secret env values, a namespace) pass through untouched.
 
 Upstream groups (roles a router calls) get a headless Service named after the role, so a router
@@ -32,8 +32,8 @@ from typing import Any, Mapping, Optional
 
 from metaparticle_runtime.config import RuntimeConfig
 
-from ..image import APP_DIR, RUN_AS, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
+from .._image import APP_DIR, RUN_AS, function_path
+from .._topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 from .labels import object_labels, role_labels, selector_labels
 

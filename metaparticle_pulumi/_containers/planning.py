@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional
 
 from .._outputs import resolved
-from ..image import build_args
-from ..specs.docker import ContainerSpec, DockerSpec, NetworkSpec, VolumeSpec
-from ..topology import HTTP_PORT, Topology
+from .._image import build_args
+from .._specs.docker import ContainerSpec, DockerSpec, NetworkSpec, VolumeSpec
+from .._topology import HTTP_PORT, Topology
 from .engine import ENTRY_LABEL, PATTERN_LABEL, PROJECT_LABEL, REPLICA_LABEL, ROLE_LABEL, EngineError
 
 if TYPE_CHECKING:
-    from ..program import Evaluation
+    from .._program import Evaluation
 
 @dataclass(frozen=True)
 class ImageSpec:

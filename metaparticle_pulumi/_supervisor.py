@@ -28,7 +28,7 @@ from metaparticle_runtime import probe
 from metaparticle_runtime.config import RuntimeConfig
 
 from ._logformat import text as format_log_line  # noqa: F401 - where callers have found it
-from .targets.local import HOST, ProcessSpec
+from ._targets.local import HOST, ProcessSpec
 
 #: (replica name, output line as the process wrote it).
 LogSink = Callable[[str, str], None]

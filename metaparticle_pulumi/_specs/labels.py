@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from ..topology import Role, Topology, dns_name
+from .._topology import Role, Topology, dns_name
 
 #: Labels metaparticle sets itself (selectors rely on them): users cannot override them.
 NAME_LABEL = "app.kubernetes.io/name"

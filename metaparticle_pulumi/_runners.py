@@ -1,7 +1,7 @@
 """One lifecycle for `metaparticle run`, whatever runs the roles: start → ready → serve → stop.
 
 A `Runner` runs a program's roles somewhere: `ProcessRunner` as local processes under the
-supervisor (targets/local.py's ProcessSpecs), `ContainerRunner` as containers on the local engine
+supervisor (_targets/local.py's ProcessSpecs), `ContainerRunner` as containers on the local engine
 (containers.Deployment). `run` drives either through the same steps (build what is needed, start,
 wait until every replica serves and every entry's GET /healthz answers 200, write the endpoints,
 answer one request or serve until stopped, stop) and tells a `View` what to show; it prints nothing.
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 
 from ._endpoints import document as endpoints_document, pattern_endpoints
 from ._errors import Error
-from .client import Answer, CallError, call, wait_healthz
+from ._client import Answer, CallError, call, wait_healthz
 
 if TYPE_CHECKING:
     from ._watch import Watch
-    from .containers import BuiltImage, Deployment
-    from .program import Evaluation
+    from ._containers import BuiltImage, Deployment
+    from ._program import Evaluation
 
 LogSink = Callable[[str, str], None]
 ShouldStop = Callable[[], bool]
@@ -155,7 +155,7 @@ def _reload(
 ) -> None:
     """Re-evaluates the program and rolls the runner to it; a program that no longer evaluates,
     or new replicas that do not serve, leave the running version serving (the error shown)."""
-    from .program import ProgramError
+    from ._program import ProgramError
 
     files = watch.take()
     note = getattr(view, "note", None)
@@ -239,7 +239,7 @@ class ProcessRunner:
         pass  # processes run the program's code where it is
 
     def start(self, log: LogSink, follow_logs: bool = True) -> None:
-        from .supervisor import Supervisor
+        from ._supervisor import Supervisor
 
         self.supervisor = Supervisor(self.specs, log=log, python=self.python)
         self.supervisor.start()
@@ -375,7 +375,7 @@ class ContainerRunner:
     def open(cls, evaluation: "Evaluation", directory: Path, *, port: int, python_version: Optional[str]) -> "ContainerRunner":
         """The runner of `evaluation` on the engine DOCKER_HOST names; RunFailed (code 2) when the
         engine cannot run it or an earlier run still does."""
-        from . import containers
+        from . import _containers as containers
 
         try:
             deployment = containers.Deployment(
@@ -436,7 +436,7 @@ class ContainerRunner:
 
     @staticmethod
     def _engine(operation: Callable[[], Any]) -> Any:
-        from .containers import EngineError
+        from ._containers import EngineError
 
         try:
             return operation()
