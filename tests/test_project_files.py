@@ -30,3 +30,18 @@ def test_project_file_names_python_with_the_bootstrapped_virtualenv(project: Pat
     main = project / doc.get("main", ".")
     assert (main / "__main__.py").is_file()
     assert "import metaparticle_pulumi" in (main / "__main__.py").read_text()
+
+
+def test_the_wheel_lists_every_package_of_the_source() -> None:
+    """setuptools takes `packages` as written: a subpackage missing there is missing from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"metaparticle_pulumi": REPO / "metaparticle_pulumi", "metaparticle_runtime": REPO / "runtime" / "metaparticle_runtime"}
+    found = {
+        ".".join([name, *init.parent.relative_to(root).parts])
+        for name, root in roots.items()
+        for init in root.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found == listed
