@@ -654,3 +654,20 @@ def test_settings_the_python_runtime_refuses_are_refused_alike(binary, env, mess
         Cfg.from_env(full)
     out = subprocess.run([binary], env={"PATH": "/usr/bin:/bin", **full}, capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_a_go_router_runs_go_code_on_one_thread_unless_gomaxprocs_says_otherwise(binary):
+    """One thread, like one nginx worker: less CPU per request at every load (bench/README.md);
+    routers= scales out, and GOMAXPROCS, when set, wins."""
+    with rt.processes() as procs:
+        [replica] = procs.functions("procs-replica", 1)
+        base = rt.router_config("spread", [[replica]], ["procs-replica"], "procs-router")
+        seen = {}
+        for setting in (None, "2"):
+            cfg = replace(base, grpc_port=rs.free_port(), http_port=rs.free_port(), replica=f"procs-router-{setting}")
+            router = procs.start(cfg, "go", binary, env={"GOMAXPROCS": setting} if setting else None)
+            rt.wait_status(router)
+            assert rs_http(router.url, b'{"n": 1}').body["echo"] == {"n": 1}
+            [line] = [json.loads(x) for x in router.log().splitlines() if '"listening"' in x]
+            seen[setting] = line["procs"]
+        assert seen == {None: 1, "2": 2}

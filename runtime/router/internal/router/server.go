@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -266,7 +267,7 @@ func (rt *Runtime) Start() error {
 		go rt.ops.Serve(ol)
 	}
 	go rt.awaitUpstreams()
-	rt.log.Info("listening", "grpc", address, "http", cfg.HTTPPort, "pattern", cfg.Pattern, "name", cfg.Name, "router", "go")
+	rt.log.Info("listening", "grpc", address, "http", cfg.HTTPPort, "pattern", cfg.Pattern, "name", cfg.Name, "router", "go", "procs", runtime.GOMAXPROCS(0))
 	return nil
 }
 
