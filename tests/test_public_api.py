@@ -11,6 +11,7 @@ PUBLIC = [
     "BadRequest",
     "CallError",
     "Client",
+    "Container",
     "Context",
     "EngineError",
     "Error",

@@ -77,6 +77,10 @@ def check_options(target: str, args: "PatternArgs", where: str) -> list[str]:
 
 def render(target: str, component: "_Pattern", topology: "Topology", args: "PatternArgs") -> TargetOutputs:
     """Creates the target's child resources of `component` (all with parent=component)."""
+    if target != "local" and any(r.container is not None for r in topology.roles):
+        from .._errors import PatternError
+
+        raise PatternError(f"{type(component).__name__} {topology.name!r}: mp.Container is not yet supported on the {target} target")
     if target == "local":
         from .local import render as render_local
 
