@@ -11,6 +11,7 @@ from metaparticle_runtime.context import Context
 from metaparticle_runtime.errors import BadRequest
 from metaparticle_runtime.storage import remove_durably, write_durably
 
+from ._container import Container
 from ._errors import Error, StackError
 from ._client import CallError, Client
 from ._containers import EngineError
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "CallError",
     "Client",
+    "Container",
     "Context",
     "EngineError",
     "Error",

@@ -399,7 +399,7 @@ def container_image(
     its digest (rendering manifests offline, where nothing is pushed); `local` by the name the
     local engine knows it by (the Docker target, which runs what it built).
     """
-    from ._targets._shared import child_opts, config, config_bool
+    from ._targets._shared import config
 
     if args.image is not None:
         if any(r.function is not None and r.function.by_value for r in topology.roles):
@@ -409,6 +409,31 @@ def container_image(
                 resource=component,
             )
         return ContainerImage(name=args.image, ref=pulumi.Output.from_input(args.image))
+
+    context = write_build_context(topology)
+    component.image = _built_image(
+        component, topology, args, context=context, repository=image_repository(topology, args.registry or config().get("registry")),
+        build_args=build_args(), template="{base}-image", default_platform=default_platform, by_name=by_name, local=local,
+    )
+    return component.image
+
+
+def _built_image(
+    component: "_Pattern",
+    topology: Topology,
+    args: "PatternArgs",
+    *,
+    context: BuildContext,
+    repository: str,
+    build_args: dict[str, str],
+    template: str,
+    default_platform: Optional[str],
+    by_name: bool,
+    local: bool,
+) -> ContainerImage:
+    """An image built from `context`, tagged with its content hash: a `docker.Image` child of
+    `component` named by `template`, or (config imageBuild=external) just the name to reference."""
+    from ._targets._shared import child_opts, config, config_bool
 
     cfg = config()
     registry = args.registry or cfg.get("registry")
@@ -422,22 +447,20 @@ def container_image(
             f"{topology.pattern} {topology.name!r}: config metaparticle:{IMAGE_BUILD_KEY} must be one of "
             f"{', '.join(IMAGE_BUILDERS)}, got {builder!r}"
         )
-    context = write_build_context(topology)
-    name = f"{image_repository(topology, registry)}:{context.tag}"
+    name = f"{repository}:{context.tag}"
     if builder == "external":
         # Built outside the engine (`metaparticle build`, a CI job) under the same content tag, so a
         # changed program is still a changed image and an unchanged one no diff.
-        component.image = ContainerImage(name=name, ref=pulumi.Output.from_input(name), context=context)
-        return component.image
+        return ContainerImage(name=name, ref=pulumi.Output.from_input(name), context=context)
     context_dir = _relative(context.path)
 
     from pulumi_docker import DockerBuildArgs, Image, RegistryArgs
 
     build = DockerBuildArgs(
         context=context_dir,
-        dockerfile=f"{context_dir}/Dockerfile",
+        dockerfile=_relative(context.dockerfile),
         platform=platform,
-        args=build_args(),
+        args=build_args,
     )
     registry_args = None
     username = cfg.get("registryUsername")
@@ -445,7 +468,6 @@ def container_image(
         registry_args = RegistryArgs(
             server=registry.split("/", 1)[0], username=username, password=cfg.require_secret("registryPassword")
         )
-    template = "{base}-image"
     fields = {"base": dns_name(topology.name)}
     image = Image(
         template.format(**fields),
@@ -463,8 +485,54 @@ def container_image(
         # The pushed digest, so workloads change exactly when the image does; unknown in a preview
         # while the image is to be (re)built, as with any image Pulumi builds. Not pushed: the name.
         ref = image.repo_digest.apply(lambda digest: digest or name)
-    component.image = ContainerImage(name=name, ref=ref, resource=image, context=context)
-    return component.image
+    return ContainerImage(name=name, ref=ref, resource=image, context=context)
+
+
+def function_context(directory: str) -> BuildContext:
+    """An `mp.Container`'s `build=` directory as a build context, as it is (its Dockerfile, its
+    .dockerignore respected), with the digest of what the build would see as its tag."""
+    source = Path(directory)
+    dockerfile = source / "Dockerfile"
+    if not dockerfile.is_file():
+        raise PatternError(f"mp.Container: build directory {directory} has no Dockerfile")
+    files = _program_files(source)
+    files.setdefault("Dockerfile", dockerfile)
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        data = files[rel].read_bytes()
+        digest.update(f"{rel}\0{_mode(files[rel]):o}\0{len(data)}\0".encode())
+        digest.update(data)
+    return BuildContext(source, dockerfile, tuple(sorted(files)), digest.hexdigest())
+
+
+def function_image(
+    component: "_Pattern",
+    topology: Topology,
+    args: "PatternArgs",
+    *,
+    default_platform: Optional[str] = DEFAULT_PLATFORM,
+    by_name: bool = False,
+    local: bool = False,
+) -> Optional[ContainerImage]:
+    """The image of the pattern's `mp.Container` function (None when it has none): its `image=`
+    as given, else built from its `build=` directory by the same machinery as the pattern's image
+    (`<repository>-function:<content tag>`, a `<base>-function-image` child)."""
+    from ._targets._shared import config
+
+    container = next((r.container for r in topology.roles if r.container is not None), None)
+    if container is None:
+        return None
+    where = f"{topology.pattern} {topology.name!r}"
+    if container.image is not None:
+        return ContainerImage(name=container.image, ref=pulumi.Output.from_input(container.image))
+    if container.build is None:
+        raise PatternError(f"{where}: the function's mp.Container needs image= or build= (a directory with a Dockerfile) on containers")
+    context = function_context(container.build)
+    repository = image_repository(topology, args.registry or config().get("registry")) + "-function"
+    return _built_image(
+        component, topology, args, context=context, repository=repository, build_args={},
+        template="{base}-function-image", default_platform=default_platform, by_name=by_name, local=local,
+    )
 
 
 def _relative(path: Path) -> str:

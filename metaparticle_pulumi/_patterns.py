@@ -15,6 +15,7 @@ import pulumi
 from metaparticle_runtime.config import RuntimeConfig
 
 from . import _registry
+from ._container import Container
 from ._errors import PatternError
 from ._functions import FunctionShippingError, FunctionSpec, ship
 from ._targets import check_options, render
@@ -104,8 +105,9 @@ class PatternArgs:
 
 @dataclass(kw_only=True)
 class ServiceArgs(PatternArgs):
-    #: The function: handler(request) or handler(request, ctx), JSON in, JSON out.
-    function: Callable[..., Any]
+    #: The function: handler(request) or handler(request, ctx), JSON in, JSON out; or an HTTP
+    #: server in any language, `mp.Container(...)` (see the README's "Functions in any language").
+    function: Union[Callable[..., Any], Container]
     #: A persistent directory for the function, kept across restarts and runs: `ctx.storage`. True,
     #: or the volume's size on Kubernetes ("1Gi"; True is 1Gi). One replica only (replicas do not
     #: share data). See the README's "Storage" section.
@@ -116,14 +118,14 @@ class ServiceArgs(PatternArgs):
 
 @dataclass(kw_only=True)
 class SpreadArgs(PatternArgs):
-    function: Callable[..., Any]
+    function: Union[Callable[..., Any], Container]
     #: How many identical replicas share the load (each request goes to the next one).
     replicas: int = 3
 
 
 @dataclass(kw_only=True)
 class ShardArgs(PatternArgs):
-    function: Callable[..., Any]
+    function: Union[Callable[..., Any], Container]
     #: How many shards; each owns the keys that consistent hashing gives it.
     shards: int = 3
     #: The shard key: a function of the request, or a JSON field path ("user.id").
@@ -144,7 +146,7 @@ class ShardArgs(PatternArgs):
 @dataclass(kw_only=True)
 class ScatterGatherArgs(PatternArgs):
     #: The function every leaf runs on the request (knows its leaf via ctx.index).
-    leaf: Callable[..., Any]
+    leaf: Union[Callable[..., Any], Container]
     #: Merges the leaves' results (a list, in leaf order): gather(results) or gather(results, ctx).
     gather: Callable[..., Any]
     #: How many leaves the request fans out to.
@@ -272,7 +274,23 @@ class _Pattern(pulumi.ComponentResource):
     def _ship(self, fn: Any, purpose: str) -> FunctionSpec:
         if fn is None:
             raise PatternError(f"{type(self).__name__}: {purpose} is required")
+        if isinstance(fn, Container):
+            raise PatternError(
+                f"{type(self).__name__}: {purpose} must be a Python function; mp.Container serves as the "
+                "function of a Service, Spread or Shard, or a ScatterGather's leaf"
+            )
         return ship(fn, purpose, self.source_dir)
+
+    def _function(self, fn: Any, purpose: str, args: Any) -> dict[str, Any]:
+        """The Role fields of a role's function: a Python function, or a server of the user's."""
+        if not isinstance(fn, Container):
+            return {"function": self._ship(fn, purpose)}
+        where = f"{type(self).__name__}"
+        if getattr(args, "storage", None) not in (None, False):
+            raise PatternError(f"{where}: storage= is a Python function's ctx.storage; a function that is an mp.Container keeps its own data")
+        if args.uses and purpose != "leaf":  # a ScatterGather's gather function may still use them
+            raise PatternError(f"{where}: uses= gives a Python function ctx.call; a function that is an mp.Container cannot use it")
+        return {"container": fn.resolved(self.source_dir)}
 
 
 def _make_args(
@@ -359,7 +377,7 @@ class Service(_Pattern):
         base = dns_name(name)
         size, storage_class = _storage(args, 1, f"Service {name!r}")
         role = Role(
-            name=base, kind="function", replicas=1, function=self._ship(args.function, "function"), entry=True,
+            name=base, kind="function", replicas=1, **self._function(args.function, "function", args), entry=True,
             component="service", storage=size, storage_class=storage_class,
         )
         return Topology(name=name, pattern="Service", roles=(role,), settings=args.settings(), source_dir=self.source_dir)
@@ -382,10 +400,10 @@ class Spread(_Pattern):
     def _expand(self, name: str, args: SpreadArgs) -> Topology:
         replicas = _positive_int(args.replicas, "replicas", f"Spread {name!r}")
         base = dns_name(name)
-        fn = self._ship(args.function, "function")
+        fn = self._function(args.function, "function", args)
         roles = (
             Role(name=f"{base}-router", kind="spread", replicas=1, upstreams=(f"{base}-replica",), entry=True, component="router"),
-            Role(name=f"{base}-replica", kind="function", replicas=replicas, function=fn, component="replica"),
+            Role(name=f"{base}-replica", kind="function", replicas=replicas, **fn, component="replica"),
         )
         return Topology(name=name, pattern="Spread", roles=roles, settings=args.settings(), source_dir=self.source_dir)
 
@@ -412,14 +430,14 @@ class Shard(_Pattern):
         if args.reshard not in (True, False):
             raise PatternError(f"{where}: reshard must be True or False, got {args.reshard!r}")
         base = dns_name(name)
-        fn = self._ship(args.function, "function")
+        fn = self._function(args.function, "function", args)
         key_path: Optional[str] = None
         key_fn: Optional[FunctionSpec] = None
         if isinstance(args.key, str):
             if not args.key or any(not part for part in args.key.split(".")):
                 raise PatternError(f"{where}: key must be a field path like 'user' or 'user.id', got {args.key!r}")
             key_path = args.key
-        elif callable(args.key):
+        elif callable(args.key) or isinstance(args.key, Container):
             key_fn = self._ship(args.key, "key")
         else:
             raise PatternError(f"{where}: key must be a function of the request or a JSON field path, got {args.key!r}")
@@ -438,7 +456,7 @@ class Shard(_Pattern):
         ]
         roles += [
             Role(
-                name=n, kind="function", replicas=replicas, function=fn, index=i, count=shards, component="shard",
+                name=n, kind="function", replicas=replicas, **fn, index=i, count=shards, component="shard",
                 storage=size, storage_class=storage_class,
             )
             for i, n in enumerate(shard_names)
@@ -468,13 +486,13 @@ class ScatterGather(_Pattern):
         if args.on_missing not in ("fail", "partial"):
             raise PatternError(f"{where}: on_missing must be 'fail' or 'partial', got {args.on_missing!r}")
         base = dns_name(name)
-        leaf = self._ship(args.leaf, "leaf")
+        leaf = self._function(args.leaf, "leaf", args)
         gather = self._ship(args.gather, "gather")
         leaf_names = tuple(f"{base}-leaf-{i}" for i in range(leaves))
         roles = [Role(name=f"{base}-root", kind="gather", replicas=1, function=gather, upstreams=leaf_names, entry=True, component="root")]
         roles += [
             Role(
-                name=n, kind="function", replicas=replicas, function=leaf, index=i, count=leaves, component="leaf",
+                name=n, kind="function", replicas=replicas, **leaf, index=i, count=leaves, component="leaf",
                 storage=size, storage_class=storage_class,
             )
             for i, n in enumerate(leaf_names)

@@ -33,9 +33,29 @@ def port_keys(specs: Iterable["ProcessSpec"]) -> dict[Any, int]:
         keys[(spec.topology, spec.role, spec.replica, "grpc")] = spec.grpc_port
         if spec.metrics_port is not None:
             keys[(spec.topology, spec.role, spec.replica, "metrics")] = spec.metrics_port
+        if spec.server is not None:
+            keys[(spec.topology, spec.role, spec.replica, "server")] = spec.server.port
         if spec.http_port is not None:
             keys[(spec.topology, "http")] = spec.http_port
     return keys
+
+
+#: Directories of a server's working directory that are not its code (dependencies, state, caches).
+_NOT_CODE = {"node_modules", ".metaparticle", "__pycache__", ".git", ".venv"}
+
+
+def files_digest(directory: str) -> str:
+    """A digest of every file of an `mp.Container` server's directory (whatever its language)."""
+    digest = hashlib.sha256()
+    root = Path(directory)
+    for path in sorted(root.rglob("*")):
+        if _NOT_CODE & set(path.relative_to(root).parts) or not path.is_file():
+            continue
+        try:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            continue
+    return digest.hexdigest()
 
 
 def code_digest(source_dir: str | None, main: str = "__main__.py") -> str:
@@ -64,7 +84,13 @@ def fingerprint(spec: "ProcessSpec", digests: dict[str, str]) -> tuple[Any, ...]
         if source not in digests:
             digests[source] = code_digest(source)
         code = digests[source]
-    return (config, tuple(sorted(spec.extra_env.items())), code)
+    server: Any = None
+    if spec.server is not None:
+        key = "server:" + spec.server.cwd
+        if key not in digests:
+            digests[key] = files_digest(spec.server.cwd)
+        server = (spec.server.command, spec.server.cwd, tuple(sorted(spec.server.env.items())), digests[key])
+    return (config, tuple(sorted(spec.extra_env.items())), code, server)
 
 
 @dataclass

@@ -196,6 +196,14 @@ def write_endpoints(path: Path, endpoints: dict[str, Any]) -> None:
 # --- processes ----------------------------------------------------------------------------------------
 
 
+def _release_server_ports(specs: list[Any], ports: Any) -> None:
+    """Lets go of the ports of the users' own servers (`mp.Container`) just before they start:
+    unlike the runtime, a server binds without SO_REUSEPORT, so it cannot bind next to the hold."""
+    for spec in specs:
+        if spec.server is not None:
+            ports.release(spec.server.port)
+
+
 class ProcessRunner:
     """Every replica of the evaluation's local plans as a process on 127.0.0.1, supervised.
 
@@ -242,6 +250,7 @@ class ProcessRunner:
         from ._supervisor import Supervisor
 
         self.supervisor = Supervisor(self.specs, log=log, python=self.python)
+        _release_server_ports(self.specs, self.evaluation.ports)
         self.supervisor.start()
 
     def wait_ready(self, timeout: float, on_ready: Callable[[Any], None], should_stop: ShouldStop) -> None:
@@ -310,6 +319,7 @@ class ProcessRunner:
             for port in replica.spec.ports:
                 evaluation.ports.release(port)
 
+        _release_server_ports(roll.start, evaluation.ports)
         new = self.supervisor.add(roll.start)
         pending = self.supervisor.wait_ready(timeout, on_ready=ready, should_stop=should_stop, replicas=new)
         broken = next((r for r in new if r.gave_up), None)

@@ -3,7 +3,10 @@
 Every replica runs `python -m metaparticle_runtime` with its role's environment. A replica that
 exits is restarted with backoff, whether it had served or not; one that keeps exiting before it
 ever serves is given up after `early_restarts` restarts (its last log lines say why). Ctrl-C or
-SIGTERM stops everything (SIGTERM, then SIGKILL after a grace period). Children die with the
+SIGTERM stops everything (SIGTERM, then SIGKILL after a grace period). A replica whose function is
+the user's own server (`mp.Container`) has that server as a second process: started before the
+runtime, restarted (with backoff) whenever it exits, stopped after the runtime drained; its output
+goes to the log under the replica's name, each line marked `[server]`. Children die with the
 supervisor even if it is killed: each arms PR_SET_PDEATHSIG itself (MP_PARENT_PID). Children are
 spawned without a `preexec_fn`, which would fork() this process while its gRPC threads run: gRPC's
 fork handlers then aborted some children before exec.
@@ -39,6 +42,24 @@ _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPAT
 _PASSED_PREFIXES = ("OTEL_",)
 
 
+#: Starts a user's server (`mp.Container`) so that it dies with the supervisor, like the runtime
+#: replicas (PR_SET_PDEATHSIG survives exec): arm it, check the parent is still there, exec.
+_EXEC_WITH_PDEATHSIG = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+except OSError:
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    print(f"cannot run {sys.argv[2]!r}: {exc.strerror or exc}", flush=True)
+    sys.exit(127)
+"""
+
+
 @dataclass
 class Replica:
     """One supervised process and its history."""
@@ -56,6 +77,11 @@ class Replica:
     gave_up: bool = False
     #: The thread that copies the process's output into `last_lines` and the log.
     pump: threading.Thread | None = None
+    #: The user's server (`spec.server`) the runtime calls, when the function is an mp.Container.
+    server: subprocess.Popen[bytes] | None = None
+    server_restarts: int = 0
+    server_started_at: float = 0.0
+    server_next_start: float = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -105,7 +131,55 @@ class Supervisor:
             if replica.process is None and self._upstream_roles(replica) <= serving_roles:
                 self._spawn(replica)
 
+    def _spawn_server(self, replica: Replica) -> None:
+        """Starts the replica's own server (`mp.Container`): its command, in its directory."""
+        spec = replica.spec.server
+        assert spec is not None
+        env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(_PASSED_PREFIXES)}
+        env.update(spec.env)
+        try:
+            process = subprocess.Popen(
+                [self.python, "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *spec.command],
+                cwd=spec.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            # Not a crash of ours: the runtime stays NOT_SERVING and the run says why.
+            self.log(replica.spec.name, f"[server] cannot start {' '.join(spec.command)!r} in {spec.cwd}: {exc.strerror or exc}")
+            replica.server = None
+            replica.server_next_start = time.monotonic() + 5.0
+            return
+        replica.server = process
+        replica.server_started_at = time.monotonic()
+        thread = threading.Thread(target=self._pump, args=(replica, process, "[server] "), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _poll_server(self, replica: Replica, now: float) -> None:
+        """Restarts a replica's server that exited (backoff 0.5 s doubling to 5 s)."""
+        server = replica.server
+        if server is not None and server.poll() is None:
+            return
+        if replica.server_next_start == 0.0:
+            code = server.returncode if server is not None else None
+            delay = min(5.0, 0.5 * (2 ** min(replica.server_restarts, 4)))
+            if now - replica.server_started_at > 30:
+                delay = 0.5
+            replica.server_next_start = now + delay
+            self.log(replica.spec.name, f"[server] exited with code {code}; restarting in {delay:.1f}s")
+        elif now >= replica.server_next_start:
+            replica.server_next_start = 0.0
+            replica.server_restarts += 1
+            self._spawn_server(replica)
+
     def _spawn(self, replica: Replica) -> None:
+        if replica.spec.server is not None and (replica.server is None or replica.server.poll() is not None):
+            replica.server_next_start = 0.0
+            self._spawn_server(replica)
         env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith(_PASSED_PREFIXES)}
         env.update(replica.spec.env)
         env["PYTHONUNBUFFERED"] = "1"
@@ -125,10 +199,10 @@ class Supervisor:
         replica.pump = thread
         self._threads.append(thread)
 
-    def _pump(self, replica: Replica, process: subprocess.Popen[bytes]) -> None:
+    def _pump(self, replica: Replica, process: subprocess.Popen[bytes], mark: str = "") -> None:
         assert process.stdout is not None
         for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
+            line = mark + raw.decode("utf-8", "replace").rstrip()
             replica.last_lines = (replica.last_lines + [line])[-20:]
             self.log(replica.spec.name, line)  # as written: the view formats it
 
@@ -142,6 +216,8 @@ class Supervisor:
             proc = replica.process
             if proc is None or self.stopping or replica.gave_up:
                 continue
+            if replica.spec.server is not None:
+                self._poll_server(replica, now)
             code = proc.poll()
             if code is None:
                 continue
@@ -194,14 +270,20 @@ class Supervisor:
 
     @staticmethod
     def _terminate(replicas: list[Replica], grace: float) -> None:
-        procs = [r.process for r in replicas if r.process is not None]
+        """Runtimes first (they drain, calling their servers meanwhile), then the servers."""
+        deadline = time.monotonic() + grace
+        Supervisor._signal_and_reap([r.process for r in replicas if r.process is not None], deadline)
+        servers = [r.server for r in replicas if r.server is not None]
+        Supervisor._signal_and_reap(servers, max(deadline, time.monotonic() + 2.0))
+
+    @staticmethod
+    def _signal_and_reap(procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
         for proc in procs:
             if proc.poll() is None:
                 try:
                     proc.send_signal(signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = time.monotonic() + grace
         for proc in procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping
 
-from metaparticle_runtime.config import RuntimeConfig
+from metaparticle_runtime.config import RuntimeConfig, server_env
 
+from ._container import Container
 from ._functions import FunctionSpec
 
 #: The runtime's gRPC port inside containers and pods (local processes get free ports instead).
@@ -107,6 +108,8 @@ class Role:
     storage: str | None = None
     #: The Kubernetes StorageClass of its volume (None: the cluster's default).
     storage_class: str | None = None
+    #: A function role's function as the user's HTTP server (`mp.Container`), instead of `function`.
+    container: Container | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,10 @@ class Topology:
                 )
             if r.replicas < 1:
                 raise ValueError(f"role {r.name} needs at least one replica")
+            if r.kind == "function" and (r.function is None) == (r.container is None):
+                raise ValueError(f"role {r.name} needs exactly one function: a Python function or an mp.Container")
+            if r.container is not None and r.kind != "function":
+                raise ValueError(f"role {r.name}: only function roles run an mp.Container")
             if r.storage is not None and (r.kind != "function" or r.replicas != 1):
                 raise ValueError(f"role {r.name}: storage is for one replica of a function role")
             for up in r.upstreams:
@@ -174,6 +181,7 @@ def role_config(
     function_file: str | None = None,
     source_dir: str | None = None,
     uses: Mapping[str, str] | None = None,
+    function_port: int | None = None,
     **target_settings: Any,
 ) -> RuntimeConfig:
     """The runtime configuration of one replica of `role`.
@@ -183,7 +191,8 @@ def role_config(
     the runtime balances every call over them. `function_file` is where the by-value copy of the
     role's function lies, when it is shipped by value. `uses` maps each name of `topology.uses` to
     the gRPC target of that pattern's entry; only roles that run user functions are told.
-    `target_settings` are what the target adds (drain_seconds, tls_cert, tls_key, tls_ca).
+    `function_port` is where the role's `mp.Container` server listens next to it (default: its
+    `port`). `target_settings` are what the target adds (drain_seconds, tls_cert, tls_key, tls_ca).
     """
     s = topology.settings
     extra: dict[str, Any] = {}
@@ -198,7 +207,9 @@ def role_config(
         )
     if role.function is not None:
         extra.update(role.function.location(function_file))
-    if uses and role.kind in ("function", "gather"):
+    if role.container is not None:
+        extra["function_url"] = f"http://127.0.0.1:{function_port or role.container.port}"
+    if uses and role.kind in ("function", "gather") and role.container is None:
         extra["uses"] = tuple(sorted(uses.items()))
     return RuntimeConfig(
         role=role.kind,
@@ -223,6 +234,15 @@ def role_config(
         source_dir=source_dir,
         **extra,
         **target_settings,
+    )
+
+
+def container_env(topology: Topology, role: Role, *, replica: str, port: int) -> dict[str, str]:
+    """The environment of a role's `mp.Container` server: `PORT` and `MP_CONTEXT` (what a
+    Python function's ctx holds), plus the pattern's plain `env=` values the target adds."""
+    return server_env(
+        port, pattern=topology.pattern, name=topology.name, role=role.component, index=role.index,
+        count=role.count if role.index is not None else None, replica=replica,
     )
 
 

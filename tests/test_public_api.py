@@ -12,6 +12,7 @@ PUBLIC = [
     "BadRequest",
     "CallError",
     "Client",
+    "Container",
     "Context",
     "EngineError",
     "Error",

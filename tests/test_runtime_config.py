@@ -40,6 +40,7 @@ CONFIGS = [
         log_level="DEBUG",
         storage_dir="/var/lib/metaparticle/data",
     ),
+    RuntimeConfig(role="function", replica="polyglot-0", function_url="http://127.0.0.1:8081", index=0, count=2),
     RuntimeConfig(role="spread", replica="r", http_port=8080, http_fd=7, upstreams=("dns:///a:50051",), upstream_names=("a",), retries=0),
     RuntimeConfig(role="shard", replica="r", upstreams=("x", "y"), upstream_names=("s0", "s1"), key_path="user.id", timeout=2.5),
     RuntimeConfig(

@@ -17,6 +17,14 @@ metrics on its `metrics` port (pod annotations for annotation-based scraping; `m
 a prometheus-operator ServiceMonitor). Secret env values reach the function as files of a Secret
 volume, never as container env.
 
+A role whose function is an `mp.Container` runs it as a second container, `function`, in the same
+pod: the runtime calls it on 127.0.0.1 (no Service, no NetworkPolicy change: the traffic never
+leaves the pod). It gets the same hardening as the runtime's container (non-root, read-only root
+filesystem with an emptyDir /tmp, no privilege escalation, no capabilities, RuntimeDefault seccomp,
+the pattern's requests/limits), relaxed only where its `mp.Container` says so
+(`read_only_root_filesystem=False`, `run_as_user=`, `resources=`); its environment is PORT,
+MP_CONTEXT (the replica: the pod's name) and the pattern's env (secret values by secretKeyRef).
+
 A role with storage= (one replica of a shard, leaf or service: patterns refuse more) is a
 StatefulSet of one pod instead of a Deployment: its Service is the StatefulSet's `serviceName`, its
 volumeClaimTemplate `data` gives it a PersistentVolumeClaim `data-<role>-0` mounted at DATA_DIR, and
@@ -30,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from metaparticle_runtime.config import RuntimeConfig
+from metaparticle_runtime.config import RuntimeConfig, server_env
 
 from .._image import APP_DIR, RUN_AS, function_path
 from .._topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
@@ -42,6 +50,8 @@ DRAIN_SECONDS = 5
 #: Where the TLS Secret (tls.crt, tls.key, ca.crt) is mounted.
 TLS_DIR = "/etc/metaparticle/tls"
 CONTAINER = "runtime"
+#: The container of a role's `mp.Container` function, next to the runtime's.
+FUNCTION_CONTAINER = "function"
 #: How objects are named: a role's objects after the role, the pattern's env Secret after the pattern.
 ROLE_OBJECT = "{role}"
 #: The volumeClaimTemplate (and pod volume) of a role's data; its claim is `data-<role>-0`.
@@ -94,6 +104,8 @@ class KubernetesSettings:
     monitoring: bool = False
     #: The patterns its functions call, by the name they call them with.
     uses: Mapping[str, UsedPattern] = field(default_factory=dict)
+    #: The image of its `mp.Container` function (a string, or an Output passed through).
+    function_image: Any = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +201,10 @@ def kubernetes_spec(
         scaled = settings.autoscale if role.kind == "function" else None
         env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden)) + user_env
         deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
+        if role.container is not None:
+            server = _function_container(topology, role, settings, user_env, sorted(hidden), env_secret)
+            deployment["template"]["spec"]["containers"].append(server)
+            deployment["template"]["spec"]["volumes"].append({"name": "function-tmp", "emptyDir": {"sizeLimit": "64Mi"}})
         if role.storage is not None:
             stateful = _stateful_set(role, deployment, labels[role.name])
             objects.append(role_object("apps/v1", "StatefulSet", role, stateful))
@@ -273,6 +289,58 @@ def _container_env(
         else:
             items.append({"name": key, "value": value})
     return items
+
+
+def _function_container(
+    topology: Topology,
+    role: Role,
+    settings: KubernetesSettings,
+    user_env: list[dict[str, Any]],
+    hidden: list[str],
+    env_secret: Optional[str],
+) -> dict[str, Any]:
+    """The user's server of a role whose function is an `mp.Container` (see the module docstring)."""
+    container = role.container
+    assert container is not None
+    if settings.function_image is None:
+        raise ValueError(f"role {role.name} runs an mp.Container: its image is needed (function_image=)")
+    replica = RuntimeConfig.env_name("replica")
+    # Kubernetes expands $(NAME) of a variable defined before: MP_CONTEXT names the pod.
+    context = server_env(
+        container.port, pattern=topology.pattern, name=topology.name, role=role.component, index=role.index,
+        count=role.count if role.index is not None else None, replica=f"$({replica})",
+    )
+    env: list[dict[str, Any]] = [{"name": replica, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    env += [{"name": k, "value": v} for k, v in context.items()]
+    env += user_env
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": env_secret, "key": k}}} for k in hidden]
+    uid = container.run_as_user if container.run_as_user is not None else RUN_AS
+    check = {"httpGet": {"path": "/healthz", "port": "function"}}
+    server: dict[str, Any] = {
+        "name": FUNCTION_CONTAINER,
+        "image": settings.function_image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "function", "containerPort": container.port, "protocol": "TCP"}],
+        "env": env,
+        "resources": {k: dict(v) for k, v in (container.resources or settings.resources).items()},
+        # Readiness is the runtime's (it follows this server's /healthz); a hung server is restarted.
+        "startupProbe": {**check, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 150},
+        "livenessProbe": {**check, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6},
+        "securityContext": {
+            "runAsNonRoot": uid != 0,
+            "runAsUser": uid,
+            "runAsGroup": uid,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": container.read_only_root_filesystem,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "function-tmp", "mountPath": "/tmp"}],
+    }
+    if container.command is not None:
+        server["command"] = list(container.command)
+    return server
 
 
 def _probes(tls: bool) -> dict[str, Any]:

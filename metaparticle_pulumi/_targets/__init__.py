@@ -75,8 +75,27 @@ def check_options(target: str, args: "PatternArgs", where: str) -> list[str]:
     return ignored
 
 
+def _check_container_port(component: "_Pattern", topology: "Topology") -> None:
+    """In a pod (a container's network namespace) the user's server shares the runtime's ports."""
+    from .._errors import PatternError
+    from .._topology import HTTP_PORT
+
+    for role in topology.roles:
+        if role.container is not None and role.entry and role.container.port == HTTP_PORT:
+            raise PatternError(
+                f"{type(component).__name__} {topology.name!r}: the function's port {HTTP_PORT} is the runtime's HTTP "
+                f"entry port next to it; give mp.Container(port=...) another one (the server is told it in PORT)"
+            )
+
+
 def render(target: str, component: "_Pattern", topology: "Topology", args: "PatternArgs") -> TargetOutputs:
     """Creates the target's child resources of `component` (all with parent=component)."""
+    if target == "docker" and any(r.container is not None for r in topology.roles):
+        from .._errors import PatternError
+
+        raise PatternError(f"{type(component).__name__} {topology.name!r}: mp.Container is not yet supported on the {target} target")
+    if target != "local":
+        _check_container_port(component, topology)
     if target == "local":
         from .local import render as render_local
 

@@ -15,8 +15,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from .._errors import PatternError
-from .._image import APP_DIR, container_image
+from .._image import APP_DIR, container_image, function_image
 from .._specs.kubernetes import (
+    CONTAINER,
     DRAIN_SECONDS,
     WORKLOADS,
     KubernetesObject,
@@ -67,8 +68,10 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_env(topology, args.env, where, source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS, **tls_settings(args.tls_secret))
     domain = config().get("clusterDomain") or "cluster.local"
     image = container_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
+    server_image = function_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
     settings = KubernetesSettings(
         image=image.ref,
+        function_image=server_image.ref if server_image is not None else None,
         namespace=namespace,
         cluster_domain=domain,
         labels=dict(args.labels),
@@ -136,15 +139,15 @@ def _env(topology: Topology, settings: KubernetesSettings, namespace: str, kind:
 
 
 def _container(deployment_spec: Any) -> Any:
-    (container,) = deployment_spec["template"]["spec"]["containers"]
-    return container
+    """The runtime's container (a pod may also run the user's server: mp.Container)."""
+    return next(c for c in deployment_spec["template"]["spec"]["containers"] if c["name"] == CONTAINER)
 
 
 def _with_env(deployment_spec: Any, env: Any) -> dict[str, Any]:
-    """`deployment_spec` with its container's env replaced (copies, the spec stays as it was)."""
+    """`deployment_spec` with its runtime container's env replaced (copies, the spec stays as it was)."""
     template = deployment_spec["template"]
-    container = {**_container(deployment_spec), "env": env}
-    return {**deployment_spec, "template": {**template, "spec": {**template["spec"], "containers": [container]}}}
+    containers = [{**c, "env": env} if c["name"] == CONTAINER else c for c in template["spec"]["containers"]]
+    return {**deployment_spec, "template": {**template, "spec": {**template["spec"], "containers": containers}}}
 
 
 def _create(component: "_Pattern", base: str, obj: KubernetesObject, body: dict[str, Any], depends_on: list[pulumi.Resource]) -> Any:

@@ -19,14 +19,27 @@ from .. import _registry, _state as state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
-from .._topology import Role, Topology, role_config
+from .._topology import Role, Topology, container_env, role_config
 from . import TargetOutputs
 from ._shared import check_env
 
 if TYPE_CHECKING:
     from .._patterns import PatternArgs, _Pattern
 
-__all__ = ["HOST", "LocalPlan", "ProcessSpec", "free_port", "render"]
+__all__ = ["HOST", "LocalPlan", "ProcessSpec", "ServerSpec", "free_port", "render"]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """The user's own HTTP server (`mp.Container`) that a replica's runtime is the adapter of."""
+
+    command: tuple[str, ...]
+    #: Its working directory: the container's `build` directory, else the program's.
+    cwd: str
+    #: Where it listens (held by the run until the server starts: see `_ports.py`).
+    port: int
+    #: PORT, MP_CONTEXT and the pattern's `env=`.
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class ProcessSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     #: Port of its own `GET /metrics` (every role but the entry, which serves it on `http_port`).
     metrics_port: int | None = None
+    #: The user's server this replica's runtime calls as its function, started before it.
+    server: ServerSpec | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -76,6 +91,8 @@ class LocalPlan:
     grpc_ports: dict[str, list[int]] = field(default_factory=dict)
     #: Each non-entry role's replicas' metrics ports (the entry serves metrics on its HTTP port).
     metrics_ports: dict[str, list[int]] = field(default_factory=dict)
+    #: The ports of each `mp.Container` role's replicas' servers.
+    server_ports: dict[str, list[int]] = field(default_factory=dict)
     http_port: int | None = None
     #: The run's listening socket of the HTTP entry, passed to the entry process (see Ports.listen).
     http_fd: int | None = None
@@ -109,7 +126,8 @@ class LocalPlan:
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
             metrics_ports = self.metrics_ports.get(role.name) or [None] * len(self.grpc_ports[role.name])
-            for i, (port, metrics_port) in enumerate(zip(self.grpc_ports[role.name], metrics_ports)):
+            server_ports = self.server_ports.get(role.name) or [None] * len(self.grpc_ports[role.name])
+            for i, (port, metrics_port, server_port) in enumerate(zip(self.grpc_ports[role.name], metrics_ports, server_ports)):
                 name = role.name if role.replicas == 1 else f"{role.name}-{i}"
                 tls = dict(zip(("tls_cert", "tls_key", "tls_ca"), self.tls)) if self.tls is not None else {}
                 config = role_config(
@@ -128,11 +146,17 @@ class LocalPlan:
                     uses=self.uses,
                     **(compiled_router() if role.kind in ("spread", "shard") else {}),
                     storage_dir=storage.get(role.name),
+                    function_port=server_port,
                     **tls,
                 )
                 extra = {key: str(resolved(value)) for key, value in sorted(self.env.items())}
                 http_port = self.http_port if role.entry else None
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port))
+                server = None
+                if role.container is not None and server_port is not None:
+                    assert role.container.command is not None, "checked when rendered"
+                    server_env = {**extra, **container_env(topo, role, replica=name, port=server_port)}
+                    server = ServerSpec(role.container.command, role.container.workdir(topo.source_dir), server_port, server_env)
+                specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port, server))
         return specs
 
 
@@ -207,6 +231,15 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         if not role.entry:
             plan.metrics_ports[role.name] = [
                 ports.reserve(key=(topology.name, role.name, i, "metrics")) for i in range(role.replicas)
+            ]
+        if role.container is not None:
+            if role.container.command is None:
+                raise PatternError(
+                    f"{where}: the local target runs the function's server with its command: give "
+                    "mp.Container(command=[...]) (run in the build directory, else the program's)"
+                )
+            plan.server_ports[role.name] = [
+                ports.reserve(key=(topology.name, role.name, i, "server")) for i in range(role.replicas)
             ]
     plan.http_port = ports.entry_port(key=(topology.name, "http"))
     for used in component.uses.values():

@@ -45,6 +45,7 @@ ENV: dict[str, str] = {
     "function": "MP_FUNCTION",
     "function_file": "MP_FUNCTION_FILE",
     "function_python": "MP_FUNCTION_PYTHON",
+    "function_url": "MP_FUNCTION_URL",
     "source_dir": "MP_SOURCE_DIR",
     "drain_seconds": "MP_DRAIN_SECONDS",
     "threads": "MP_THREADS",
@@ -116,6 +117,9 @@ class RuntimeConfig:
     function: str | None = None
     function_file: str | None = None
     function_python: str | None = None
+    #: The user's own HTTP server that is the function (`mp.Container`): the runtime POSTs each
+    #: request's JSON to this URL (http://127.0.0.1:<port>) instead of calling Python code.
+    function_url: str | None = None
     source_dir: str | None = None
     #: Seconds between turning NOT_SERVING (routers stop sending) and refusing new calls on SIGTERM.
     drain_seconds: float = 0.5
@@ -263,6 +267,7 @@ class RuntimeConfig:
             function=get("function"),
             function_file=get("function_file"),
             function_python=get("function_python"),
+            function_url=get("function_url"),
             source_dir=get("source_dir"),
             drain_seconds=number("drain_seconds", float),
             threads=number("threads", int),
@@ -317,8 +322,15 @@ class RuntimeConfig:
             raise ConfigError(f"the {self.role} role needs MP_UPSTREAMS")
         if self.role == "spread" and len(self.upstreams) != 1:
             raise ConfigError("the spread role routes to exactly one upstream group")
-        if self.role == "function" and not (self.function or self.function_file):
-            raise ConfigError("the function role needs MP_FUNCTION (module:qualname) or MP_FUNCTION_FILE")
+        if self.role == "function" and not (self.function or self.function_file or self.function_url):
+            raise ConfigError("the function role needs MP_FUNCTION (module:qualname), MP_FUNCTION_FILE or MP_FUNCTION_URL")
+        if self.function_url is not None:
+            if self.role != "function":
+                raise ConfigError("MP_FUNCTION_URL is for function roles only")
+            if self.function or self.function_file:
+                raise ConfigError("MP_FUNCTION_URL and MP_FUNCTION / MP_FUNCTION_FILE exclude each other")
+            if not self.function_url.startswith("http://"):
+                raise ConfigError(f"MP_FUNCTION_URL must be an http:// URL, got {self.function_url!r}")
         if self.role == "gather" and not (self.function or self.function_file):
             raise ConfigError("the gather role needs its gather function (MP_FUNCTION or MP_FUNCTION_FILE)")
         if self.role == "shard" and not (self.key_path or self.function or self.function_file):
@@ -342,3 +354,18 @@ class RuntimeConfig:
             raise ConfigError("MP_MAX_REQUEST_BYTES and MP_MAX_RESPONSE_BYTES must be at least 1")
         if self.max_in_flight < 1 or (self.threads is not None and self.threads < 1):
             raise ConfigError("MP_MAX_IN_FLIGHT and MP_THREADS must be at least 1")
+
+
+#: The environment variables the user's own server (`mp.Container`) is started with.
+SERVER_PORT_ENV = "PORT"
+SERVER_CONTEXT_ENV = "MP_CONTEXT"
+
+
+def server_env(
+    port: int, *, pattern: str, name: str, role: str, index: int | None, count: int | None, replica: str
+) -> dict[str, str]:
+    """The environment of a user's HTTP server that serves as a role's function: the port to
+    listen on, and (as JSON) what a Python function's `ctx` holds. `role` is the component
+    (service, replica, shard, leaf), as `ctx.role` says."""
+    context = {"pattern": pattern, "name": name, "role": role, "index": index, "count": count, "replica": replica}
+    return {SERVER_PORT_ENV: str(port), SERVER_CONTEXT_ENV: json.dumps(context, sort_keys=True)}

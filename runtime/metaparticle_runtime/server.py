@@ -211,6 +211,16 @@ class Runtime:
                 return
             await asyncio.sleep(0.2)
 
+    async def _function_serving(self, serving: bool) -> None:
+        """Follows the health of the user's server (a role whose function is one)."""
+        if self.stopping:
+            return
+        if serving:
+            await self._set_serving()
+        else:
+            self.ready.clear()
+            await self._set_status(NOT_SERVING)
+
     async def _set_serving(self) -> None:
         await self.health.set("", SERVING)
         await self.health.set(SERVICE_NAME, SERVING)
@@ -263,8 +273,12 @@ class Runtime:
             self._metrics_server = await ops.start(
                 ops.make_app(self.metrics, self.health.serving), cfg.bind_host, cfg.metrics_port, reuse_port=cfg.reuse_port
             )
+        watch = getattr(self.role, "watch", None)
         if self.role.upstreams:
             self._watch = asyncio.ensure_future(self._await_upstreams())
+        elif watch is not None:
+            # The function is a server of the user's (mp.Container): serving while it answers.
+            self._watch = asyncio.ensure_future(watch(self._function_serving))
         else:
             await self._set_serving()
         log.info(
@@ -300,6 +314,9 @@ class Runtime:
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()
+        close = getattr(self.role, "close", None)
+        if close is not None:
+            await close()
         self.workers.shutdown()
         if self._metrics_server is not None:
             await self._metrics_server.cleanup()

@@ -28,6 +28,10 @@ def build_role(cfg: RuntimeConfig, workers: Workers) -> Role:
     from .shard import ShardRouter
     from .spread import SpreadRouter
 
+    if cfg.role == "function" and cfg.function_url:
+        from .http_function import HttpFunction
+
+        return HttpFunction(cfg)
     if cfg.role == "function":
         return FunctionServer(cfg, workers)
     if cfg.role == "spread":
