@@ -273,7 +273,7 @@ def run(
         from ._watch import Watch
 
         def reevaluate(reuse: Any) -> Any:
-            return evaluate(directory, target="local", port=port, reuse_ports=reuse)
+            return evaluate(directory, target="local", port=port, reuse_ports=reuse, listening=runner.listening())
 
         watcher = Watch(directory, reevaluate, ignore=[endpoints_json] if endpoints_json else []).start()
     try:

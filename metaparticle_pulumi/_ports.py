@@ -9,7 +9,7 @@ harmless; the run releases each port once its process serves.
 from __future__ import annotations
 
 import socket
-from typing import Hashable, Mapping, Optional
+from typing import Collection, Hashable, Mapping, Optional
 
 from ._errors import PatternError
 
@@ -26,8 +26,13 @@ class Ports:
     SO_REUSEPORT (same user): holding it takes none of its connections.
     """
 
-    def __init__(self, entry: int | None = None, reuse: Optional[Mapping[Hashable, int]] = None) -> None:
+    def __init__(
+        self, entry: int | None = None, reuse: Optional[Mapping[Hashable, int]] = None, listening: Collection[int] = (),
+    ) -> None:
         self._entry = entry
+        #: Ports the run already listens on (its entries, on a `run --watch` re-evaluation): given
+        #: again as they are, nothing to hold.
+        self._listening = frozenset(listening)
         #: The port asked for the main entry (`run --port`), if any.
         self.main_entry = entry
         self._held: dict[int, socket.socket] = {}
@@ -40,6 +45,10 @@ class Ports:
         it; the port."""
         if not port and key is not None:
             port = self._reuse.get(key, 0)
+        if port and port in self._listening:
+            if key is not None:
+                self.keys[key] = port
+            return port
         try:
             sock = _bind(port, reuse_address=False)
         except OSError as exc:
@@ -76,7 +85,15 @@ class Ports:
             # As servers bind: the connections it accepted, lingering in TIME_WAIT after the run,
             # then keep no server from binding the port again at once.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.listen(1024)
+            # Processes are handed this socket, so nobody needs to bind next to it: without
+            # SO_REUSEPORT, listening fails if another program of this user shares the port
+            # (the kernel would split the connections between the two), and none can join later.
+            sock.setsockopt(socket.SOL_SOCKET, _REUSEPORT, 0)
+            try:
+                sock.listen(1024)
+            except OSError as exc:
+                sock.close()
+                raise PatternError(f"port {port} on {HOST} is in use by another program ({exc.strerror or exc}); choose another") from None
             sock.set_inheritable(True)
         return sock
 

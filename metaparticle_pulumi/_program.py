@@ -14,7 +14,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 import pulumi
 import yaml
@@ -177,9 +177,11 @@ def evaluate(
     stack: str = "dev",
     preview: bool = False,
     reuse_ports: Mapping[Any, int] | None = None,
+    listening: Collection[int] = (),
 ) -> Evaluation:
     """Runs the program in `directory` under Pulumi's mocks with `metaparticle:target` = `target`;
-    `reuse_ports` are an earlier evaluation's `ports.keys` (for `run --watch`)."""
+    `reuse_ports` are an earlier evaluation's `ports.keys` and `listening` the entry ports the run
+    listens on (for `run --watch`)."""
     directory = Path(directory).resolve()
     if not directory.is_dir():
         raise ProgramError(f"{directory} is not a directory")
@@ -191,7 +193,7 @@ def evaluate(
     settings.update(config or {})
     pulumi.runtime.set_all_config(settings)
     code_dir = main.parent.resolve()
-    ports = Ports(entry=port, reuse=reuse_ports)
+    ports = Ports(entry=port, reuse=reuse_ports, listening=listening)
     _registry.reset(str(code_dir), ports)
 
     # pulumi.runtime.test runs a function under the mocks and waits for everything it registered.

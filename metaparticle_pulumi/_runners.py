@@ -239,6 +239,10 @@ class ProcessRunner:
                 self._listeners[plan.http_port] = sock
             plan.http_fd = self._listeners[plan.http_port].fileno()
 
+    def listening(self) -> set[int]:
+        """The entry ports the run listens on (and hands to its entry processes)."""
+        return set(self._listeners)
+
     def _close_listeners(self, keep: set[int]) -> None:
         for port in [p for p in self._listeners if p not in keep]:
             self._listeners.pop(port).close()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from conftest import METAPARTICLE, free_port, write_program
+import metaparticle_pulumi as mp
 from metaparticle_pulumi import _ports, _roll
 from metaparticle_pulumi._program import evaluate
 
@@ -81,15 +84,18 @@ def test_callers_stop_before_what_they_call():
     assert _roll.retire_order([replica, router, caller]) == [[caller], [router], [replica]]
 
 
-def test_a_port_given_again_is_held_next_to_a_listener_that_shares_it():
+def test_an_entry_port_the_run_listens_on_is_given_again_as_it_is():
     ports = _ports.Ports()
     port = ports.reserve(key=("api", "http"))
     listener = ports.listen(port)
     assert listener is not None and ports.held() == []
-    again = _ports.Ports(reuse={("api", "http"): port})
+    again = _ports.Ports(reuse={("api", "http"): port}, listening={port})
     try:
         assert again.reserve(key=("api", "http")) == port and again.keys == {("api", "http"): port}
+        assert again.held() == [] and again.listen(port) is None  # the run's own listener stays the one
         assert again.reserve(key=("api", "other")) != port
+        with pytest.raises(mp.Error, match="in use"):  # unknown to the run: nobody binds next to its listener
+            _ports.Ports(reuse={("api", "http"): port}).reserve(key=("api", "http"))
     finally:
         again.close()
         listener.close()
