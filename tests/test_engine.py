@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,15 @@ def test_a_replica_change_is_an_update_of_exactly_the_affected_objects(
         deployments = {o["metadata"]["name"]: o for o in cluster.objects(namespace, kinds="deployments")}
         scaled = {n: 2 if n == ENTRY[name] else int(replicas) for n in ROLES[name]}  # routers: 2
         assert {n: d["spec"]["replicas"] for n, d in deployments.items()} == scaled
-        for d in deployments.values():
-            assert d["status"].get("readyReplicas") == d["spec"]["replicas"], d["status"]
+        # The engine waits for a scaled-up Deployment's new pods; after a scale-down the controller
+        # reports the pods it removed a moment later (its status lags the spec): wait for that.
+        deadline = time.monotonic() + 60
+        while True:
+            ready = {o["metadata"]["name"]: o["status"].get("readyReplicas") for o in cluster.objects(namespace, kinds="deployments")}
+            if ready == scaled or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert ready == scaled
         pdbs = {o["metadata"]["name"] for o in cluster.objects(namespace, kinds="poddisruptionbudgets")}
         assert pdbs == {n for n, r in scaled.items() if r > 1}
     finally:
