@@ -135,7 +135,10 @@ TRACING_INTRO = (
 
 
 def tracing_section(w: Any, tr: Any) -> None:
-    """The tracing-cost section: the setups, the ratios to the no-hooks build, the spans exported."""
+    """The tracing-cost section: the setups, the ratios to the no-hooks build, the spans exported
+    (nothing when the run did not include it)."""
+    if not tr:
+        return
     w("## Tracing cost: off, hooks removed, on\n")
     w(_error(tr) or "")
     if not isinstance(tr, dict) or "modes" not in tr:
