@@ -99,12 +99,33 @@ class Clients:
             thread.join(15)
 
 
+def entry_events(log_path: Path) -> dict[str, list[float]]:
+    """When old entries began their stop ("stopping") and ended it ("stopped"), from the run's
+    JSON log lines (epoch seconds)."""
+    from datetime import datetime
+
+    events: dict[str, list[float]] = {"stopping": [], "stopped": []}
+    for line in log_path.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if doc.get("role") == "api-router":
+            word = doc.get("message", "").split(":")[0]
+            if word in events:
+                events[word].append(datetime.fromisoformat(doc["time"].replace("Z", "+00:00")).timestamp())
+    return events
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.watch_stress", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rolls", type=int, default=6)
     parser.add_argument("--clients", type=int, default=4, help="clients opening a connection per request")
     parser.add_argument("--keepalive", type=int, default=4, help="clients reusing one keep-alive connection")
     parser.add_argument("--seconds", type=float, default=600, help="bound on the whole run")
+    parser.add_argument("--router", choices=("auto", "go", "python"), default="auto", help="METAPARTICLE_ROUTER for the run")
     args = parser.parse_args(argv)
     sys.path[:0] = [str(REPO)]
     from metaparticle_pulumi._ports import free_port
@@ -115,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     (program / "Pulumi.yaml").write_text("name: hot\nruntime: python\n")
     (program / "__main__.py").write_text(PROGRAM.format(version=0))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "runtime")]), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "runtime")]), "PYTHONUNBUFFERED": "1", "METAPARTICLE_ROUTER": args.router}
     log_path = tmp / "run.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi.cli", "run", str(program), "--watch", "--port", str(port)],
+            [sys.executable, "-m", "metaparticle_pulumi.cli", "run", str(program), "--watch", "--log-format", "json", "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True,
         )
     clients = None
@@ -160,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     failures = clients.failures if clients else []
+    events = entry_events(log_path)
+    for failure in failures:
+        for name, times in events.items():
+            before = [t for t in times if t <= failure["t"]]
+            failure[f"ms_after_{name}"] = round((failure["t"] - before[-1]) * 1000, 1) if before else None
     result = {
+        "router": args.router,
         "rolls": rolls_done,
         "requests": (clients.ok if clients else 0) + len(failures),
         "failed": len(failures),
