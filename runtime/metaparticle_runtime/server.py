@@ -57,6 +57,7 @@ class Runtime:
         self._call_ids: set[str] = set()
         self._server: grpc.aio.Server | None = None
         self._http: Any = None
+        self._http_sock: socket.socket | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: bytes, deadline: float, carrier: Optional[Mapping[str, str]] = None) -> bytes:
@@ -256,8 +257,10 @@ class Runtime:
                 timeout=cfg.timeout,
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
+                stopping=lambda: self.stopping,
             )
             sock = socket.socket(fileno=cfg.http_fd) if cfg.http_fd is not None else None
+            self._http_sock = sock
             self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, sock=sock)
         if cfg.metrics_port is not None:
             self._metrics_server = await ops.start(
@@ -292,11 +295,10 @@ class Runtime:
             await self._server.stop(grace=self.cfg.timeout)
         if self._http is not None:
             # Stop accepting, then give connections accepted a moment ago time to send their
-            # request (it then counts as in flight) before idle connections are closed: a
-            # successor entry sharing the listening socket takes every later connection.
-            for site in list(self._http.sites):
-                await site.stop()
-            await asyncio.sleep(max(0.1, self.cfg.drain_seconds))
+            # request and get its answer (with `Connection: close`, as every answer since the
+            # stop began) before idle connections are closed: a successor entry sharing the
+            # listening socket takes every later connection.
+            await http_entry.stop_accepting(self._http, max(0.1, self.cfg.drain_seconds), self._http_sock)
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()
