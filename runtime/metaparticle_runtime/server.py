@@ -46,6 +46,8 @@ class Runtime:
         if getattr(self.role, "hedger", None) is not None:
             self.role.hedger.metrics = self.metrics  # type: ignore[attr-defined]
         self.tracing = tracing.configure(cfg)
+        if self.tracing is None:
+            self.dispatch = self._dispatch  # type: ignore[method-assign] # no span: no wrapper either
         self._metrics_server: Any = None
         self.health = HealthServicer()
         self.ready = asyncio.Event()
@@ -74,9 +76,10 @@ class Runtime:
             self.tracing.finish(span, grpc.StatusCode.OK)
             return reply
 
-    async def _dispatch(self, message: bytes, deadline: float) -> bytes:
+    async def _dispatch(self, message: bytes, deadline: float, carrier: Optional[Mapping[str, str]] = None) -> bytes:
         """Runs one request through the role, refusing it fast when this replica is saturated: at
-        `max_in_flight`, or (roles that run user code on threads) with no thread free for it."""
+        `max_in_flight`, or (roles that run user code on threads) with no thread free for it.
+        (`carrier` is dispatch's, unused: with tracing off this is `dispatch` itself.)"""
         limit = self.cfg.max_in_flight
         if self.role.uses_threads and self.workers.capacity < limit:
             limit = self.workers.capacity
@@ -156,8 +159,6 @@ class Runtime:
         try:
             metadata = tuple(context.invocation_metadata() or ())  # read once per call
             call_id = self._claim_call_id(metadata)
-            if any(key == "grpc-previous-rpc-attempts" for key, _ in metadata):
-                self.metrics.retried()
             carrier = tracing.metadata_carrier(metadata) if self.tracing else None
             return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:
@@ -169,14 +170,19 @@ class Runtime:
 
     def _claim_call_id(self, metadata: tuple[tuple[str, Any], ...]) -> str | None:
         """Records a hedgeable call's id; refuses (before running anything) a hedge of a call that
-        runs here already, so that the root sends it to another replica."""
-        call_id, hedge = None, False
+        runs here already, so that the root sends it to another replica; counts a call received as
+        a retry (grpc-previous-rpc-attempts), in the same one pass over the metadata."""
+        call_id, hedge, retry = None, False, False
         for key, value in metadata:
             if key == CALL_ID_METADATA_KEY:
                 call_id = value
             elif key == HEDGE_METADATA_KEY:
                 hedge = True
+            elif key == "grpc-previous-rpc-attempts":
+                retry = True
         if call_id is None:
+            if retry:
+                self.metrics.retried()
             return None
         if hedge and call_id in self._call_ids:
             raise RoleError(
@@ -185,6 +191,8 @@ class Runtime:
                 hedge="same-replica",
                 replica=self.cfg.replica,
             )
+        if retry:
+            self.metrics.retried()
         if call_id in self._call_ids:
             return None  # the same id twice: keep the first claim
         self._call_ids.add(call_id)
