@@ -187,13 +187,19 @@ class RoleProcess:
 class Processes:
     """Plain processes (backends, bare servers) on given ports, each ready once its port accepts."""
 
-    def __init__(self, cmds: Sequence[Sequence[str]], ports: Sequence[int], env: dict[str, str] | None = None, what: str = "process") -> None:
+    def __init__(
+        self, cmds: Sequence[Sequence[str]], ports: Sequence[int], env: dict[str, str] | None = None, what: str = "process",
+        envs: Sequence[dict[str, str]] | None = None,
+    ) -> None:
+        """`env` adds to this process's environment for every command; `envs` (one per command)
+        replaces it."""
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports = list(ports)
         try:
-            for cmd in cmds:
+            for i, cmd in enumerate(cmds):
+                full = dict(envs[i]) if envs is not None else {**os.environ, **(env or {})}
                 self.procs.append(
-                    subprocess.Popen(list(cmd), env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    subprocess.Popen(list(cmd), env=full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 )
             for proc, port in zip(self.procs, self.ports):
                 wait_port(port, 30, proc, what)
