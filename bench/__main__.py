@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .suite import Settings, run_suite
 
-SECTIONS = ("spread", "shard", "ceiling", "scatter", "startup", "expansion")
+SECTIONS = ("spread", "shard", "ceiling", "tracing", "scatter", "startup", "expansion")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,16 +126,20 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen[Any] | None = No
 # -- processes started outside the supervisor ----------------------------------------------------------
 class RoleProcess:
     """One runtime role run from a RuntimeConfig: the Python runtime, or `binary` (the Go router),
-    which reads the same MP_* environment. Ready once its HTTP /healthz (or gRPC port) answers."""
+    which reads the same MP_* environment, or `module` run with `python -m` (a runtime variant such as
+    bench.untraced). Ready once its HTTP /healthz (or gRPC port) answers."""
 
-    def __init__(self, config: Any, *, binary: str | None = None, ready_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Any, *, binary: str | None = None, module: str | None = None, ready_timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.log_path = Path(tempfile.mkstemp(prefix=f"bench-{config.replica}-", suffix=".log")[1])
         full = {k: v for k, v in os.environ.items() if not k.startswith("MP_")}
         full.update(config.to_env())
         full.update(env or {})
         full["PYTHONPATH"] = os.pathsep.join([str(REPO / "runtime"), str(REPO)])
-        cmd = [binary] if binary else [sys.executable, "-m", "metaparticle_runtime"]
+        cmd = [binary] if binary else [sys.executable, "-m", module or "metaparticle_runtime"]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -183,13 +187,19 @@ class RoleProcess:
 class Processes:
     """Plain processes (backends, bare servers) on given ports, each ready once its port accepts."""
 
-    def __init__(self, cmds: Sequence[Sequence[str]], ports: Sequence[int], env: dict[str, str] | None = None, what: str = "process") -> None:
+    def __init__(
+        self, cmds: Sequence[Sequence[str]], ports: Sequence[int], env: dict[str, str] | None = None, what: str = "process",
+        envs: Sequence[dict[str, str]] | None = None,
+    ) -> None:
+        """`env` adds to this process's environment for every command; `envs` (one per command)
+        replaces it."""
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ports = list(ports)
         try:
-            for cmd in cmds:
+            for i, cmd in enumerate(cmds):
+                full = dict(envs[i]) if envs is not None else {**os.environ, **(env or {})}
                 self.procs.append(
-                    subprocess.Popen(list(cmd), env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    subprocess.Popen(list(cmd), env=full, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 )
             for proc, port in zip(self.procs, self.ports):
                 wait_port(port, 30, proc, what)

@@ -124,6 +124,48 @@ CEILING_INTRO = (
 )
 
 
+TRACING_INTRO = (
+    "Three builds of the same runtime, each with its own processes, measured side by side in every repeat: `off` (as shipped, "
+    "no OTLP endpoint: the default), `no_hooks` (the same code with its tracing hooks replaced by no-ops in that process only, "
+    "injected by bench/untraced.py: the baseline), `on` (`OTEL_EXPORTER_OTLP_ENDPOINT` to a local OTLP/HTTP sink that decodes "
+    "every export, `OTEL_TRACES_SAMPLER=always_on`). `function/*`: one function server (the 100-byte JSON echo) called directly "
+    "by three h2load processes (66 calls in flight); `router/*`: a Spread router in front of one function server of the same "
+    "build. The sink's CPU is not counted in any column."
+)
+
+
+def tracing_section(w: Any, tr: Any) -> None:
+    """The tracing-cost section: the setups, the ratios to the no-hooks build, the spans exported
+    (nothing when the run did not include it)."""
+    if not tr:
+        return
+    w("## Tracing cost: off, hooks removed, on\n")
+    w(_error(tr) or "")
+    if not isinstance(tr, dict) or "modes" not in tr:
+        return
+    w(TRACING_INTRO + "\n")
+    if tr.get("measured_apart"):
+        w(f"Measured apart from the rest of this report: {tr['measured_apart']}.\n")
+    setup_table(w, tr["modes"])
+    rat = tr.get("ratios", {})
+    w("| setup | CPU per request, off / no_hooks | req/s, off / no_hooks | CPU per request, on / no_hooks | req/s, on / no_hooks |")
+    w("|---|---|---|---|---|")
+    for setup, group in (("function", "function server"), ("router", "router (its own CPU)")):
+        w(f"| {group} | {f(rat.get(f'{setup}_off_cpu_over_no_hooks'))} | {f(rat.get(f'{setup}_off_rps_over_no_hooks'))} "
+          f"| {f(rat.get(f'{setup}_on_cpu_over_no_hooks'))} | {f(rat.get(f'{setup}_on_rps_over_no_hooks'))} |")
+    w("")
+    hooks = tr.get("hooks")
+    if hooks:
+        w(f"In process (bench.tracing_cost.hook_cost_ns, a role answering at once): `Runtime.dispatch` with tracing off takes "
+          f"{f(hooks['dispatch_ns'], 0)} ns per call, the same path without the tracing hooks {f(hooks['without_hooks_ns'], 0)} ns: "
+          f"the hooks cost {f(hooks['dispatch_hooks_ns'], 0)} ns per request, and `tracing.with_trace` on a router's upstream "
+          f"call {f(hooks['with_trace_hook_ns'], 0)} ns, against the hundreds of microseconds of CPU a request costs above.\n")
+    ex = tr.get("exported", {})
+    if ex:
+        w("Spans the sink received from the `on` processes / requests they answered (metaparticle_requests_total), warm-ups "
+          "and checks included: " + "; ".join(f"{k} {v['spans']}/{v['requests']:.0f}" for k, v in ex.items()) + ".\n")
+
+
 def render(r: dict[str, Any]) -> str:
     out: list[str] = []
     w = out.append
@@ -191,6 +233,11 @@ def render(r: dict[str, Any]) -> str:
     if "http_entry_over_http_direct" in rat:
         w(f"| HTTP/JSON entry throughput / the replicas' HTTP entries called directly (nginx: {f(rat.get('http_nginx_over_http_direct'))}) | "
           f"{f(rat['http_entry_over_http_direct'])} | (baseline) | |")
+    tr = r.get("tracing", {})
+    trat = tr.get("ratios", {}) if isinstance(tr, dict) else {}
+    for key, label in (("function_off_cpu_over_no_hooks", "function server"), ("router_off_cpu_over_no_hooks", "Python router")):
+        if key in trat:
+            w(f"| Tracing off (the default): {label} CPU per request / the same build with the tracing hooks removed | {f(trat[key])} | ~1 (no measurable cost) | |")
     if isinstance(sh, dict) and "balance" in sh:
         b = sh["balance"]
         w(f"| Shard key balance, {b['keys']} keys over {b['shards']} shards: max/mean | {b['max_over_mean']:.3f} | ~1.01 (jump hash) | |")
@@ -261,6 +308,8 @@ def render(r: dict[str, Any]) -> str:
             b = sec["balance"]
             w(f"Key balance: {b['keys']} keys `user-N` over {b['shards']} shards: max/mean {b['max_over_mean']:.4f}, min/mean {b['min_over_mean']:.4f}; "
               f"10 -> 11 shards moves {b['moved_fraction_10_to_11']:.4f} of the keys (ideal {b['ideal_moved_fraction']:.4f}); lookup {b['lookup_us']:.2f} us per key in Python.\n")
+
+    tracing_section(w, r.get("tracing", {}))
 
     w("## Scatter/gather (leaves x 2 replicas, 1 ms of work per leaf call)\n")
     w(_error(sg) or "")

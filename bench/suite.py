@@ -22,6 +22,7 @@ from . import tools
 from .common import Settings, log, loadavg
 from .throughput import bench_ceiling, bench_shard, bench_spread
 from .processes import Topology
+from .tracing_cost import bench_tracing
 from .tools import HOST, grpc_specs, h2load, grpc_frame, spread, verify, write
 
 __all__ = ["Settings", "run_suite"]
@@ -257,6 +258,7 @@ def run_suite(st: Settings, out_dir: Path, only: list[str] | None = None) -> dic
         ("spread", lambda: bench_spread(st, workdir)),
         ("shard", lambda: bench_shard(st, workdir)),
         ("ceiling", lambda: bench_ceiling(st, workdir)),
+        ("tracing", lambda: bench_tracing(st, workdir)),
         ("scatter", lambda: bench_scatter(st, workdir)),
         ("startup", lambda: bench_startup(st)),
         ("expansion", lambda: bench_expansion(st)),

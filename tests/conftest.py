@@ -8,6 +8,7 @@ topology left alive, every port free again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client as httplib
 import json
@@ -34,6 +35,17 @@ try:  # psutil when installed, /proc otherwise
     import psutil
 except ImportError:  # pragma: no cover - depends on the environment
     psutil = None
+
+
+@pytest.fixture(autouse=True)
+def _a_current_event_loop() -> Iterator[None]:
+    """Pulumi registers resources on the thread's current event loop, and asyncio.run() leaves
+    none behind: a test after one must not fail for that alone."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    yield
 
 
 # -- ports ----------------------------------------------------------------------------------------

@@ -99,7 +99,10 @@ class Processes:
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, cfg: RuntimeConfig, kind: str, binary: str | None = None, env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self, cfg: RuntimeConfig, kind: str, binary: str | None = None, env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> Proc:
         log_path = self.tmp / f"{cfg.replica}.log"
         full = {k: v for k, v in os.environ.items() if not k.startswith("MP_")}
         full.update(cfg.to_env())
@@ -108,7 +111,9 @@ class Processes:
         cmd = [binary] if kind == "go" else [sys.executable, "-m", "metaparticle_runtime"]
         assert cmd[0], "the Go router needs its binary"
         with open(log_path, "wb") as log:
-            popen = subprocess.Popen(cmd, env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp)
+            popen = subprocess.Popen(
+                cmd, env=full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, pass_fds=pass_fds
+            )
         proc = Proc(popen, cfg, log_path, kind)
         self.procs.append(proc)
         return proc

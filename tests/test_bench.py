@@ -38,7 +38,7 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
     assert "## Headline figures" in markdown and "## Why" in markdown
     # Meant to take under 90 s; the bound leaves room for a busy shared machine.
     assert report["seconds"] < 150, f"--quick took {report['seconds']:.0f} s"
-    for section in ("spread", "shard", "ceiling", "scatter", "startup", "expansion"):
+    for section in ("spread", "shard", "ceiling", "tracing", "scatter", "startup", "expansion"):
         assert "error" not in report[section], report[section]
 
     spread_modes = ("direct", "bare_echo", "nginx", "entry", "http_direct", "http_nginx", "http_entry")
@@ -75,6 +75,7 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
         for section in ("spread", "shard", "ceiling"):
             assert report[section]["modes"]["go_entry"]["failed"] == 0, section
     assert "## Headline figures (natural scheduling)" in markdown and "Pinned layout" in markdown
+    assert "## Tracing cost" in markdown and report["tracing"]["modes"]["function/off"]["failed"] == 0
 
     balance = report["shard"]["balance"]
     assert balance["moved_keys_all_went_to_the_new_shard"]

@@ -3,6 +3,7 @@ health, `GET /metrics` the entry role's Prometheus metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
@@ -28,27 +29,44 @@ def _error(status: int, message: str, code: str, **details: Any) -> web.Response
     return web.json_response(body, status=status)
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """aiohttp's own refusals (404, 405, 413) answer JSON like everything else."""
-    try:
-        return await handler(request)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MAX_REQUEST_BYTES]
-        return _error(
-            413, f"request body is larger than the limit of {limit} bytes", "RESOURCE_EXHAUSTED", too_large=True, limit=limit
-        )
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "INVALID_ARGUMENT")
-        return _error(exc.status, exc.reason, code)
+def _middleware(stopping: Callable[[], bool]) -> Any:
+    """aiohttp's own refusals (404, 405, 413) answer JSON like everything else; once the role is
+    stopping, every answer says `Connection: close`, so a keep-alive client sends its next request
+    on a new connection (to the successor sharing the listening socket) instead of on one that
+    this process is about to close."""
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            limit = request.app[MAX_REQUEST_BYTES]
+            response = _error(
+                413, f"request body is larger than the limit of {limit} bytes", "RESOURCE_EXHAUSTED", too_large=True, limit=limit
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "INVALID_ARGUMENT")
+            response = _error(exc.status, exc.reason, code)
+        if stopping():
+            response.force_close()
+        return response
+
+    return json_errors
 
 
 def make_app(
-    dispatch: Dispatch, health: Health, *, timeout: float, max_request_bytes: int, metrics: Optional["Metrics"] = None
+    dispatch: Dispatch,
+    health: Health,
+    *,
+    timeout: float,
+    max_request_bytes: int,
+    metrics: Optional["Metrics"] = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> web.Application:
-    app = web.Application(client_max_size=max_request_bytes, middlewares=[_json_errors])
+    """The entry's app; `stopping` says when answers should close their connection (see _middleware)."""
+    app = web.Application(client_max_size=max_request_bytes, middlewares=[_middleware(stopping)])
     app[MAX_REQUEST_BYTES] = max_request_bytes
 
     async def call(request: web.Request) -> web.Response:
@@ -90,3 +108,21 @@ async def start(
     return runner
 
 
+async def stop_accepting(runner: web.AppRunner, settle: float, sock: Optional[socket.socket] = None) -> None:
+    """Stops taking connections from the listening socket, then waits up to `settle` seconds for
+    the connections accepted so far to be answered and closed (their answers say `Connection:
+    close` by now); whatever is left (idle keep-alive connections) `runner.cleanup()` closes.
+
+    A socket shared with a successor (`sock`) leaves asyncio's selector first and the loop runs
+    once more: a connection accepted in the same iteration as the site's close would otherwise
+    be dropped unanswered (its transport is made a step later and refuses a closed server)."""
+    loop = asyncio.get_running_loop()
+    if sock is not None and isinstance(loop, asyncio.SelectorEventLoop):
+        loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0)
+    for site in list(runner.sites):
+        await site.stop()
+    deadline = loop.time() + settle
+    server = runner.server
+    while server is not None and server.connections and loop.time() < deadline:
+        await asyncio.sleep(0.01)

@@ -37,6 +37,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: json.loads/dumps with these options, made once: with options they build a new decoder or
+#: encoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
 #: What a decoded request may cost in memory, per byte of the request size limit: a body is refused
 #: (RESOURCE_EXHAUSTED) when its estimated decoded form is larger than this times `max_bytes`.
 DECODED_BYTES_PER_LIMIT_BYTE = 8
@@ -73,7 +78,9 @@ def decode(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     except UnicodeDecodeError as exc:
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, f"request body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, f"request body is not valid JSON: {exc}") from None
 
@@ -171,7 +178,7 @@ def encode(value: Any, what: str = "result", *, max_bytes: int | None = None, ro
     """Serialises a function's result, or fails with INTERNAL naming what could not be serialised,
     or RESOURCE_EXHAUSTED (HTTP 500) naming `max_response_bytes` and the role when it is larger."""
     try:
-        data = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        data = _ENCODER.encode(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise RoleError(
             grpc.StatusCode.INTERNAL,

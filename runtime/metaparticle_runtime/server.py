@@ -46,6 +46,8 @@ class Runtime:
         if getattr(self.role, "hedger", None) is not None:
             self.role.hedger.metrics = self.metrics  # type: ignore[attr-defined]
         self.tracing = tracing.configure(cfg)
+        if self.tracing is None:
+            self.dispatch = self._dispatch  # type: ignore[method-assign] # no span: no wrapper either
         self._metrics_server: Any = None
         self.health = HealthServicer()
         self.ready = asyncio.Event()
@@ -57,6 +59,7 @@ class Runtime:
         self._call_ids: set[str] = set()
         self._server: grpc.aio.Server | None = None
         self._http: Any = None
+        self._http_sock: socket.socket | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def dispatch(self, message: bytes, deadline: float, carrier: Optional[Mapping[str, str]] = None) -> bytes:
@@ -73,9 +76,10 @@ class Runtime:
             self.tracing.finish(span, grpc.StatusCode.OK)
             return reply
 
-    async def _dispatch(self, message: bytes, deadline: float) -> bytes:
+    async def _dispatch(self, message: bytes, deadline: float, carrier: Optional[Mapping[str, str]] = None) -> bytes:
         """Runs one request through the role, refusing it fast when this replica is saturated: at
-        `max_in_flight`, or (roles that run user code on threads) with no thread free for it."""
+        `max_in_flight`, or (roles that run user code on threads) with no thread free for it.
+        (`carrier` is dispatch's, unused: with tracing off this is `dispatch` itself.)"""
         limit = self.cfg.max_in_flight
         if self.role.uses_threads and self.workers.capacity < limit:
             limit = self.workers.capacity
@@ -155,8 +159,6 @@ class Runtime:
         try:
             metadata = tuple(context.invocation_metadata() or ())  # read once per call
             call_id = self._claim_call_id(metadata)
-            if any(key == "grpc-previous-rpc-attempts" for key, _ in metadata):
-                self.metrics.retried()
             carrier = tracing.metadata_carrier(metadata) if self.tracing else None
             return await self.dispatch(request, time.monotonic() + timeout, carrier)
         except RoleError as err:
@@ -168,14 +170,19 @@ class Runtime:
 
     def _claim_call_id(self, metadata: tuple[tuple[str, Any], ...]) -> str | None:
         """Records a hedgeable call's id; refuses (before running anything) a hedge of a call that
-        runs here already, so that the root sends it to another replica."""
-        call_id, hedge = None, False
+        runs here already, so that the root sends it to another replica; counts a call received as
+        a retry (grpc-previous-rpc-attempts), in the same one pass over the metadata."""
+        call_id, hedge, retry = None, False, False
         for key, value in metadata:
             if key == CALL_ID_METADATA_KEY:
                 call_id = value
             elif key == HEDGE_METADATA_KEY:
                 hedge = True
+            elif key == "grpc-previous-rpc-attempts":
+                retry = True
         if call_id is None:
+            if retry:
+                self.metrics.retried()
             return None
         if hedge and call_id in self._call_ids:
             raise RoleError(
@@ -184,6 +191,8 @@ class Runtime:
                 hedge="same-replica",
                 replica=self.cfg.replica,
             )
+        if retry:
+            self.metrics.retried()
         if call_id in self._call_ids:
             return None  # the same id twice: keep the first claim
         self._call_ids.add(call_id)
@@ -266,8 +275,10 @@ class Runtime:
                 timeout=cfg.timeout,
                 max_request_bytes=cfg.max_request_bytes,
                 metrics=self.metrics,
+                stopping=lambda: self.stopping,
             )
             sock = socket.socket(fileno=cfg.http_fd) if cfg.http_fd is not None else None
+            self._http_sock = sock
             self._http = await http_entry.start(app, cfg.bind_host, cfg.http_port, reuse_port=cfg.reuse_port, sock=sock)
         if cfg.metrics_port is not None:
             self._metrics_server = await ops.start(
@@ -306,11 +317,10 @@ class Runtime:
             await self._server.stop(grace=self.cfg.timeout)
         if self._http is not None:
             # Stop accepting, then give connections accepted a moment ago time to send their
-            # request (it then counts as in flight) before idle connections are closed: a
-            # successor entry sharing the listening socket takes every later connection.
-            for site in list(self._http.sites):
-                await site.stop()
-            await asyncio.sleep(max(0.1, self.cfg.drain_seconds))
+            # request and get its answer (with `Connection: close`, as every answer since the
+            # stop began) before idle connections are closed: a successor entry sharing the
+            # listening socket takes every later connection.
+            await http_entry.stop_accepting(self._http, max(0.1, self.cfg.drain_seconds), self._http_sock)
             await self._http.cleanup()
         for up in self.role.upstreams:
             await up.close()

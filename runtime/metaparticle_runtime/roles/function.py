@@ -31,14 +31,16 @@ async def invoke(
     workers: Workers,
     what: str,
     details: dict[str, Any],
+    is_coroutine: bool | None = None,
 ) -> Any:
-    """Runs a user function (sync ones on a worker thread) within the deadline, mapping failures."""
+    """Runs a user function (sync ones on a worker thread) within the deadline, mapping failures.
+    `is_coroutine`: whether `fn` is a coroutine function, when the caller knows already."""
     loop = asyncio.get_running_loop()
     timeout = deadline - loop.time()
     if timeout <= 0:
         raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what} ran", **details)
     try:
-        if inspect.iscoroutinefunction(fn):
+        if inspect.iscoroutinefunction(fn) if is_coroutine is None else is_coroutine:
             return await asyncio.wait_for(fn(*args), timeout)
         return await workers.run(fn, args, timeout)
     except asyncio.TimeoutError:
@@ -96,6 +98,7 @@ class FunctionServer:
         if self.with_context:
             args = (request, Context(deadline=deadline, **self._context_fields))
         result = await invoke(
-            self.fn, args, deadline=deadline, workers=self.workers, what=self.what, details=self.details
+            self.fn, args, deadline=deadline, workers=self.workers, what=self.what, details=self.details,
+            is_coroutine=not self.uses_threads,
         )
         return wrap(encode(result, max_bytes=self.cfg.max_response_bytes, role=self.cfg.role_name))

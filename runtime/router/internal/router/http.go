@@ -15,6 +15,11 @@ import (
 // health; every refusal is a JSON document, as aiohttp with the runtime's middleware answers.
 func (rt *Runtime) httpHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt.stopping.Load() {
+			// Stopping: this connection closes after the answer, so a keep-alive client sends
+			// its next request on a new one (see stopAcceptingHTTP).
+			w.Header().Set("Connection", "close")
+		}
 		switch {
 		case r.URL.Path == "/" && r.Method == http.MethodPost:
 			rt.httpCall(w, r)

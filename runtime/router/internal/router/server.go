@@ -46,6 +46,8 @@ type Runtime struct {
 	health   *healthServer
 	grpc     *grpc.Server
 	http     *http.Server
+	httpLis  net.Listener // the HTTP entry's listener, closed by Stop before http.Shutdown
+	httpConn atomic.Int64 // HTTP connections open (accepted, not yet closed)
 	ops      *http.Server // MP_METRICS_PORT
 	metrics  *Metrics
 	idsMu    sync.Mutex
@@ -250,7 +252,11 @@ func (rt *Runtime) Start() error {
 			rt.grpc.Stop()
 			return fmt.Errorf("cannot listen on HTTP port %d: %w", cfg.HTTPPort, err)
 		}
-		rt.http = &http.Server{Handler: rt.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute}
+		rt.http = &http.Server{
+			Handler: rt.httpHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
+			ConnState: rt.countConn,
+		}
+		rt.httpLis = hl
 		go rt.http.Serve(hl)
 	}
 	if cfg.MetricsPort != 0 {
@@ -309,6 +315,7 @@ func (rt *Runtime) Stop() {
 	stopped := make(chan struct{})
 	go func() { rt.grpc.GracefulStop(); close(stopped) }()
 	if rt.http != nil {
+		rt.stopAcceptingHTTP(grace)
 		rt.http.Shutdown(grace)
 	}
 	select {
@@ -323,6 +330,43 @@ func (rt *Runtime) Stop() {
 		rt.ops.Close()
 	}
 	rt.log.Info("stopped")
+}
+
+// countConn keeps the number of open HTTP connections (http.Server's ConnState hook).
+func (rt *Runtime) countConn(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		rt.httpConn.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		rt.httpConn.Add(-1)
+	}
+}
+
+// stopAcceptingHTTP closes the HTTP listener, then waits (up to drain_seconds, at least 100 ms,
+// within ctx) for the connections accepted so far to be answered and closed: every answer says
+// "Connection: close" since the stop began, so keep-alive clients move to a new connection, which
+// the successor sharing the listening socket accepts. http.Server.Shutdown, which comes next,
+// drops a request it reads once it has begun and closes idle connections as a client may be
+// sending on them: only connections idle for that whole wait are left to it.
+func (rt *Runtime) stopAcceptingHTTP(ctx context.Context) {
+	rt.httpLis.Close()
+	settle := rt.cfg.DrainSeconds
+	if settle < 100*time.Millisecond {
+		settle = 100 * time.Millisecond
+	}
+	deadline := time.NewTimer(settle)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for rt.httpConn.Load() > 0 {
+		select {
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // Serve runs until SIGTERM or SIGINT, then stops gracefully.
