@@ -213,6 +213,8 @@ class _Pattern(pulumi.ComponentResource):
     topology: Topology
     #: The image its containers run, when the target builds one from the program (name and context).
     image: Optional["ContainerImage"] = None
+    #: The image of its `mp.Container` function on the container targets (given, or built from `build=`).
+    function_image: Optional["ContainerImage"] = None
     #: What the docker target runs (the network and containers), as plain data.
     docker_spec: Optional["DockerSpec"] = None
     #: The docker target's network resource (a pattern that uses this one joins it).

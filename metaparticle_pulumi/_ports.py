@@ -40,11 +40,15 @@ class Ports:
         #: The port given to each key asked for.
         self.keys: dict[Hashable, int] = {}
 
-    def reserve(self, port: int = 0, *, key: Optional[Hashable] = None) -> int:
+    def reserve(self, port: int = 0, *, key: Optional[Hashable] = None, running: bool = False) -> int:
         """Binds `port` (0: the one `reuse` gives `key`, else one the OS says is free) and holds
-        it; the port."""
+        it; the port. With `running`, a port `reuse` gives that is in use is taken as it is, not
+        held: the running process of an earlier evaluation serves on it (a user's server, which
+        binds without SO_REUSEPORT, so it cannot be held next to it)."""
+        reused = False
         if not port and key is not None:
             port = self._reuse.get(key, 0)
+            reused = bool(port)
         if port and port in self._listening:
             if key is not None:
                 self.keys[key] = port
@@ -58,6 +62,10 @@ class Ports:
                 sock = _bind(port, reuse_address=True) if port else None
             except OSError:
                 sock = None
+            if sock is None and reused and running:
+                if key is not None:
+                    self.keys[key] = port
+                return port
             if sock is None:
                 raise PatternError(f"port {port} on {HOST} is in use ({exc.strerror or exc}); choose another") from None
         chosen = sock.getsockname()[1]

@@ -40,24 +40,6 @@ def port_keys(specs: Iterable["ProcessSpec"]) -> dict[Any, int]:
     return keys
 
 
-#: Directories of a server's working directory that are not its code (dependencies, state, caches).
-_NOT_CODE = {"node_modules", ".metaparticle", "__pycache__", ".git", ".venv"}
-
-
-def files_digest(directory: str) -> str:
-    """A digest of every file of an `mp.Container` server's directory (whatever its language)."""
-    digest = hashlib.sha256()
-    root = Path(directory)
-    for path in sorted(root.rglob("*")):
-        if _NOT_CODE & set(path.relative_to(root).parts) or not path.is_file():
-            continue
-        try:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-        except OSError:
-            continue
-    return digest.hexdigest()
-
-
 def code_digest(source_dir: str | None, main: str = "__main__.py") -> str:
     """A digest of the program's Python modules but its main file (whose functions ship by value,
     their own digest in their file name): what a function loaded by reference may run."""
@@ -84,13 +66,8 @@ def fingerprint(spec: "ProcessSpec", digests: dict[str, str]) -> tuple[Any, ...]
         if source not in digests:
             digests[source] = code_digest(source)
         code = digests[source]
-    server: Any = None
-    if spec.server is not None:
-        key = "server:" + spec.server.cwd
-        if key not in digests:
-            digests[key] = files_digest(spec.server.cwd)
-        server = (spec.server.command, spec.server.cwd, tuple(sorted(spec.server.env.items())), digests[key])
-    return (config, tuple(sorted(spec.extra_env.items())), code, server)
+    # A server's spec carries the digest of its directory as it was when the spec was made.
+    return (config, tuple(sorted(spec.extra_env.items())), code, spec.server)
 
 
 @dataclass
@@ -135,6 +112,12 @@ def plan(old: Iterable["ProcessSpec"], evaluation: "Evaluation", function_dir: s
                 local_plan.grpc_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
                 if role.name in local_plan.metrics_ports:
                     local_plan.metrics_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
+                if role.name in local_plan.server_ports:
+                    # The running servers keep theirs until they stop (a server port held by the
+                    # running one is not held here: releasing it is a no-op).
+                    for held in local_plan.server_ports[role.name]:
+                        ports.release(held)
+                    local_plan.server_ports[role.name] = [ports.reserve() for _ in range(role.replicas)]
         rolled |= changed
     keep = [running[key(s)] for s in specs if (s.topology, s.role) not in rolled]
     for spec in keep:

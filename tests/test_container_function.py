@@ -5,6 +5,7 @@ user's server (MP_FUNCTION_URL) while the server is told PORT and MP_CONTEXT."""
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,39 @@ def test_without_build_the_local_server_runs_in_the_programs_directory_with_the_
     assert spec.server.cwd == str(tmp_path / "prog")
     assert spec.server.env["GREETING"] == "hi"
     assert json.loads(spec.server.env["MP_CONTEXT"])["role"] == "service"
+
+
+# -- run --watch -----------------------------------------------------------------------------------
+
+
+def test_a_changed_server_file_rolls_its_replicas_and_an_unchanged_one_keeps_them(tmp_path):
+    from metaparticle_pulumi import _roll
+
+    declaration = "mp.Spread('many', function=mp.Container(build='fn', command='node s.js'), replicas=2)\n"
+    first = program(tmp_path, declaration)
+    (tmp_path / "prog" / "fn" / "s.js").write_text("// v1\n")
+    old = [s for plan in first.plans for s in plan.processes(str(tmp_path))]
+    keys = dict(first.ports.keys)
+    first.ports.close()
+    assert _roll.port_keys(old) == keys  # the servers' ports too, as reserved
+
+    same = evaluate(tmp_path / "prog", target="local", reuse_ports=keys)
+    try:
+        assert _roll.plan(old, same, str(tmp_path)).start == []
+    finally:
+        same.ports.close()
+    (tmp_path / "prog" / "fn" / "s.js").write_text("// v2\n")
+    busy = socket.create_server(("127.0.0.1", old[1].server.port))  # a running server binds without SO_REUSEPORT
+    try:
+        changed = evaluate(tmp_path / "prog", target="local", reuse_ports=keys)
+    finally:
+        busy.close()
+    try:
+        roll = _roll.plan(old, changed, str(tmp_path))
+        # The replicas roll (and the router, whose upstreams' addresses change), each new server on
+        # a port of its own while the old ones still serve.
+        assert sorted(s.name for s in roll.start) == ["many-replica-0", "many-replica-1", "many-router"]
+        new_ports = {s.server.port for s in roll.start if s.server}
+        assert len(new_ports) == 2 and not new_ports & {s.server.port for s in old if s.server}
+    finally:
+        changed.ports.close()

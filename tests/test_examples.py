@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 import subprocess
 from collections import Counter
 from urllib.parse import urlparse
@@ -202,3 +203,21 @@ def test_metaparticle_run_with_a_request_prints_the_answer_and_stops_everything(
     ports = [port] + [p for role in json.loads(endpoints.read_text())["patterns"][0]["roles"] for p in role["grpc_ports"]]
     assert len(ports) == 6
     assert [p for p in ports if not port_is_free(p)] == []
+
+
+# -- polyglot (tests/test_polyglot.py runs it through its failure modes) ---------------------------
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (Debian's nodejs) for the example's server")
+def test_polyglot_answers_a_request_from_its_node_server_and_stops_it(tmp_path):
+    done = subprocess.run(
+        [METAPARTICLE, "run", str(EXAMPLES / "polyglot"), "--request", '{"name": "Ada"}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout[done.stdout.index("\n{") :])
+    assert answer["greeting"] == "Hello, Ada!" and answer["language"] == "javascript"
+    assert answer["replica"] in {"greeter-replica-0", "greeter-replica-1"}

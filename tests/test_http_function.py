@@ -205,6 +205,27 @@ def test_health_is_not_serving_until_the_server_answers_and_again_once_it_stops(
     assert rs.run(run()) == [N, N, S, N]
 
 
+def test_a_replica_busy_with_max_in_flight_slow_calls_stays_serving():
+    async def run():
+        port = rs.free_port()
+        state: dict = {}
+        server = await start_user_server(state, port)
+        runtime = Runtime(_cfg(port, max_in_flight=2))
+        await runtime.start()
+        try:
+            await asyncio.sleep(0.8)
+            calls = [asyncio.ensure_future(_call(runtime, {"sleep": 3.0})) for _ in range(2)]
+            await asyncio.sleep(2.5)  # probes every 0.5 s while both connections are busy
+            status = await asyncio.to_thread(probe.check, f"{rs.HOST}:{runtime.cfg.grpc_port}")
+            return status, [o[0] for o in await asyncio.gather(*calls)]
+        finally:
+            await runtime.stop()
+            await server.cleanup()
+
+    status, codes = rs.run(run())
+    assert status == health_pb2.HealthCheckResponse.SERVING and codes == ["OK", "OK"]
+
+
 def test_the_config_carries_the_url_and_refuses_it_with_a_python_function():
     cfg = RuntimeConfig(role="function", function_url="http://127.0.0.1:9000")
     assert RuntimeConfig.from_env(cfg.to_env()).function_url == "http://127.0.0.1:9000"

@@ -83,6 +83,10 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
             image_name = image.name
         elif not image_name:
             image_name = str(resolved(pattern.args.image))
+        server_image = getattr(pattern, "function_image", None)
+        if server_image is not None and server_image.context is not None:
+            # The user's own Dockerfile, as it is: no build args of ours.
+            out.images.append(ImageSpec(topology.name, str(server_image.name), server_image.context.path, {}))
         labels = dict(spec.network.labels)
         labels.update({PROJECT_LABEL: out.project, PATTERN_LABEL: topology.name})
         out.networks.append(NetworkSpec(spec.network.name, topology.name, labels, spec.network.driver))
@@ -96,7 +100,8 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
         # every request to whichever replica it found.
         for container in sorted(spec.containers, key=lambda c: bool(topology.role(c.role).upstreams)):
             host_port = port if container.entry and first_entry else None
-            out.containers.append(_for_engine(out.project, container, image_name, host_port))
+            image = container.image if container.network_of is not None else image_name  # a user's server: its own
+            out.containers.append(_for_engine(out.project, container, image, host_port))
             if container.entry:
                 first_entry = False
     if not out.containers:

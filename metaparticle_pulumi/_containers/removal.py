@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .engine import PROJECT_LABEL, _api_error
 from .images import prune_dangling
-from .running import _remove_network, _stop_and_remove
+from .running import _remove_network, _stop_and_remove, dependents_first
 
 if TYPE_CHECKING:
     import docker
@@ -48,9 +48,9 @@ def delete(
     label = {"label": f"{PROJECT_LABEL}={project}"}
     removed = Leftovers()
     containers = client.containers.list(all=True, filters=label)
-    if containers:
-        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            list(pool.map(lambda c: _stop_and_remove(c, grace), containers))
+    for batch in dependents_first(containers):
+        with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+            list(pool.map(lambda c: _stop_and_remove(c, grace), batch))
     removed.containers = sorted(c.name for c in containers)
     for network in client.networks.list(filters=label):
         try:

@@ -112,13 +112,16 @@ class Deployment:
         from docker.errors import DockerException
 
         options = dict(spec.options)
+        if spec.network_of is None:
+            options.update(
+                network=spec.network,
+                networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
+            )
         try:
             container = self.client.containers.create(
                 spec.image,
                 name=spec.name,
                 labels=dict(spec.labels),
-                network=spec.network,
-                networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
                 detach=True,
                 **options,
             )
@@ -142,7 +145,12 @@ class Deployment:
 
     # -- health ------------------------------------------------------------------------------------------
     def probe(self, spec: ContainerSpec) -> bool:
-        """Runs the container's probe command inside it: whether it exits 0."""
+        """Runs the container's probe command inside it: whether it exits 0. A container without
+        one (a user's server: its runtime probes it) is ready once it runs."""
+        if not spec.probe:
+            container = self.containers[spec.name]
+            container.reload()
+            return (container.attrs.get("State") or {}).get("Status") == "running"
         return exec_probe(self.containers[spec.name], spec.probe)
 
     def check(self, spec: ContainerSpec) -> None:
@@ -236,9 +244,9 @@ class Deployment:
             timeout = grace if grace is not None else specs[container.name].stop_timeout if container.name in specs else 10
             _stop_and_remove(container, int(timeout))
 
-        if containers:
-            with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-                list(pool.map(stop_one, containers))
+        for batch in dependents_first(containers, {s.name for s in self.plan.containers if s.network_of}):
+            with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+                list(pool.map(stop_one, batch))
         self.containers.clear()
         for stream in self._streams:
             try:
@@ -253,6 +261,22 @@ class Deployment:
             _remove_network(network)
         self.networks.clear()
         prune_dangling(self.client, self.plan.project)
+
+
+def dependents_first(containers: list[Any], dependents: Optional[set[str]] = None) -> list[list[Any]]:
+    """`containers` in the order they can be removed: those in another one's network namespace
+    (users' servers, `dependents` by name, else as the engine says) before the others (podman
+    refuses to remove a container others depend on). Empty batches are left out."""
+
+    def joins(container: Any) -> bool:
+        if dependents is not None:
+            return container.name in dependents
+        mode = ((container.attrs or {}).get("HostConfig") or {}).get("NetworkMode") or ""
+        return mode.startswith("container:")
+
+    first = [c for c in containers if joins(c)]
+    rest = [c for c in containers if not joins(c)]
+    return [batch for batch in (first, rest) if batch]
 
 
 def env_archive(files: Iterable[tuple[str, str]]) -> bytes:

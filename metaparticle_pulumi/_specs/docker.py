@@ -13,6 +13,11 @@ each serves Prometheus metrics on `OPS_PORT` inside the network (not published).
 Secret `env=` values are never in a container's configured environment: each goes as a file (mode
 0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
 container starts, and the runtime loads them into the function's `os.environ`.
+A role whose function is an `mp.Container` gets, next to each replica's runtime container, a
+container of the user's server that joins the runtime container's network namespace
+(`network_mode="container:<runtime>"`), as a second container of a pod would: the runtime calls it on
+127.0.0.1, nothing else reaches it. It is hardened as ours (read-only root, /tmp tmpfs, no
+capabilities, no new privileges, the runtime's user and limits) unless its `mp.Container` relaxes it.
 A role with storage= mounts a named volume `<prefix>-<role>-data` at DATA_DIR (`ctx.storage`):
 removing the containers leaves it, so the next run finds its data; `delete --volumes` removes it.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .._image import APP_DIR, RUN_AS, function_path
-from .._topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
+from .._topology import GRPC_PORT, HTTP_PORT, Role, Topology, container_env, dns_name, role_env
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
@@ -92,6 +97,9 @@ class ContainerSpec:
     env_files: tuple[tuple[str, Any], ...] = ()
     #: The named volume mounted at DATA_DIR (storage=), else None.
     volume: Optional[str] = None
+    #: The runtime container whose network namespace this one joins (the user's server of an
+    #: `mp.Container` function), else None: it then joins no network and is ready once running.
+    network_of: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -114,21 +122,20 @@ def docker_spec(
     user_env: Mapping[str, Any],
     stop_timeout: int,
     uses: Mapping[str, tuple[str, str]] = {},
+    function_image: str = "",
+    function_limits: Optional[Mapping[str, float]] = None,
 ) -> DockerSpec:
     """The network and containers of `topology`.
 
     `prefix` keeps engine-global names of two stacks apart; `role_labels` are each role's labels;
     `limits` the container limits in bytes (`memory`) and cores (`cpu`); `uses` maps each name
-    of `topology.uses` to (its entry's network alias, its network).
+    of `topology.uses` to (its entry's network alias, its network). `function_image` is the image
+    of the pattern's `mp.Container` function, `function_limits` its limits (default `limits`).
     """
     base = dns_name(topology.name)
     network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
     addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
-    extra: dict[str, Any] = {}
-    if "memory" in limits:
-        extra["mem_limit"] = f"{max(6, int(limits['memory'] // 2**20))}m"
-    if "cpu" in limits:
-        extra["nano_cpus"] = int(limits["cpu"] * 1e9)
+    extra = _limits(limits)
     plain_env, secret_env = split_env(user_env)
     env_files = tuple(sorted(secret_env.items()))
     if env_files:
@@ -200,4 +207,58 @@ def docker_spec(
                     volume=volume,
                 )
             )
+            if role.container is not None:
+                server_limits = _limits(function_limits if function_limits is not None else limits)
+                containers.append(
+                    _server(topology, role, containers[-1], function_image, plain_env, server_limits)
+                )
     return DockerSpec(network, tuple(containers), tuple(volumes))
+
+
+def _limits(limits: Mapping[str, float]) -> dict[str, Any]:
+    """Container limits in bytes (`memory`) and cores (`cpu`) as `containers.create` options."""
+    extra: dict[str, Any] = {}
+    if "memory" in limits:
+        extra["mem_limit"] = f"{max(6, int(limits['memory'] // 2**20))}m"
+    if "cpu" in limits:
+        extra["nano_cpus"] = int(limits["cpu"] * 1e9)
+    return extra
+
+
+def _server(
+    topology: Topology, role: Role, runtime: ContainerSpec, image: str, plain_env: Mapping[str, Any], limits: Mapping[str, Any]
+) -> ContainerSpec:
+    """The user's server of one replica (`mp.Container`), in its runtime container's network namespace."""
+    container = role.container
+    assert container is not None
+    if not image:
+        raise ValueError(f"role {role.name} runs an mp.Container: its image is needed (function_image=)")
+    env = {**plain_env, **container_env(topology, role, replica=runtime.replica, port=container.port)}
+    uid = container.run_as_user if container.run_as_user is not None else RUN_AS
+    options: dict[str, Any] = {
+        "network_mode": f"container:{runtime.name}",
+        "environment": [f"{k}={v}" for k, v in env.items()],
+        "user": f"{uid}:{uid}",
+        "read_only": container.read_only_root_filesystem,
+        "tmpfs": dict(TMPFS),
+        "cap_drop": ["ALL"],
+        "security_opt": list(SECURITY_OPT),
+        "restart_policy": {"Name": RESTART},
+        **limits,
+    }
+    if container.command is not None:
+        options["command"] = list(container.command)
+    return ContainerSpec(
+        name=f"{runtime.name}-function",
+        pattern=runtime.pattern,
+        role=runtime.role,
+        replica=f"{runtime.replica}-function",
+        image=image,
+        network="",
+        aliases=(),
+        labels=dict(runtime.labels),
+        options=options,
+        probe=(),
+        stop_timeout=runtime.stop_timeout,
+        network_of=runtime.name,
+    )

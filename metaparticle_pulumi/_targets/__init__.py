@@ -90,10 +90,6 @@ def _check_container_port(component: "_Pattern", topology: "Topology") -> None:
 
 def render(target: str, component: "_Pattern", topology: "Topology", args: "PatternArgs") -> TargetOutputs:
     """Creates the target's child resources of `component` (all with parent=component)."""
-    if target == "docker" and any(r.container is not None for r in topology.roles):
-        from .._errors import PatternError
-
-        raise PatternError(f"{type(component).__name__} {topology.name!r}: mp.Container is not yet supported on the {target} target")
     if target != "local":
         _check_container_port(component, topology)
     if target == "local":

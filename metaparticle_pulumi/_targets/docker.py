@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import pulumi
 import pulumi_docker as docker
 
-from .._image import APP_DIR, RUN_AS, container_image
-from .._specs import DATA_DIR
+from .._image import APP_DIR, RUN_AS, container_image, function_image
+from .._errors import PatternError
+from .._specs import DATA_DIR, split_env
 from .._specs.docker import DRAIN_SECONDS, ENV_DIR, ENV_FILE_MODE, PUBLISH_HOST, ContainerSpec, VolumeSpec, docker_spec
 from .._topology import GRPC_PORT, HTTP_PORT, Topology, dns_name
 from . import TargetOutputs
@@ -42,6 +43,16 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     base = dns_name(topology.name)
     image = container_image(component, topology, args, default_platform=None, local=True)
     limits = {k: quantity(v) for k, v in container_resources.get("limits", {}).items() if k in ("memory", "cpu")}
+    server_image = component.function_image = function_image(component, topology, args, default_platform=None, local=True)
+    server = next((r.container for r in topology.roles if r.container is not None), None)
+    if server is not None and split_env(args.env)[1]:
+        raise PatternError(
+            f"{where}: secret env= values reach an mp.Container's server on Kubernetes (by secretKeyRef) but not on "
+            "the docker target, where they would stand in its configured environment; pass them another way"
+        )
+    server_limits = None
+    if server is not None and server.resources is not None:
+        server_limits = {k: quantity(v) for k, v in server.resources.get("limits", {}).items() if k in ("memory", "cpu")}
     spec = docker_spec(
         topology,
         # Container and network names are global to the Docker engine: the stack keeps two stacks
@@ -54,6 +65,8 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         user_env=args.env,
         stop_timeout=grace_seconds(topology, DRAIN_SECONDS),
         uses={name: (used.topology.entry.name, used.docker_spec.network.name) for name, used in component.uses.items()},
+        function_image=(server_image.name if isinstance(server_image.name, str) else "") if server_image is not None else "",
+        function_limits=server_limits,
     )
     component.docker_spec = spec
     network = docker.Network(
@@ -67,10 +80,15 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     used_networks = [used.docker_network for used in component.uses.values()]
     volumes = {v.name: _volume(component, v) for v in spec.volumes}
     entry: Optional[docker.Container] = None
+    runtimes: dict[str, docker.Container] = {}
     for container_spec in spec.containers:
+        if container_spec.network_of is not None:
+            assert server_image is not None
+            _server(component, container_spec, server_image.ref, runtimes[container_spec.network_of])
+            continue
         used = used_networks if container_spec.extra_networks else []
         volume = volumes.get(container_spec.volume) if container_spec.volume else None
-        container = _container(component, container_spec, image.ref, network, used, volume)
+        container = runtimes[container_spec.name] = _container(component, container_spec, image.ref, network, used, volume)
         if container_spec.entry:
             entry = container
     assert entry is not None
@@ -169,6 +187,40 @@ def _container(
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
         opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=used_networks or None),
+        **extra,
+    )
+
+
+def _server(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], runtime: docker.Container) -> docker.Container:
+    """The user's server of one replica (`mp.Container`), in its runtime container's network namespace."""
+    options = spec.options
+    extra: dict[str, Any] = {}
+    if "mem_limit" in options:
+        extra["memory"] = int(options["mem_limit"].rstrip("m"))
+    if "nano_cpus" in options:
+        extra["cpus"] = str(options["nano_cpus"] / 1e9)
+    if "command" in options:
+        extra["command"] = list(options["command"])
+    index = spec.replica.removesuffix("-function").rsplit("-", 1)[1]
+    template = "{role}-{replica}-function"
+    fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}
+    return docker.Container(
+        template.format(**fields),
+        name=spec.name,
+        image=image_ref,
+        envs=list(options["environment"]),
+        labels=_labels(spec.labels),
+        network_mode=runtime.name.apply(lambda name: f"container:{name}"),
+        user=options["user"],
+        read_only=options["read_only"],
+        tmpfs=dict(options["tmpfs"]),
+        capabilities={"drops": list(options["cap_drop"])},
+        security_opts=list(options["security_opt"]),
+        restart=options["restart_policy"]["Name"],
+        must_run=True,
+        stop_timeout=spec.stop_timeout,
+        destroy_grace_seconds=spec.stop_timeout,
+        opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=[runtime]),
         **extra,
     )
 

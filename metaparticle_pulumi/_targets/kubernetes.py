@@ -68,7 +68,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     check_env(topology, args.env, where, source_dir=APP_DIR, drain_seconds=DRAIN_SECONDS, **tls_settings(args.tls_secret))
     domain = config().get("clusterDomain") or "cluster.local"
     image = container_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
-    server_image = function_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
+    server_image = component.function_image = function_image(component, topology, args, by_name=bool(config_bool(RENDER_KEY)))
     settings = KubernetesSettings(
         image=image.ref,
         function_image=server_image.ref if server_image is not None else None,

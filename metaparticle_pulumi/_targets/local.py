@@ -7,6 +7,7 @@ plan on the component; `metaparticle run` starts the processes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
@@ -40,6 +41,9 @@ class ServerSpec:
     port: int
     #: PORT, MP_CONTEXT and the pattern's `env=`.
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The digest of the files of `cwd` when the spec was made: `run --watch` rolls the role's
+    #: replicas when it changes.
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,30 @@ class LocalPlan:
                 if role.container is not None and server_port is not None:
                     assert role.container.command is not None, "checked when rendered"
                     server_env = {**extra, **container_env(topo, role, replica=name, port=server_port)}
-                    server = ServerSpec(role.container.command, role.container.workdir(topo.source_dir), server_port, server_env)
+                    cwd = role.container.workdir(topo.source_dir)
+                    server = ServerSpec(role.container.command, cwd, server_port, server_env, files_digest(cwd))
                 specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port, server))
         return specs
+
+
+#: Directories of a server's working directory that are not its code (dependencies, state, caches).
+_NOT_CODE = {"node_modules", ".metaparticle", "__pycache__", ".git", ".venv"}
+
+
+def files_digest(directory: str) -> str:
+    """A digest of every file of an `mp.Container` server's directory (whatever its language)."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_CODE)
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            digest.update(os.path.relpath(path, directory).encode() + b"\0" + data + b"\0")
+    return digest.hexdigest()
 
 
 #: Where `scripts/build-router` puts the compiled router; METAPARTICLE_ROUTER_BIN names another.
@@ -239,7 +264,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
                     "mp.Container(command=[...]) (run in the build directory, else the program's)"
                 )
             plan.server_ports[role.name] = [
-                ports.reserve(key=(topology.name, role.name, i, "server")) for i in range(role.replicas)
+                ports.reserve(key=(topology.name, role.name, i, "server"), running=True) for i in range(role.replicas)
             ]
     plan.http_port = ports.entry_port(key=(topology.name, "http"))
     for used in component.uses.values():

@@ -57,6 +57,9 @@ class HttpFunction:
         if cfg.index is not None:
             self.details[_COMPONENT.get(cfg.pattern, "service")] = cfg.index
         self._session: aiohttp.ClientSession | None = None
+        #: Probes have a connection of their own: with every call's connection busy (a slow
+        #: server at max_in_flight) a probe must not wait for one and fail as if the server were down.
+        self._probe_session: aiohttp.ClientSession | None = None
         #: Whether the server answered its last health probes (see `watch`).
         self.serving = False
 
@@ -152,8 +155,10 @@ class HttpFunction:
 
     async def healthy(self) -> bool:
         """Whether the server's `GET /healthz` answers 200 now."""
+        if self._probe_session is None or self._probe_session.closed:
+            self._probe_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
         try:
-            async with self._client().get(self.health_url, timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)) as response:
+            async with self._probe_session.get(self.health_url, timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -179,8 +184,9 @@ class HttpFunction:
             await asyncio.sleep(HEALTH_INTERVAL)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._probe_session):
+            if session is not None:
+                await session.close()
 
 
 def _reject_constant(name: str) -> Any:
