@@ -10,9 +10,7 @@ one (SO_REUSEPORT) and the old one drains.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
@@ -40,34 +38,11 @@ def port_keys(specs: Iterable["ProcessSpec"]) -> dict[Any, int]:
     return keys
 
 
-def code_digest(source_dir: str | None, main: str = "__main__.py") -> str:
-    """A digest of the program's Python modules but its main file (whose functions ship by value,
-    their own digest in their file name): what a function loaded by reference may run."""
-    if not source_dir:
-        return ""
-    digest = hashlib.sha256()
-    root = Path(source_dir)
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts or path == root / main:
-            continue
-        try:
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-        except OSError:
-            continue
-    return digest.hexdigest()
-
-
-def fingerprint(spec: "ProcessSpec", digests: dict[str, str]) -> tuple[Any, ...]:
+def fingerprint(spec: "ProcessSpec") -> tuple[Any, ...]:
     """What makes two specs the same running process."""
-    config = spec.config
-    code = ""
-    if config.function or config.function_file:
-        source = config.source_dir or ""
-        if source not in digests:
-            digests[source] = code_digest(source)
-        code = digests[source]
-    # A server's spec carries the digest of its directory as it was when the spec was made.
-    return (config, tuple(sorted(spec.extra_env.items())), code, spec.server)
+    # Each spec carries the digests of its code as it was when the spec was made: the running
+    # ones' from their start, the new ones' from now.
+    return (spec.config, tuple(sorted(spec.extra_env.items())), spec.code, spec.server)
 
 
 @dataclass
@@ -91,14 +66,13 @@ def plan(old: Iterable["ProcessSpec"], evaluation: "Evaluation", function_dir: s
     """Compares the running specs with the new evaluation's; rolled roles get new ports (but the
     HTTP entry's) in the evaluation's plans, until no more roles change."""
     running = {key(spec): spec for spec in old}
-    digests: dict[str, str] = {}
-    before = {k: fingerprint(s, digests) for k, s in running.items()}
+    before = {k: fingerprint(s) for k, s in running.items()}
     rolled: set[tuple[str, str]] = set()
     ports = evaluation.ports
     while True:
         specs = [s for p in evaluation.plans for s in p.processes(function_dir)]
         changed = {
-            (s.topology, s.role) for s in specs if key(s) not in before or fingerprint(s, digests) != before[key(s)]
+            (s.topology, s.role) for s in specs if key(s) not in before or fingerprint(s) != before[key(s)]
         }
         if changed <= rolled:
             break

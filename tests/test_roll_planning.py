@@ -65,6 +65,35 @@ def test_a_changed_gather_rolls_the_root_only_and_leaves_keep_their_ports(tmp_pa
         unchanged.ports.close()
 
 
+BY_REFERENCE = """
+import metaparticle_pulumi as mp
+from handlers import answer, other
+
+mp.Service("api", function=answer)
+mp.Service("side", function=other)
+"""
+
+
+def test_a_changed_module_rolls_the_roles_whose_functions_load_it_by_reference(tmp_path):
+    program = write_program(tmp_path / "app", BY_REFERENCE)
+    (program / "handlers.py").write_text("def answer(request):\n    return 1\n\n\ndef other(request):\n    return 0\n")
+    (tmp_path / "fn").mkdir()
+    first = evaluate(program, target="local", port=free_port())
+    old = _specs(first, str(tmp_path / "fn"))
+    assert all(s.config.function for s in old), "the functions ship by reference"
+    keys = dict(first.ports.keys)
+    first.ports.close()
+
+    (program / "handlers.py").write_text("def answer(request):\n    return 2\n\n\ndef other(request):\n    return 0\n")
+    second = evaluate(program, target="local", reuse_ports=keys)
+    try:
+        roll = _roll.plan(old, second, str(tmp_path / "fn"))
+        # The module both load changed: both roll (which function changed is not known by reference).
+        assert sorted(s.name for s in roll.start) == sorted(s.name for s in roll.stop) == ["api", "side"]
+    finally:
+        second.ports.close()
+
+
 def test_callers_stop_before_what_they_call():
     class Config:
         def __init__(self, upstreams=(), uses=()):

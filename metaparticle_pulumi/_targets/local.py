@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import pulumi
@@ -64,6 +65,9 @@ class ProcessSpec:
     metrics_port: int | None = None
     #: The user's server this replica's runtime calls as its function, started before it.
     server: ServerSpec | None = None
+    #: The digest of the program's modules its function may load by reference, when the spec was
+    #: made: `run --watch` rolls the role when it differs.
+    code: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -127,6 +131,7 @@ class LocalPlan:
         addresses = {r.name: self.address(r.name) for r in topo.roles}
         storage = state.prepare(topo)  # kept across runs: <program>/.metaparticle/state/<pattern>/<role>
         specs = []
+        code = code_digest(topo.source_dir)
         for role in topo.roles:
             fn_file = _write_function(role, function_dir)
             metrics_ports = self.metrics_ports.get(role.name) or [None] * len(self.grpc_ports[role.name])
@@ -161,12 +166,32 @@ class LocalPlan:
                     server_env = {**extra, **container_env(topo, role, replica=name, port=server_port)}
                     cwd = role.container.workdir(topo.source_dir)
                     server = ServerSpec(role.container.command, cwd, server_port, server_env, files_digest(cwd))
-                specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port, server))
+                loads_code = bool(config.function or config.function_file)
+                specs.append(ProcessSpec(
+                    topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port, server, code if loads_code else "",
+                ))
         return specs
 
 
 #: Directories of a server's working directory that are not its code (dependencies, state, caches).
 _NOT_CODE = {"node_modules", ".metaparticle", "__pycache__", ".git", ".venv"}
+
+
+def code_digest(source_dir: str | None, main: str = "__main__.py") -> str:
+    """A digest of the program's Python modules but its main file (whose functions ship by value,
+    their own digest in their file name): what a function loaded by reference may run."""
+    if not source_dir:
+        return ""
+    digest = hashlib.sha256()
+    root = Path(source_dir)
+    for path in sorted(root.rglob("*.py")):
+        if "__pycache__" in path.parts or path == root / main:
+            continue
+        try:
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            continue
+    return digest.hexdigest()
 
 
 def files_digest(directory: str) -> str:
