@@ -88,6 +88,12 @@ class Replica:
         return self.process.pid if self.process else None
 
 
+def restart_delay(restarts: int, *, stable: bool) -> float:
+    """Seconds before restarting a process: doubling from 0.5 s up to 5 s with its restarts, back to
+    0.5 s once it had run (and served) for 30 s."""
+    return 0.5 if stable else min(5.0, 0.5 * (2 ** min(restarts, 4)))
+
+
 class Supervisor:
     """Runs the replicas of `specs`; `restart=False` leaves an exited replica down."""
 
@@ -166,9 +172,7 @@ class Supervisor:
             return
         if replica.server_next_start == 0.0:
             code = server.returncode if server is not None else None
-            delay = min(5.0, 0.5 * (2 ** min(replica.server_restarts, 4)))
-            if now - replica.server_started_at > 30:
-                delay = 0.5
+            delay = restart_delay(replica.server_restarts, stable=now - replica.server_started_at > 30)
             replica.server_next_start = now + delay
             self.log(replica.spec.name, f"[server] exited with code {code}; restarting in {delay:.1f}s")
         elif now >= replica.server_next_start:
@@ -230,9 +234,7 @@ class Supervisor:
                     if self.restart:
                         self.log(replica.spec.name, f"exited with code {code} before serving; gave up after {replica.restarts} restarts")
                     continue
-                delay = min(5.0, 0.5 * (2 ** min(replica.restarts, 4)))
-                if replica.ready and now - replica.started_at > 30:
-                    delay = 0.5
+                delay = restart_delay(replica.restarts, stable=replica.ready and now - replica.started_at > 30)
                 replica.next_start = now + delay
                 self.log(replica.spec.name, f"exited with code {code}; restarting in {delay:.1f}s")
             elif now >= replica.next_start:
