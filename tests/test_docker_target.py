@@ -12,7 +12,7 @@ import pytest
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
 from metaparticle_pulumi.image import FUNCTIONS_DIR
-from metaparticle_pulumi.topology import role_env
+from metaparticle_pulumi.topology import ROUTER_KINDS, role_env
 
 from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES, dumps, evaluate_examples
 
@@ -77,7 +77,9 @@ def test_container_env_is_role_env_with_docker_dns_addresses(stacks, example):
     for name, c in containers(stack).items():
         role = topology.role(name.rsplit("-", 1)[0])
         fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
-        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app", metrics_port=9090)
+        # Routers run the compiled router when the image carries it (tests/test_image_router.py).
+        router = stack.patterns[0].image.router if role.kind in ROUTER_KINDS else {}
+        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app", metrics_port=9090, **router)
         expected["MP_DRAIN_SECONDS"] = "1"
         assert env(c) == expected
 

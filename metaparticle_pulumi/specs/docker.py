@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from ..image import APP_DIR, RUN_AS, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Topology, dns_name, role_env
+from ..topology import GRPC_PORT, HTTP_PORT, ROUTER_KINDS, Topology, dns_name, role_env
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
@@ -114,12 +114,14 @@ def docker_spec(
     user_env: Mapping[str, Any],
     stop_timeout: int,
     uses: Mapping[str, tuple[str, str]] = {},
+    router: Mapping[str, str] = {},
 ) -> DockerSpec:
     """The network and containers of `topology`.
 
     `prefix` keeps engine-global names of two stacks apart; `role_labels` are each role's labels;
     `limits` the container limits in bytes (`memory`) and cores (`cpu`); `uses` maps each name
-    of `topology.uses` to (its entry's network alias, its network).
+    of `topology.uses` to (its entry's network alias, its network); `router` the RuntimeConfig
+    settings of Spread and Shard routers (the compiled router when the image carries it).
     """
     base = dns_name(topology.name)
     network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
@@ -154,6 +156,7 @@ def docker_spec(
                 metrics_port=OPS_PORT,
                 uses={name: f"dns:///{alias}:{GRPC_PORT}" for name, (alias, _) in uses.items()},
                 storage_dir=DATA_DIR if volume is not None else None,
+                **(router if role.kind in ROUTER_KINDS else {}),
             )
             calls_out = bool(uses) and role.kind in ("function", "gather")
             env.update(plain_env)

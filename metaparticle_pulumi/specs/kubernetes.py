@@ -33,7 +33,7 @@ from typing import Any, Mapping, Optional
 from metaparticle_runtime.config import RuntimeConfig
 
 from ..image import APP_DIR, RUN_AS, function_path
-from ..topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
+from ..topology import GRPC_PORT, HTTP_PORT, ROUTER_KINDS, Role, Topology, dns_name, role_config
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 from .labels import object_labels, role_labels, selector_labels
 
@@ -94,6 +94,8 @@ class KubernetesSettings:
     monitoring: bool = False
     #: The patterns its functions call, by the name they call them with.
     uses: Mapping[str, UsedPattern] = field(default_factory=dict)
+    #: RuntimeConfig settings of Spread and Shard routers (the compiled router when the image carries it).
+    router: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,8 @@ def kubernetes_spec(
     env_secret = ENV_SECRET.format(base=base) if hidden else None
     for role in topology.roles:
         scaled = settings.autoscale if role.kind == "function" else None
-        env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden)) + user_env
+        router = settings.router if role.kind in ROUTER_KINDS else {}
+        env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden), router) + user_env
         deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
         if role.storage is not None:
             stateful = _stateful_set(role, deployment, labels[role.name])
@@ -249,6 +252,7 @@ def _container_env(
     uses: Mapping[str, str],
     tls_secret: Optional[str],
     env_files: bool,
+    router: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """The runtime's configuration, with the pod's name as the replica."""
     config = role_config(
@@ -264,6 +268,7 @@ def _container_env(
         uses=uses,
         storage_dir=DATA_DIR if role.storage is not None else None,
         **tls_settings(tls_secret),
+        **router,
     )
     replica = RuntimeConfig.env_name("replica")
     items: list[dict[str, Any]] = []

@@ -54,6 +54,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         user_env=args.env,
         stop_timeout=grace_seconds(topology, DRAIN_SECONDS),
         uses={name: (used.topology.entry.name, used.docker_spec.network.name) for name, used in component.uses.items()},
+        router=image.router,
     )
     component.docker_spec = spec
     network = docker.Network(

@@ -19,7 +19,8 @@ from .. import _registry, state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
-from ..topology import Role, Topology, role_config
+from .._router import compiled_router, router_binary  # noqa: F401 (router_binary: tests and bench)
+from ..topology import ROUTER_KINDS, Role, Topology, role_config
 from . import TargetOutputs
 from ._shared import check_env
 
@@ -126,7 +127,7 @@ class LocalPlan:
                     metrics_port=None if role.entry else metrics_port,
                     http_fd=self.http_fd if role.entry else None,
                     uses=self.uses,
-                    **(compiled_router() if role.kind in ("spread", "shard") else {}),
+                    **(compiled_router() if role.kind in ROUTER_KINDS else {}),
                     storage_dir=storage.get(role.name),
                     **tls,
                 )
@@ -134,34 +135,6 @@ class LocalPlan:
                 http_port = self.http_port if role.entry else None
                 specs.append(ProcessSpec(topo.name, role.name, i, name, port, http_port, config, extra, config.metrics_port))
         return specs
-
-
-#: Where `scripts/build-router` puts the compiled router; METAPARTICLE_ROUTER_BIN names another.
-ROUTER_BIN_ENV = "METAPARTICLE_ROUTER_BIN"
-#: "auto" (the compiled router when it is built), "go" (it must be) or "python".
-ROUTER_ENV = "METAPARTICLE_ROUTER"
-DEFAULT_ROUTER = "auto"
-
-
-def router_binary() -> str | None:
-    """The compiled router of this machine, if one is built (scripts/build-router)."""
-    given = os.environ.get(ROUTER_BIN_ENV)
-    if given:
-        return os.path.abspath(given)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    default = os.path.join(cache, "metaparticle", "router", "metaparticle-router")
-    return default if os.access(default, os.X_OK) else None
-
-
-def compiled_router() -> dict[str, str]:
-    """The runtime settings that hand Spread and Shard routers to the compiled router when it is built."""
-    choice = os.environ.get(ROUTER_ENV, DEFAULT_ROUTER)
-    if choice not in ("auto", "go", "python"):
-        raise PatternError(f"{ROUTER_ENV} must be auto, go or python, got {choice!r}")
-    binary = router_binary() if choice != "python" else None
-    if choice == "go" and binary is None:
-        raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
-    return {"router": choice, "router_binary": binary} if binary else {}
 
 
 def _write_function(role: Role, function_dir: str) -> str | None:
