@@ -285,7 +285,8 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], port: int) -> None:
     """Every container serves (its probe, run inside it), joined the pattern's network under its
-    role's name, runs the image built for the session, and only the entry publishes, on loopback."""
+    role's name, runs the image built for the session, and publishes on loopback only: the entry its
+    ports, every container its metrics (the `metrics_url` the endpoints list)."""
     (pattern,) = endpoints["patterns"]
     assert pattern["url"] == f"http://127.0.0.1:{port}"
     for role in pattern["roles"]:
@@ -300,11 +301,14 @@ def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], por
             network = container.attrs["NetworkSettings"]["Networks"][pattern["network"]]
             assert role["name"] in (network.get("Aliases") or []), f"{name} is not reachable as {role['name']}"
             published = {k: v for k, v in container.attrs["NetworkSettings"]["Ports"].items() if v}
+            assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
             if container.labels.get(containers.ENTRY_LABEL) == "true":  # the first of the entry role's containers
-                assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
                 assert published[f"{HTTP_PORT}/tcp"][0]["HostPort"] == str(port)
+                assert set(published) == {f"{HTTP_PORT}/tcp", f"{GRPC_PORT}/tcp", "9090/tcp"}
             else:
-                assert not published
+                assert set(published) == {"9090/tcp"}, "only the entry publishes more than its metrics"
+            (listed,) = [r for r in role["replicas"] if r["name"] == name]
+            assert listed["metrics_url"] == f"http://127.0.0.1:{published['9090/tcp'][0]['HostPort']}/metrics"
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

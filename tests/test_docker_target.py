@@ -1,5 +1,5 @@
 """The Docker target, checked offline against Pulumi's mocks: one network per pattern, one container
-per replica reachable by its role's name, only the entry published (on 127.0.0.1)."""
+per replica reachable by its role's name, the entry and every container's metrics published (on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -61,12 +61,14 @@ def test_replicas_join_the_network_under_their_roles_name(stacks, example):
 
 
 @pytest.mark.parametrize("example", PATTERNS)
-def test_only_the_entry_publishes_its_ports_and_only_on_loopback(stacks, example):
+def test_the_entry_publishes_its_ports_every_container_its_metrics_only_on_loopback(stacks, example):
     for name, c in containers(stacks[example]).items():
+        published = sorted((p["internal"], p["ip"]) for p in c["ports"])
         if name == f"{EXAMPLE_ENTRY[example]}-0":
-            assert sorted((p["internal"], p["ip"]) for p in c["ports"]) == [(8080, "127.0.0.1"), (50051, "127.0.0.1")]
+            assert published == [(8080, "127.0.0.1"), (9090, "127.0.0.1"), (50051, "127.0.0.1")]
         else:
-            assert not c.get("ports")
+            assert published == [(9090, "127.0.0.1")]
+        assert not any(p.get("external") for p in c["ports"]), "the engine picks the host ports"
 
 
 @pytest.mark.parametrize("example", PATTERNS)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from .._endpoints import document as endpoints_document, pattern_endpoints
 from ..image import RUN_AS
+from ..specs import OPS_PORT
 from ..specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec
 from ..topology import GRPC_PORT, HTTP_PORT
 from .engine import PROJECT_LABEL, PUBLISH_HOST, EngineError, LineSink, LogSink, _api_error
@@ -190,20 +191,40 @@ class Deployment:
         return None
 
     def endpoints(self) -> dict[str, Any]:
-        """Every pattern's entry URLs and each role's containers (machine-readable)."""
+        """Every pattern's entry URLs and each role's containers (machine-readable), with where
+        each container's metrics are scraped from the host (its published operations port)."""
         patterns = []
         for topology in self.plan.topologies:
             entry = next(c for c in self.plan.containers if c.pattern == topology.name and c.entry)
             http, grpc_ = self.published(entry, HTTP_PORT), self.published(entry, GRPC_PORT)
-            names = lambda role, t=topology: {  # noqa: E731
-                "containers": [c.name for c in self.plan.containers if c.pattern == t.name and c.role == role.name]
-            }
+
+            def names(role: Any, t: Any = topology) -> dict[str, Any]:
+                specs = [c for c in self.plan.containers if c.pattern == t.name and c.role == role.name]
+                return {"containers": [c.name for c in specs], "replicas": [self._replica(c) for c in specs]}
+
             patterns.append(
                 pattern_endpoints(
                     topology, f"http://{http}" if http else "", f"grpc://{grpc_}" if grpc_ else "", names, network=entry.network
                 )
             )
         return endpoints_document(self.plan.project, patterns, target="docker")
+
+    def _replica(self, spec: ContainerSpec) -> dict[str, Any]:
+        ops = self.published(spec, OPS_PORT)
+        return {"name": spec.name, "replica": spec.replica, "metrics_url": f"http://{ops}/metrics" if ops else None}
+
+    def restarts(self) -> dict[str, int]:
+        """How often the engine restarted each container (by name); 0 for one it cannot tell."""
+        from docker.errors import DockerException
+
+        counts = {}
+        for name, container in list(self.containers.items()):
+            try:
+                container.reload()
+                counts[name] = int(container.attrs.get("RestartCount") or 0)
+            except DockerException:
+                counts[name] = 0
+        return counts
 
     # -- logs ----------------------------------------------------------------------------------------------
     def logs(self, spec: ContainerSpec, lines: int = 20) -> list[str]:

@@ -7,9 +7,11 @@ exactly the same containers. `options` are the Docker SDK's `containers.create` 
 
 Every replica of a role joins the pattern's network with the role's name as alias, so
 `dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
-balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
-Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check;
-each serves Prometheus metrics on `OPS_PORT` inside the network (not published).
+balance per call over them, as on Kubernetes. The entry publishes its HTTP and gRPC ports; every
+container publishes its operations port `OPS_PORT` (Prometheus metrics, the replica's /healthz), so
+`run --target docker` lists a `metrics_url` per container; all on 127.0.0.1, on host ports the
+engine picks. Containers run as the image's non-root user with a read-only root filesystem and a
+gRPC health check.
 Secret `env=` values are never in a container's configured environment: each goes as a file (mode
 0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
 container starts, and the runtime loads them into the function's `os.environ`.
@@ -161,9 +163,9 @@ def docker_spec(
             calls_out = bool(uses) and role.kind in ("function", "gather")
             env.update(plain_env)
             entry = role.entry and index == 0
-            ports: dict[str, tuple[str, Optional[int]]] = {}
+            ports: dict[str, tuple[str, Optional[int]]] = {f"{OPS_PORT}/tcp": (PUBLISH_HOST, None)}
             if entry:
-                ports = {f"{HTTP_PORT}/tcp": (PUBLISH_HOST, None), f"{GRPC_PORT}/tcp": (PUBLISH_HOST, None)}
+                ports.update({f"{HTTP_PORT}/tcp": (PUBLISH_HOST, None), f"{GRPC_PORT}/tcp": (PUBLISH_HOST, None)})
             options: dict[str, Any] = {
                 "hostname": replica,
                 "environment": [f"{k}={v}" for k, v in env.items()],

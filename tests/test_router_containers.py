@@ -1,0 +1,123 @@
+"""Routers and metrics in containers (`run --target docker`): the image's compiled router serves a
+Spread's router containers and answers through the entry, and every container's metrics are
+scraped from the host at the `metrics_url` the endpoints list, as the live view does. Without an
+engine these tests skip, unless MP_REQUIRE_CONTAINERS=1 (CI), where they fail; without Go, unless
+MP_REQUIRE_ROUTER=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from metaparticle_pulumi import containers
+from metaparticle_pulumi._router import IMAGE_ROUTER, dynamic_loader
+
+from conftest import METAPARTICLE, free_port, post_json, wait_until
+from router_support import router_binary
+from target_support import copy_program
+
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([METAPARTICLE, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+
+
+def _project(program: Path) -> str:
+    project = f"{program.name.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
+    doc = yaml.safe_load((program / "Pulumi.yaml").read_text())
+    (program / "Pulumi.yaml").write_text(yaml.safe_dump({**doc, "name": project}, sort_keys=False))
+    return project
+
+
+@pytest.fixture(scope="module")
+def spread(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """examples/spread run detached as containers with this checkout's compiled router."""
+    binary = router_binary()
+    assert dynamic_loader(binary) is None, f"{binary} is not static: scripts/build-router builds with CGO_ENABLED=0"
+    tmp = tmp_path_factory.mktemp("router-containers")
+    program = copy_program("spread", tmp)
+    project = _project(program)
+    env = {**os.environ, "METAPARTICLE_ROUTER_BIN": binary, "METAPARTICLE_ROUTER": "auto"}
+    endpoints = tmp / "endpoints.json"
+    try:
+        done = _cli("run", str(program), "--target", "docker", "--detach", "--port", str(free_port()), "--endpoints-json", str(endpoints), env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield {"program": program, "project": project, "endpoints": json.loads(endpoints.read_text()), "env": env}
+    finally:
+        containers.delete(engine, project, images=True, grace=2)
+
+
+def _role(endpoints: dict[str, Any], name: str) -> dict[str, Any]:
+    (pattern,) = endpoints["patterns"]
+    return next(r for r in pattern["roles"] if r["name"] == name)
+
+
+def _inside(container: Any, expression: str) -> str:
+    """What a Python expression gives inside the container (run as its user, next to its process)."""
+    result = container.exec_run(["python", "-c", f"import os, urllib.request; print({expression}, end='')"])
+    assert result.exit_code == 0, result.output.decode(errors="replace")
+    return result.output.decode()
+
+
+def _metrics_inside(container: Any) -> str:
+    """The container's own /metrics on its operations port, fetched from inside it."""
+    return _inside(container, "urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode()")
+
+
+def test_router_containers_run_the_compiled_router_and_answer(engine: Any, spread: dict[str, Any]) -> None:
+    endpoints = spread["endpoints"]
+    url = endpoints["patterns"][0]["url"]
+    answers = [post_json(url, {"i": i}, timeout=15) for i in range(12)]
+    assert all(a.status == 200 for a in answers), [(a.status, a.body) for a in answers]
+    assert [a.body["echo"] for a in answers] == [{"i": i} for i in range(12)]
+    assert len({a.body["replica"] for a in answers}) >= 2, "the router did not balance per request"
+    routers = _role(endpoints, "api-router")["containers"]
+    assert len(routers) == 2
+    served = 0
+    for name in routers:
+        container = engine.containers.get(name)
+        # The runtime exec()s the router in place: the container's first process is the binary.
+        assert _inside(container, "open('/proc/1/cmdline').read().split(chr(0))[0]") == IMAGE_ROUTER
+        assert _inside(container, "os.readlink('/proc/1/exe')") == IMAGE_ROUTER
+        # The Go router's text has no *_created series; prometheus_client writes one per counter.
+        text = _metrics_inside(container)
+        assert "_created" not in text
+        served += "metaparticle_requests_total{" in text
+    assert served >= 1, "no router counted the requests"
+    replica = engine.containers.get(_role(endpoints, "api-replica")["containers"][0])
+    assert "metaparticle_requests_created" in _metrics_inside(replica), "the replicas run the Python runtime"
+
+
+def test_every_container_lists_a_metrics_url_that_the_live_view_scrapes(engine: Any, spread: dict[str, Any]) -> None:
+    from metaparticle_pulumi import _live
+
+    endpoints = spread["endpoints"]
+    assert endpoints["target"] == "docker"
+    urls = _live.metrics_urls(endpoints)
+    names = [name for role in endpoints["patterns"][0]["roles"] for name in role["containers"]]
+    assert sorted(urls) == sorted(names) and len(names) == 5, urls
+    assert all(re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url) for url in urls.values()), urls
+    assert len(set(urls.values())) == len(urls), "each container on a host port of its own"
+    before = _live.scrape(urls, timeout=5)
+    assert all(samples is not None for samples in before.processes.values()), before.processes
+    url = endpoints["patterns"][0]["url"]
+    for i in range(30):
+        assert post_json(url, {"n": i}, timeout=15).status == 200
+    after = _live.scrape(urls, timeout=5)
+    rows = {row.role: row for row in _live.rows(before, after, _live.groups(endpoints), {})}
+    assert set(rows) == {"api-router", "api-replica"}
+    assert rows["api-router"].up == 2 and rows["api-replica"].up == 3
+    seconds = after.at - before.at
+    # Every request passed one router and one replica: the scrapes from the host saw all of them.
+    assert round(rows["api-router"].rps * seconds) == 30
+    assert round(rows["api-replica"].rps * seconds) == 30
+    assert rows["api-replica"].p50 is not None and rows["api-router"].errors == 0
