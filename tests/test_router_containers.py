@@ -19,6 +19,7 @@ import yaml
 
 from metaparticle_pulumi import containers
 from metaparticle_pulumi._router import IMAGE_ROUTER, dynamic_loader
+from metaparticle_runtime.config import RuntimeConfig
 
 from conftest import METAPARTICLE, free_port, post_json, wait_until
 from router_support import router_binary
@@ -69,8 +70,10 @@ def _inside(container: Any, expression: str) -> str:
 
 
 def _metrics_inside(container: Any) -> str:
-    """The container's own /metrics on its operations port, fetched from inside it."""
-    return _inside(container, "urllib.request.urlopen('http://127.0.0.1:9090/metrics', timeout=5).read().decode()")
+    """The container's own /metrics on its operations port (its MP_METRICS_PORT: routers sharing a
+    network namespace have one each), fetched from inside it."""
+    port = RuntimeConfig.from_env(dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] if "=" in e)).metrics_port
+    return _inside(container, f"urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode()")
 
 
 def test_router_containers_run_the_compiled_router_and_answer(engine: Any, spread: dict[str, Any]) -> None:
@@ -121,3 +124,65 @@ def test_every_container_lists_a_metrics_url_that_the_live_view_scrapes(engine: 
     assert round(rows["api-router"].rps * seconds) == 30
     assert round(rows["api-replica"].rps * seconds) == 30
     assert rows["api-replica"].p50 is not None and rows["api-router"].errors == 0
+
+
+def test_a_router_killed_under_load_leaves_new_connections_from_the_host_without_failures(engine: Any, spread: dict[str, Any]) -> None:
+    """Both entry routers listen in one network namespace (SO_REUSEPORT): the kernel spreads new
+    connections over them, and once one is killed, over the one left. Runs last: it kills a router."""
+    import http.client
+    import threading
+    import time
+    from urllib.parse import urlparse
+
+    endpoints = spread["endpoints"]
+    address = urlparse(endpoints["patterns"][0]["url"])
+    routers = [engine.containers.get(name) for name in _role(endpoints, "api-router")["containers"]]
+    results: list[tuple[float, bool, str]] = []  # (when its connection was made, answered 200, what went wrong)
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+            try:
+                connection.connect()
+                connected = time.monotonic()
+                connection.request("POST", "/", body=b'{"load": true}', headers={"Content-Type": "application/json"})
+                reply = connection.getresponse()
+                reply.read()
+                results.append((connected, reply.status == 200, str(reply.status)))
+            except (OSError, http.client.HTTPException) as exc:
+                results.append((time.monotonic(), False, repr(exc)))
+            finally:
+                connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(3)
+        served = {name: _requests_served(engine.containers.get(name)) for name in _role(endpoints, "api-router")["containers"]}
+        assert all(count > 0 for count in served.values()), f"the kernel did not spread connections over both routers: {served}"
+        routers[0].kill()
+        killed = time.monotonic()
+        time.sleep(4)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    before = [r for r in results if r[0] < killed]
+    after = [r for r in results if r[0] >= killed]
+    assert len(before) > 50 and len(after) > 50, (len(before), len(after))
+    failed = [r for r in after if not r[1]]
+    assert not failed, f"{len(failed)} of {len(after)} requests on connections made after the kill failed: {failed[:5]}"
+    routers[0].reload()
+    assert routers[0].status in ("exited", "stopped"), routers[0].status
+    assert post_json(endpoints["patterns"][0]["url"], {"after": "kill"}, timeout=15).status == 200
+
+
+def _requests_served(container: Any) -> float:
+    """The requests a router container answered, from its own metrics."""
+    total = 0.0
+    for line in _metrics_inside(container).splitlines():
+        if line.startswith("metaparticle_requests_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

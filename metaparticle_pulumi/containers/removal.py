@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .engine import PROJECT_LABEL, _api_error
+from .engine import HOLDER_LABEL, PROJECT_LABEL, _api_error
 from .images import prune_dangling
 from .running import _remove_network, _stop_and_remove
 
@@ -48,9 +48,14 @@ def delete(
     label = {"label": f"{PROJECT_LABEL}={project}"}
     removed = Leftovers()
     containers = client.containers.list(all=True, filters=label)
-    if containers:
-        with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-            list(pool.map(lambda c: _stop_and_remove(c, grace), containers))
+    # Namespace holders last: the engine refuses to remove one while others share its namespace.
+    for batch in (
+        [c for c in containers if c.labels.get(HOLDER_LABEL) != "true"],
+        [c for c in containers if c.labels.get(HOLDER_LABEL) == "true"],
+    ):
+        if batch:
+            with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+                list(pool.map(lambda c: _stop_and_remove(c, grace), batch))
     removed.containers = sorted(c.name for c in containers)
     for network in client.networks.list(filters=label):
         try:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from .._endpoints import document as endpoints_document, pattern_endpoints
 from ..image import RUN_AS
-from ..specs import OPS_PORT
 from ..specs.docker import ENV_DIR, ENV_FILE_MODE, PROBE, ContainerSpec
 from ..topology import GRPC_PORT, HTTP_PORT
 from .engine import PROJECT_LABEL, PUBLISH_HOST, EngineError, LineSink, LogSink, _api_error
@@ -113,13 +112,14 @@ class Deployment:
         from docker.errors import DockerException
 
         options = dict(spec.options)
+        if spec.netns is None:  # else options' network_mode joins the holder's namespace
+            options["network"] = spec.network
+            options["networking_config"] = {spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))}
         try:
             container = self.client.containers.create(
                 spec.image,
                 name=spec.name,
                 labels=dict(spec.labels),
-                network=spec.network,
-                networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
                 detach=True,
                 **options,
             )
@@ -199,7 +199,7 @@ class Deployment:
             http, grpc_ = self.published(entry, HTTP_PORT), self.published(entry, GRPC_PORT)
 
             def names(role: Any, t: Any = topology) -> dict[str, Any]:
-                specs = [c for c in self.plan.containers if c.pattern == t.name and c.role == role.name]
+                specs = [c for c in self.plan.containers if c.pattern == t.name and c.role == role.name and not c.holder]
                 return {"containers": [c.name for c in specs], "replicas": [self._replica(c) for c in specs]}
 
             patterns.append(
@@ -210,7 +210,9 @@ class Deployment:
         return endpoints_document(self.plan.project, patterns, target="docker")
 
     def _replica(self, spec: ContainerSpec) -> dict[str, Any]:
-        ops = self.published(spec, OPS_PORT)
+        # A router in a holder's namespace has its operations port published on the holder.
+        publisher = self.plan.container(spec.netns) if spec.netns else spec
+        ops = self.published(publisher, spec.metrics_port)
         return {"name": spec.name, "replica": spec.replica, "metrics_url": f"http://{ops}/metrics" if ops else None}
 
     def restarts(self) -> dict[str, int]:
@@ -238,7 +240,9 @@ class Deployment:
         """Streams every container's output to `log(replica, line)`, one thread per container."""
         for spec in self.plan.containers:
             container = self.containers.get(spec.name)
-            if container is None:
+            # A namespace holder writes nothing, and podman answers a follow of a container that has
+            # written nothing only once it writes.
+            if container is None or spec.holder:
                 continue
             stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
             self._streams.append(stream)
@@ -257,9 +261,12 @@ class Deployment:
             timeout = grace if grace is not None else specs[container.name].stop_timeout if container.name in specs else 10
             _stop_and_remove(container, int(timeout))
 
-        if containers:
-            with ThreadPoolExecutor(max_workers=min(8, len(containers))) as pool:
-                list(pool.map(stop_one, containers))
+        holders = {spec.name for spec in self.plan.containers if spec.holder}
+        # Namespace holders last: the routers in their namespace drain first, then it goes.
+        for batch in ([c for c in containers if c.name not in holders], [c for c in containers if c.name in holders]):
+            if batch:
+                with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+                    list(pool.map(stop_one, batch))
         self.containers.clear()
         for stream in self._streams:
             try:
