@@ -173,6 +173,8 @@ def test_a_router_killed_under_load_leaves_new_connections_from_the_host_without
     after = [r for r in results if r[0] >= killed]
     assert len(before) > 50 and len(after) > 50, (len(before), len(after))
     failed = [r for r in after if not r[1]]
+    print(f"\nrouter kill: {len(before)} requests before, {len(after)} on new connections after, {len(failed)} of those failed; "
+          f"{sum(not r[1] for r in before)} before (in flight at the kill)")
     assert not failed, f"{len(failed)} of {len(after)} requests on connections made after the kill failed: {failed[:5]}"
     routers[0].reload()
     assert routers[0].status in ("exited", "stopped"), routers[0].status
