@@ -164,7 +164,7 @@ class _Console:
             self._json(_logformat.own("info", "serving", url=url))
         else:
             console.print(f"[bold]Serving.[/] Try: metaparticle call {url} '{{\"hello\": \"world\"}}'   (Ctrl-C stops)")
-        if self.live and self.endpoints.get("target") != "docker":
+        if self.live:
             self._live_stop.clear()
             self._live_thread = threading.Thread(target=self._show_live, name="live-view", daemon=True)
             self._live_thread.start()

@@ -24,6 +24,7 @@ import metaparticle_runtime
 
 from ._errors import PatternError
 from ._functions import FunctionSpec
+from ._router import CONTEXT_ROUTER, image_router, image_router_settings, router_choice
 from ._topology import Topology, dns_name
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ def build_args(python: Optional[str] = None) -> dict[str, str]:
     }
 
 
+#: Directories of every build context: by-value functions, and the compiled router when it is built.
+_ALWAYS_DIRS = ("functions", "router")
 #: Package data that builds the image rather than running in it.
 _BUILD_FILES = ("Dockerfile", "requirements.txt")
 
@@ -222,6 +225,11 @@ class BuildContext:
     @property
     def tag(self) -> str:
         return self.digest[:16]
+
+    @property
+    def carries_router(self) -> bool:
+        """Whether the image holds the compiled router (a static build of scripts/build-router)."""
+        return CONTEXT_ROUTER in self.files
 
     def summary(self) -> str:
         """How many files and bytes go into the image, and how many of them are the program's own."""
@@ -310,6 +318,9 @@ def build_files(topology: Topology) -> dict[str, bytes | Path]:
     for role in topology.roles:
         if role.function is not None and role.function.by_value:
             files[f"functions/{role.function.file_name}"] = role.function.pickled or b""
+    router = image_router()
+    if router is not None:
+        files[CONTEXT_ROUTER] = Path(router)
     return files
 
 
@@ -333,7 +344,8 @@ def write_build_context(topology: Topology, directory: str | os.PathLike[str] | 
     out = Path(directory) if directory is not None else source / BUILD_DIR / dns_name(topology.name)
     files = build_files(topology)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "functions").mkdir(exist_ok=True)
+    for always in _ALWAYS_DIRS:  # the Dockerfile copies them, empty or not
+        (out / always).mkdir(exist_ok=True)
     digest = hashlib.sha256()
     # The tag names the image, not just the files: another Python or cloudpickle is another image.
     for key, value in sorted(build_args().items()):
@@ -356,7 +368,7 @@ def write_build_context(topology: Topology, directory: str | os.PathLike[str] | 
         rel = path.relative_to(out).as_posix()
         if path.is_file() and rel not in keep:
             path.unlink()
-        elif path.is_dir() and rel != "functions" and not any(path.iterdir()):
+        elif path.is_dir() and rel not in _ALWAYS_DIRS and not any(path.iterdir()):
             path.rmdir()
     return BuildContext(out, out / "Dockerfile", tuple(sorted(files)), digest.hexdigest())
 
@@ -375,6 +387,14 @@ class ContainerImage:
     #: The `docker.Image` child (None for a prebuilt image).
     resource: Optional[pulumi.CustomResource] = None
     context: Optional[BuildContext] = None
+
+    @property
+    def router(self) -> dict[str, str]:
+        """The RuntimeConfig settings of its Spread and Shard routers: the compiled router when the
+        image carries it; for a prebuilt image only when METAPARTICLE_ROUTER=go says it does."""
+        if self.context is not None:
+            return image_router_settings(self.context.carries_router)
+        return image_router_settings(router_choice() == "go")
 
 
 def image_repository(topology: Topology, registry: Optional[str]) -> str:

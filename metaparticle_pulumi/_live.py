@@ -1,8 +1,9 @@
 """The live view of `metaparticle run` in a terminal: per role, what two scrapes of its processes'
-Prometheus metrics a second apart say (req/s, p50/p99, errors, in flight) and its restarts.
+(or containers') Prometheus metrics a second apart say (req/s, p50/p99, errors, in flight) and its
+restarts.
 
-`rows` is a pure function of two `Scrape`s and the supervisor's restart counts; `scrape` reads the
-processes' `metrics_url`s; `table` draws the rows with rich.
+`rows` is a pure function of two `Scrape`s and the runner's restart counts; `scrape` reads the
+`metrics_url`s of the endpoints document; `table` draws the rows with rich.
 """
 
 from __future__ import annotations
@@ -74,21 +75,28 @@ def scrape(urls: Mapping[str, str], timeout: float = 0.5) -> Scrape:
     return Scrape(time.monotonic(), processes)
 
 
+def _members(role: Mapping[str, object]) -> list[Mapping[str, object]]:
+    """A role's processes (local target) or containers (`replicas`, docker target)."""
+    return list(role.get("processes") or role.get("replicas") or [])  # type: ignore[call-overload]
+
+
 def groups(endpoints: Mapping[str, object]) -> list[RoleGroup]:
-    """Every role of an endpoints document with its processes."""
+    """Every role of an endpoints document with its processes or containers."""
     found = []
     for pattern in endpoints["patterns"]:  # type: ignore[attr-defined]
         for role in pattern["roles"]:
-            found.append(RoleGroup(pattern["name"], role["name"], tuple(p["name"] for p in role.get("processes", []))))
+            found.append(RoleGroup(pattern["name"], role["name"], tuple(str(p["name"]) for p in _members(role))))
     return found
 
 
 def metrics_urls(endpoints: Mapping[str, object]) -> dict[str, str]:
+    """Where each process or container serves its metrics (one with none published is left out)."""
     return {
-        process["name"]: process["metrics_url"]
+        str(member["name"]): str(member["metrics_url"])
         for pattern in endpoints["patterns"]  # type: ignore[attr-defined]
         for role in pattern["roles"]
-        for process in role.get("processes", [])
+        for member in _members(role)
+        if member.get("metrics_url")
     }
 
 

@@ -443,6 +443,10 @@ class ContainerRunner:
     def poll(self) -> None:
         pass  # the engine restarts containers itself
 
+    def restarts(self) -> dict[str, int]:
+        """How often the engine restarted each container (by name), for the live view."""
+        return self._engine(self.deployment.restarts)
+
     def stop(self) -> str:
         count = len(self.deployment.containers)
         self.deployment.stop()

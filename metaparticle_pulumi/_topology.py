@@ -169,6 +169,10 @@ class Topology:
         self.settings.validate()
 
 
+#: Roles the compiled router may serve (RuntimeConfig.compiled_router_serves decides per replica).
+ROUTER_KINDS = ("spread", "shard")
+
+
 def role_config(
     topology: Topology,
     role: Role,

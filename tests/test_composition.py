@@ -167,4 +167,6 @@ def test_on_docker_callers_join_the_used_patterns_network_and_call_its_entry_ali
     assert [n["name"] for n in replica["networksAdvanced"]] == [networks["api-net"], networks["users-net"]]
     env = dict(e.split("=", 1) for e in replica["envs"])
     assert json.loads(env["MP_USES"]) == {"users": "dns:///users:50051"}
-    assert [n["name"] for n in containers["api-router-0"]["networksAdvanced"]] == [networks["api-net"]]
+    # The routers (in their holder's network namespace) stay on the api's network alone.
+    assert containers["api-router-0"]["networkMode"] == f"container:{containers['api-router-net']['name']}"
+    assert [n["name"] for n in containers["api-router-net"]["networksAdvanced"]] == [networks["api-net"]]

@@ -35,7 +35,8 @@ from metaparticle_pulumi import _containers as containers
 from metaparticle_pulumi._containers import ContainerSpec, Deployment, EngineError, NetworkSpec, Plan
 from metaparticle_pulumi._manifests import render_manifests
 from metaparticle_pulumi._program import evaluate
-from metaparticle_pulumi._topology import GRPC_PORT, HTTP_PORT, role_env
+from metaparticle_pulumi._containers.engine import HOLDER_LABEL
+from metaparticle_pulumi._topology import GRPC_PORT, HTTP_PORT, ROUTER_KINDS, role_env
 
 from conftest import METAPARTICLE, free_port, post_json, run_program, wait_until, write_program
 from engine_support import Cluster, cluster_environment
@@ -154,29 +155,51 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
     plan = containers.plan(evaluation, port=18080)
     (topology,) = plan.topologies
     addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
-    expected = {f"{role}-{i}" for role, n in DEPLOYED_ROLES[example].items() for i in range(n)}
+    entry = EXAMPLE_ENTRY[example]
+    routers = DEPLOYED_ROLES[example][entry]
+    holder = f"{entry}-net" if routers > 1 else None  # the entry routers' network namespace
+    expected = {f"{role}-{i}" for role, n in DEPLOYED_ROLES[example].items() for i in range(n)} | ({holder} - {None})
     assert {c.replica for c in plan.containers} == expected
     (network,) = plan.networks
     assert network.labels[containers.PROJECT_LABEL] == evaluation.project
+    router = evaluation.patterns[0].image.router  # the compiled router when the image carries it
     for spec in plan.containers:
         role = topology.role(spec.role)
-        env = dict(e.split("=", 1) for e in spec.options["environment"])
-        fn = role.function
-        fn_file = f"/app/.metaparticle/functions/{fn.file_name}" if fn is not None and fn.by_value else None
-        assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app", metrics_port=9090), "MP_DRAIN_SECONDS": "1"}
-        assert spec.aliases == (role.name,)
         assert spec.network == network.name
         assert spec.options["user"] == "10001:10001" and spec.options["read_only"] is True
         assert spec.options["cap_drop"] == ["ALL"] and "/tmp" in spec.options["tmpfs"]
         assert spec.labels[containers.PROJECT_LABEL] == evaluation.project
         assert spec.labels[containers.ROLE_LABEL] == role.name
-        assert spec.probe == ("python", "-m", "metaparticle_runtime.probe", "--port", str(GRPC_PORT))
+        if spec.holder:
+            assert spec.replica == holder and spec.aliases == (entry,) and spec.entry
+            assert spec.labels[HOLDER_LABEL] == "true" and "environment" not in spec.options
+            assert spec.options["ports"] == {
+                f"{HTTP_PORT}/tcp": ("127.0.0.1", 18080),
+                f"{GRPC_PORT}/tcp": ("127.0.0.1", None),
+                **{f"{9090 + i}/tcp": ("127.0.0.1", None) for i in range(routers)},
+            }
+            continue
+        shared = spec.netns is not None
+        assert shared == (holder is not None and role.name == entry)
+        env = dict(e.split("=", 1) for e in spec.options["environment"])
+        fn = role.function
+        fn_file = f"/app/.metaparticle/functions/{fn.file_name}" if fn is not None and fn.by_value else None
+        settings = {"metrics_port": spec.metrics_port, **(router if role.kind in ROUTER_KINDS else {}), **({"reuse_port": True} if shared else {})}
+        assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app", **settings), "MP_DRAIN_SECONDS": "1"}
+        probe = ("python", "-m", "metaparticle_runtime.probe")
+        if shared:
+            assert spec.aliases == () and spec.options["network_mode"] == f"container:{plan.container(spec.netns).name}"
+            assert spec.metrics_port == 9090 + int(spec.replica.rsplit("-", 1)[1])
+            assert spec.probe == (*probe, "--ops-port", str(spec.metrics_port))
+        else:
+            assert spec.aliases == (role.name,) and spec.metrics_port == 9090
+            assert spec.probe == (*probe, "--port", str(GRPC_PORT))
         if spec.entry:
-            assert spec.replica == f"{EXAMPLE_ENTRY[example]}-0"
+            assert holder is None and spec.replica == f"{entry}-0"
             assert spec.options["ports"][f"{HTTP_PORT}/tcp"] == ("127.0.0.1", 18080)
             assert spec.options["ports"][f"{GRPC_PORT}/tcp"] == ("127.0.0.1", None)
         else:
-            assert not spec.options["ports"]
+            assert spec.options["ports"] == ({} if shared else {"9090/tcp": ("127.0.0.1", None)})
     order = [c.role for c in plan.containers]
     for role in topology.roles:
         for upstream in role.upstreams:
@@ -285,7 +308,9 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], port: int) -> None:
     """Every container serves (its probe, run inside it), joined the pattern's network under its
-    role's name, runs the image built for the session, and only the entry publishes, on loopback."""
+    role's name (several entry routers: through their namespace's holder), runs the image built for
+    the session, and publishes on loopback only: the entry its ports, every container its metrics
+    (the `metrics_url` the endpoints list)."""
     (pattern,) = endpoints["patterns"]
     assert pattern["url"] == f"http://127.0.0.1:{port}"
     for role in pattern["roles"]:
@@ -295,16 +320,33 @@ def _check_running(engine: Any, example: Example, endpoints: dict[str, Any], por
             assert container.labels[containers.PROJECT_LABEL] == example.project
             if container.attrs["Config"]["Image"].endswith(example.image.name):  # else the sources changed meanwhile
                 assert container.image.id == example.built.id, "an unchanged program was not rebuilt from the cache"
-            # A probe that times out once on a loaded machine is retried, as a kubelet or Docker would.
-            assert wait_until(lambda: containers.exec_probe(container), 20, 1.0), f"{name}: the health probe fails inside the container"
-            network = container.attrs["NetworkSettings"]["Networks"][pattern["network"]]
+            # Its own health check; one that times out once on a loaded machine is retried, as a
+            # kubelet or Docker would.
+            probe = container.attrs["Config"]["Healthcheck"]["Test"][1:]
+            assert wait_until(lambda: containers.exec_probe(container, probe), 20, 1.0), f"{name}: the health probe fails inside the container"
+            mode = container.attrs["HostConfig"].get("NetworkMode") or ""
+            # Several entry routers live in the namespace of a holder, which joins and publishes for them.
+            where = engine.containers.get(mode.split(":", 1)[1]) if mode.startswith("container:") else container
+            shared = where is not container
+            assert shared == (role["entry"] and len(role["containers"]) > 1), (name, mode)
+            network = where.attrs["NetworkSettings"]["Networks"][pattern["network"]]
             assert role["name"] in (network.get("Aliases") or []), f"{name} is not reachable as {role['name']}"
-            published = {k: v for k, v in container.attrs["NetworkSettings"]["Ports"].items() if v}
-            if container.labels.get(containers.ENTRY_LABEL) == "true":  # the first of the entry role's containers
-                assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
+            published = {k: v for k, v in where.attrs["NetworkSettings"]["Ports"].items() if v}
+            assert {b["HostIp"] for bindings in published.values() for b in bindings} == {"127.0.0.1"}
+            index = int(container.labels[containers.REPLICA_LABEL].rsplit("-", 1)[1])
+            ops = f"{9090 + index}/tcp" if shared else "9090/tcp"
+            if shared:
+                assert where.labels.get(HOLDER_LABEL) == "true" and where.labels.get(containers.ENTRY_LABEL) == "true"
+                routers = len(role["containers"])
+                assert set(published) == {f"{HTTP_PORT}/tcp", f"{GRPC_PORT}/tcp", *(f"{9090 + i}/tcp" for i in range(routers))}
                 assert published[f"{HTTP_PORT}/tcp"][0]["HostPort"] == str(port)
+            elif container.labels.get(containers.ENTRY_LABEL) == "true":  # a single entry container
+                assert published[f"{HTTP_PORT}/tcp"][0]["HostPort"] == str(port)
+                assert set(published) == {f"{HTTP_PORT}/tcp", f"{GRPC_PORT}/tcp", "9090/tcp"}
             else:
-                assert not published
+                assert set(published) == {"9090/tcp"}, "only the entry publishes more than its metrics"
+            (listed,) = [r for r in role["replicas"] if r["name"] == name]
+            assert listed["metrics_url"] == f"http://127.0.0.1:{published[ops][0]['HostPort']}/metrics"
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -393,11 +435,14 @@ def test_secret_env_reaches_the_function_as_a_file_never_in_the_container_config
         assert reply.status == 200, reply.body
         assert reply.body == {"token": "s3cret-value", "plain": "visible", "mode": "0o400", "uid": 10001}
         found = engine.containers.list(filters={"label": f"{containers.PROJECT_LABEL}={project}"})
-        assert len(found) == 4  # two routers, two replicas
+        assert len(found) == 5  # two routers, the holder of their network namespace, two replicas
         volumes = {m["Name"] for c in found for m in c.attrs["Mounts"] if m["Type"] == "volume" and m["Destination"] == "/run/metaparticle/env"}
-        assert len(volumes) == 4, "one anonymous volume per container"
+        assert len(volumes) == 4, "one anonymous volume per container that runs a role"
         for container in found:
             config = container.attrs["Config"]
+            if container.labels.get(HOLDER_LABEL) == "true":  # runs nothing: no env, no secrets
+                assert not [e for e in config["Env"] or [] if e.startswith(("PLAIN=", "MP_"))]
+                continue
             assert "s3cret-value" not in json.dumps(config["Env"]) + json.dumps(config["Labels"])
             assert "s3cret-value" not in json.dumps(container.attrs["HostConfig"])
             assert "PLAIN=visible" in config["Env"]

@@ -1,5 +1,5 @@
 """The Docker target, checked offline against Pulumi's mocks: one network per pattern, one container
-per replica reachable by its role's name, only the entry published (on 127.0.0.1)."""
+per replica reachable by its role's name, the entry and every container's metrics published (on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
 from metaparticle_pulumi._image import FUNCTIONS_DIR
-from metaparticle_pulumi._topology import role_env
+from metaparticle_pulumi._specs.docker import HOLD
+from metaparticle_pulumi._topology import ROUTER_KINDS, role_env
 
 from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES, dumps, evaluate_examples
 
@@ -39,13 +40,23 @@ def env(container: dict) -> dict[str, str]:
     return dict(pairs)
 
 
+def holder_of(example: str) -> str | None:
+    """The container holding the entry routers' network namespace, when there are several."""
+    entry = EXAMPLE_ENTRY[example]
+    return f"{entry}-net" if DEPLOYED_ROLES[example][entry] > 1 else None
+
+
+def engine_name(stack, name: str) -> str:
+    return containers(stack)[name]["name"]
+
+
 @pytest.mark.parametrize("example", PATTERNS)
 def test_one_network_and_one_container_per_replica(stacks, example):
     stack = stacks[example]
     roles = DEPLOYED_ROLES[example]
     assert len(stack.resources(type="docker:index/network:Network")) == 1
     assert len(stack.resources(type="docker:index/image:Image")) == 1
-    expected = {f"{role}-{i}" for role, n in roles.items() for i in range(n)}
+    expected = {f"{role}-{i}" for role, n in roles.items() for i in range(n)} | ({holder_of(example)} - {None})
     assert set(containers(stack)) == expected
     assert not [r for r in stack.resources() if r.type.startswith("kubernetes:")]
 
@@ -54,19 +65,36 @@ def test_one_network_and_one_container_per_replica(stacks, example):
 def test_replicas_join_the_network_under_their_roles_name(stacks, example):
     stack = stacks[example]
     (network,) = stack.resources(type="docker:index/network:Network")
+    holder = holder_of(example)
     for name, c in containers(stack).items():
         role = name.rsplit("-", 1)[0]
-        assert c["networksAdvanced"] == [{"name": network.inputs["name"], "aliases": [role]}]
-        assert c["hostname"] == name
+        if holder is not None and role == EXAMPLE_ENTRY[example] and name != holder:
+            # The entry routers share the holder's namespace: it joins under the role's name.
+            assert c["networkMode"] == f"container:{engine_name(stack, holder)}"
+            assert not c.get("networksAdvanced") and not c.get("hostname")
+        else:
+            assert c["networksAdvanced"] == [{"name": network.inputs["name"], "aliases": [role]}]
+            assert c["hostname"] == (role if name == holder else name)
+            assert not c.get("networkMode")
 
 
 @pytest.mark.parametrize("example", PATTERNS)
-def test_only_the_entry_publishes_its_ports_and_only_on_loopback(stacks, example):
+def test_the_entry_publishes_its_ports_every_container_its_metrics_only_on_loopback(stacks, example):
+    holder = holder_of(example)
+    entry = EXAMPLE_ENTRY[example]
+    routers = DEPLOYED_ROLES[example][entry]
     for name, c in containers(stacks[example]).items():
-        if name == f"{EXAMPLE_ENTRY[example]}-0":
-            assert sorted((p["internal"], p["ip"]) for p in c["ports"]) == [(8080, "127.0.0.1"), (50051, "127.0.0.1")]
+        published = sorted((p["internal"], p["ip"]) for p in c["ports"])
+        if name == holder:
+            # The entry, and each router's operations port (9090 + its index).
+            assert published == sorted([(8080, "127.0.0.1"), (50051, "127.0.0.1")] + [(9090 + i, "127.0.0.1") for i in range(routers)])
+        elif holder is not None and name.startswith(f"{entry}-"):
+            assert published == [], "published on the holder"
+        elif name == f"{entry}-0":
+            assert published == [(8080, "127.0.0.1"), (9090, "127.0.0.1"), (50051, "127.0.0.1")]
         else:
-            assert not c.get("ports")
+            assert published == [(9090, "127.0.0.1")]
+        assert not any(p.get("external") for p in c["ports"]), "the engine picks the host ports"
 
 
 @pytest.mark.parametrize("example", PATTERNS)
@@ -74,10 +102,21 @@ def test_container_env_is_role_env_with_docker_dns_addresses(stacks, example):
     stack = stacks[example]
     topology = stack.patterns[0].topology
     addresses = {r.name: f"dns:///{r.name}:50051" for r in topology.roles}
+    holder = holder_of(example)
     for name, c in containers(stack).items():
+        if name == holder:
+            assert not c.get("envs") and c["command"] == list(HOLD)
+            assert c["sysctls"] == {"net.ipv4.tcp_migrate_req": "1"}
+            continue
         role = topology.role(name.rsplit("-", 1)[0])
         fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
-        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app", metrics_port=9090)
+        # Routers run the compiled router when the image carries it (tests/test_image_router.py).
+        router = stack.patterns[0].image.router if role.kind in ROUTER_KINDS else {}
+        shared = {}
+        if holder is not None and role.entry:  # in one namespace: the entry's ports shared, ops ports apart
+            shared = {"reuse_port": True, "metrics_port": 9090 + int(name.rsplit("-", 1)[1])}
+        settings = {"metrics_port": 9090, **router, **shared}
+        expected = role_env(topology, role, addresses, replica=name, function_file=fn_file, source_dir="/app", **settings)
         expected["MP_DRAIN_SECONDS"] = "1"
         assert env(c) == expected
 
@@ -89,13 +128,21 @@ def test_the_shard_router_calls_every_shard_by_alias_in_order(stacks):
 
 @pytest.mark.parametrize("example", PATTERNS)
 def test_containers_run_locked_down_with_a_health_check(stacks, example):
-    for c in containers(stacks[example]).values():
+    holder = holder_of(example)
+    for name, c in containers(stacks[example]).items():
         assert c["user"] == "10001:10001"
         assert c["readOnly"] is True
         assert c["tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=64m"}
         assert c["capabilities"] == {"drops": ["ALL"]}
         assert c["securityOpts"] == ["no-new-privileges:true"]
-        assert c["healthcheck"]["tests"] == ["CMD", "python", "-m", "metaparticle_runtime.probe", "--port", "50051"]
+        probe = ["CMD", "python", "-m", "metaparticle_runtime.probe"]
+        if name == holder:
+            assert c["healthcheck"]["tests"] == ["CMD", "true"]
+        elif holder is not None and name.startswith(f"{EXAMPLE_ENTRY[example]}-"):
+            # Its own operations port: the shared gRPC port answers for any router of the namespace.
+            assert c["healthcheck"]["tests"] == [*probe, "--ops-port", str(9090 + int(name.rsplit("-", 1)[1]))]
+        else:
+            assert c["healthcheck"]["tests"] == [*probe, "--port", "50051"]
         assert c["memory"] == 256  # MB, from the default memory limit
 
 
@@ -133,7 +180,7 @@ def test_names_on_the_engine_keep_stacks_and_patterns_apart():
         mp.Spread("api", function=handler, replicas=2)
     dev_names = [r.inputs["name"] for r in dev.resources(type=CONTAINER)]
     test_names = [r.inputs["name"] for r in test.resources(type=CONTAINER)]
-    assert len(dev_names) == len(set(dev_names)) == 8  # two routers and two replicas per pattern
+    assert len(dev_names) == len(set(dev_names)) == 10  # two routers, their namespace holder and two replicas per pattern
     assert not set(dev_names) & set(test_names)
     assert "shop-dev-api-router-0" in dev_names
     pairs = [(r.type, r.name) for r in dev.resources()]
@@ -152,7 +199,9 @@ def test_a_docker_provider_given_to_the_pattern_reaches_every_child():
 def test_extra_env_reaches_every_container_but_cannot_replace_the_runtimes():
     with testing.mocked("docker") as stack:
         mp.Spread("api", function=handler, env={"LOG_LEVEL": "debug"})
-    assert all(env(r.inputs)["LOG_LEVEL"] == "debug" for r in stack.resources(type=CONTAINER))
+    # Every container that runs a role (the routers' namespace holder runs nothing, with no env).
+    runs = [r for r in stack.resources(type=CONTAINER) if not r.name.endswith("-net")]
+    assert len(runs) == 5 and all(env(r.inputs)["LOG_LEVEL"] == "debug" for r in runs)
     with pytest.raises(mp.PatternError, match="MP_UPSTREAMS"):
         with testing.mocked("docker"):
             mp.Spread("api", function=handler, env={"MP_UPSTREAMS": "[]"})
@@ -183,8 +232,10 @@ def test_the_pulumi_containers_apply_the_pattern_s_docker_spec(stacks, example):
     for c in spec.containers:
         inputs = created[f"{c.role}-{c.replica.rsplit('-', 1)[1]}"]
         options = c.options
-        assert inputs["name"] == c.name and inputs["hostname"] == c.replica
-        assert inputs["envs"] == list(options["environment"])
+        assert inputs["name"] == c.name and inputs.get("hostname") == options.get("hostname")
+        assert inputs.get("networkMode") == options.get("network_mode")
+        assert inputs.get("envs", []) == list(options.get("environment", []))
+        assert inputs.get("command") == options.get("command") and inputs.get("sysctls") == options.get("sysctls")
         assert inputs["user"] == options["user"] and inputs["readOnly"] is options["read_only"]
         assert inputs["tmpfs"] == options["tmpfs"] and inputs["capabilities"] == {"drops": options["cap_drop"]}
         assert inputs["securityOpts"] == options["security_opt"]
@@ -197,7 +248,8 @@ def test_the_pulumi_containers_apply_the_pattern_s_docker_spec(stacks, example):
         assert inputs["stopTimeout"] == c.stop_timeout == inputs["destroyGraceSeconds"]
         published = [(p["internal"], p["ip"]) for p in inputs.get("ports") or []]
         assert published == [(int(k.split("/")[0]), host) for k, (host, _) in options["ports"].items()]
-        assert inputs["networksAdvanced"][0]["aliases"] == list(c.aliases)
+        if c.netns is None:
+            assert inputs["networksAdvanced"][0]["aliases"] == list(c.aliases)
 
 
 def test_secret_env_values_go_as_files_never_into_the_configured_environment():
@@ -205,9 +257,15 @@ def test_secret_env_values_go_as_files_never_into_the_configured_environment():
         mp.Spread("api", function=handler, replicas=2, env={"LOG_LEVEL": "debug", "TOKEN": pulumi.Output.secret("s3cret")})
     (pattern,) = stack.patterns
     for spec in pattern.docker_spec.containers:
+        if spec.holder:  # runs nothing: no env, no secrets
+            assert not spec.env_files and "mounts" not in spec.options
+            continue
         assert [k for k, _ in spec.env_files] == ["TOKEN"]
         assert spec.options["mounts"] == [{"Target": "/run/metaparticle/env", "Type": "volume", "ReadOnly": False}]
     for name, inputs in containers(stack).items():
+        if name.endswith("-net"):
+            assert "s3cret" not in dumps(inputs) and not inputs.get("uploads")
+            continue
         variables = env(inputs)
         assert variables["LOG_LEVEL"] == "debug" and "TOKEN" not in variables
         assert variables["MP_ENV_DIR"] == "/run/metaparticle/env"

@@ -15,7 +15,7 @@ import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
 from metaparticle_pulumi._image import FUNCTIONS_DIR
 from metaparticle_pulumi._targets import _shared
-from metaparticle_pulumi._topology import role_env
+from metaparticle_pulumi._topology import ROUTER_KINDS, role_env
 
 from target_support import (
     EXAMPLE_ENTRY,
@@ -169,7 +169,9 @@ def test_container_env_is_role_env_with_the_pod_name_as_replica(stacks, example)
     for d in stack.objects(kind="Deployment"):
         role = topology.role(d["metadata"]["name"])
         fn_file = f"{FUNCTIONS_DIR}/{role.function.file_name}" if role.function and role.function.by_value else None
-        expected = role_env(topology, role, addresses, replica="x", function_file=fn_file, source_dir="/app", metrics_port=9090)
+        # Routers run the compiled router when the image carries it (tests/test_image_router.py).
+        router = stack.patterns[0].image.router if role.kind in ROUTER_KINDS else {}
+        expected = role_env(topology, role, addresses, replica="x", function_file=fn_file, source_dir="/app", metrics_port=9090, **router)
         expected["MP_REPLICA"] = {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
         expected["MP_DRAIN_SECONDS"] = "5"
         assert env_of(container_of(d)) == expected

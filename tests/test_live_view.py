@@ -82,6 +82,28 @@ def test_the_table_names_every_column():
         assert cell in text
 
 
+def test_containers_of_the_docker_target_are_grouped_and_scraped_like_processes():
+    role = {
+        "name": "api-router",
+        "containers": ["p-api-router-0", "p-api-router-1"],
+        "replicas": [
+            {"name": "p-api-router-0", "replica": "api-router-0", "metrics_url": "http://127.0.0.1:41000/metrics"},
+            {"name": "p-api-router-1", "replica": "api-router-1", "metrics_url": None},
+        ],
+    }
+    local = {"name": "api-replica", "processes": [{"name": "api-replica-0", "grpc_port": 1, "metrics_url": "http://127.0.0.1:41001/metrics"}]}
+    endpoints = {"patterns": [{"name": "api", "roles": [role, local]}]}
+    assert _live.groups(endpoints) == [
+        _live.RoleGroup("api", "api-router", ("p-api-router-0", "p-api-router-1")),
+        _live.RoleGroup("api", "api-replica", ("api-replica-0",)),
+    ]
+    # A container whose operations port is not published is not scraped (and counts as down).
+    assert _live.metrics_urls(endpoints) == {
+        "p-api-router-0": "http://127.0.0.1:41000/metrics",
+        "api-replica-0": "http://127.0.0.1:41001/metrics",
+    }
+
+
 SPREAD = "import metaparticle_pulumi as mp\n\n\ndef echo(request):\n    return request\n\n\nmp.Spread('api', function=echo, replicas=2)\n"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

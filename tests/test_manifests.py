@@ -175,8 +175,9 @@ def test_the_preview_tree_shows_each_pattern_and_its_children(tmp_path, target):
                 "kubernetes:core/v1:Service  api-replica", "kubernetes:policy/v1:PodDisruptionBudget  api-replica"} <= set(children)
         assert len(children) == 1 + 2 + 2 + 2 + 2  # image, 2 Deployments, 2 Services, 2 policies, 2 budgets
     else:
-        assert {"docker:index/network:Network  api-net", "docker:index/container:Container  api-replica-2"} <= set(children)
-        assert len(children) == 1 + 1 + 4 + 1  # image, network, 2 routers, 3 replicas
+        assert {"docker:index/network:Network  api-net", "docker:index/container:Container  api-replica-2",
+                "docker:index/container:Container  api-router-net"} <= set(children)
+        assert len(children) == 1 + 1 + 1 + 2 + 3  # image, network, the routers' namespace holder, 2 routers, 3 replicas
 
 
 def test_the_preview_tree_lists_resources_outside_patterns_first(tmp_path):

@@ -111,3 +111,32 @@ def test_a_probe_with_half_its_tls_settings_says_so(pki) -> None:
     assert "TLS needs --tls-cert, --tls-key and --tls-ca together" in result.stderr
     missing = probe({"MP_TLS_CERT": "/nonexistent.crt", "MP_TLS_KEY": role.key, "MP_TLS_CA": role.ca})
     assert missing.returncode == 2 and "probe misconfigured" in missing.stderr and "/nonexistent.crt" in missing.stderr
+
+
+def test_the_ops_port_probe_follows_the_replicas_healthz() -> None:
+    """--ops-port checks GET /healthz of the operations port: 0 on 200, 1 on 503 or nothing listening."""
+    import http.server
+    import threading
+
+    status = {"code": 200}
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            self.send_response(status["code"] if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port = str(httpd.server_address[1])
+    try:
+        assert probe({}, "--ops-port", port).returncode == 0
+        status["code"] = 503
+        assert probe({}, "--ops-port", port).returncode == 1
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert probe({}, "--ops-port", port, "--timeout", "0.5").returncode == 1

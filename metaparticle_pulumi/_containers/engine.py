@@ -15,6 +15,8 @@ PATTERN_LABEL = "io.metaparticle.pattern"
 ROLE_LABEL = "io.metaparticle.role"
 REPLICA_LABEL = "io.metaparticle.replica"
 ENTRY_LABEL = "io.metaparticle.entry"
+#: On a container that holds the network namespace of others (removed after them).
+HOLDER_LABEL = "io.metaparticle.holder"
 #: Project label of the runtime-only image (`build_runtime_image`).
 RUNTIME_PROJECT = "metaparticle-runtime"
 PUBLISH_HOST = "127.0.0.1"

@@ -12,7 +12,7 @@ from .._outputs import resolved
 from .._image import build_args
 from .._specs.docker import ContainerSpec, DockerSpec, NetworkSpec, VolumeSpec
 from .._topology import HTTP_PORT, Topology
-from .engine import ENTRY_LABEL, PATTERN_LABEL, PROJECT_LABEL, REPLICA_LABEL, ROLE_LABEL, EngineError
+from .engine import ENTRY_LABEL, HOLDER_LABEL, PATTERN_LABEL, PROJECT_LABEL, REPLICA_LABEL, ROLE_LABEL, EngineError
 
 if TYPE_CHECKING:
     from .._program import Evaluation
@@ -97,7 +97,8 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
             out.resharding.add(topology.name)
         # Routers last: they resolve their upstreams' names when they start, and the engine's DNS
         # answers only with containers already started, so a router started first would send
-        # every request to whichever replica it found.
+        # every request to whichever replica it found. A namespace holder comes before the routers
+        # that join it (the sort keeps the spec's order).
         for container in sorted(spec.containers, key=lambda c: bool(topology.role(c.role).upstreams)):
             host_port = port if container.entry and first_entry else None
             image = container.image if container.network_of is not None else image_name  # a user's server: its own
@@ -165,5 +166,7 @@ def _for_engine(project: str, spec: ContainerSpec, image: str, host_port: Option
     labels.update({PROJECT_LABEL: project, PATTERN_LABEL: spec.pattern, ROLE_LABEL: spec.role, REPLICA_LABEL: spec.replica})
     if spec.entry:
         labels[ENTRY_LABEL] = "true"
+    if spec.holder:
+        labels[HOLDER_LABEL] = "true"
     env_files = tuple((key, str(resolved(value))) for key, value in spec.env_files)
     return replace(spec, image=image, labels=labels, options=options, env_files=env_files)

@@ -112,7 +112,7 @@ class Deployment:
         from docker.errors import DockerException
 
         options = dict(spec.options)
-        if spec.network_of is None:
+        if spec.network_of is None and spec.netns is None:  # else options' network_mode joins another's namespace
             options.update(
                 network=spec.network,
                 networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
@@ -198,20 +198,42 @@ class Deployment:
         return None
 
     def endpoints(self) -> dict[str, Any]:
-        """Every pattern's entry URLs and each role's containers (machine-readable)."""
+        """Every pattern's entry URLs and each role's containers (machine-readable), with where
+        each container's metrics are scraped from the host (its published operations port)."""
         patterns = []
         for topology in self.plan.topologies:
             entry = next(c for c in self.plan.containers if c.pattern == topology.name and c.entry)
             http, grpc_ = self.published(entry, HTTP_PORT), self.published(entry, GRPC_PORT)
-            names = lambda role, t=topology: {  # noqa: E731
-                "containers": [c.name for c in self.plan.containers if c.pattern == t.name and c.role == role.name]
-            }
+
+            def names(role: Any, t: Any = topology) -> dict[str, Any]:
+                specs = [c for c in self.plan.containers if c.pattern == t.name and c.role == role.name and not c.holder]
+                return {"containers": [c.name for c in specs], "replicas": [self._replica(c) for c in specs]}
+
             patterns.append(
                 pattern_endpoints(
                     topology, f"http://{http}" if http else "", f"grpc://{grpc_}" if grpc_ else "", names, network=entry.network
                 )
             )
         return endpoints_document(self.plan.project, patterns, target="docker")
+
+    def _replica(self, spec: ContainerSpec) -> dict[str, Any]:
+        # A router in a holder's namespace has its operations port published on the holder.
+        publisher = self.plan.container(spec.netns) if spec.netns else spec
+        ops = self.published(publisher, spec.metrics_port)
+        return {"name": spec.name, "replica": spec.replica, "metrics_url": f"http://{ops}/metrics" if ops else None}
+
+    def restarts(self) -> dict[str, int]:
+        """How often the engine restarted each container (by name); 0 for one it cannot tell."""
+        from docker.errors import DockerException
+
+        counts = {}
+        for name, container in list(self.containers.items()):
+            try:
+                container.reload()
+                counts[name] = int(container.attrs.get("RestartCount") or 0)
+            except DockerException:
+                counts[name] = 0
+        return counts
 
     # -- logs ----------------------------------------------------------------------------------------------
     def logs(self, spec: ContainerSpec, lines: int = 20) -> list[str]:
@@ -225,7 +247,9 @@ class Deployment:
         """Streams every container's output to `log(replica, line)`, one thread per container."""
         for spec in self.plan.containers:
             container = self.containers.get(spec.name)
-            if container is None:
+            # A namespace holder writes nothing, and podman answers a follow of a container that has
+            # written nothing only once it writes.
+            if container is None or spec.holder:
                 continue
             stream = container.logs(stream=True, follow=True, stdout=True, stderr=True)
             self._streams.append(stream)
@@ -244,7 +268,9 @@ class Deployment:
             timeout = grace if grace is not None else specs[container.name].stop_timeout if container.name in specs else 10
             _stop_and_remove(container, int(timeout))
 
-        for batch in dependents_first(containers, {s.name for s in self.plan.containers if s.network_of}):
+        # Containers in another's network namespace (users' servers, routers in a holder's) first:
+        # the engine refuses to remove a container others share.
+        for batch in dependents_first(containers, {s.name for s in self.plan.containers if s.network_of or s.netns}):
             with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
                 list(pool.map(stop_one, batch))
         self.containers.clear()

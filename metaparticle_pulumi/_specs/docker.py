@@ -7,9 +7,20 @@ exactly the same containers. `options` are the Docker SDK's `containers.create` 
 
 Every replica of a role joins the pattern's network with the role's name as alias, so
 `dns:///<role>:50051` resolves to all its replicas (Docker's DNS answers with each) and routers
-balance per call over them, as on Kubernetes. Only the entry publishes its ports, on 127.0.0.1.
-Containers run as the image's non-root user with a read-only root filesystem and a gRPC health check;
-each serves Prometheus metrics on `OPS_PORT` inside the network (not published).
+balance per call over them, as on Kubernetes. The entry publishes its HTTP and gRPC ports; every
+container publishes its operations port `OPS_PORT` (Prometheus metrics, the replica's /healthz), so
+`run --target docker` lists a `metrics_url` per container; all on 127.0.0.1, on host ports the
+engine picks. Containers run as the image's non-root user with a read-only root filesystem and a
+gRPC health check.
+
+Several entry routers (`routers=`, 2 by default) share one network namespace, as a pod's
+containers do: a holder container (`<role>-net`, running nothing) joins the network under the
+role's name and publishes the entry's ports; each router joins its namespace and listens on the
+entry's ports with SO_REUSEPORT, and on an operations port of its own (OPS_PORT + index, its
+health check). The kernel spreads new connections over the routers that listen, so one killed
+under load leaves new connections from the host (or the network) to the others; with
+`net.ipv4.tcp_migrate_req` the connections waiting in its listen queue move too. A request in
+flight on the killed router fails, as on any target.
 Secret `env=` values are never in a container's configured environment: each goes as a file (mode
 0400, owned by the runtime's user) into an anonymous volume at `ENV_DIR`, written before the
 container starts, and the runtime loads them into the function's `os.environ`.
@@ -28,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .._image import APP_DIR, RUN_AS, function_path
-from .._topology import GRPC_PORT, HTTP_PORT, Role, Topology, container_env, dns_name, role_env
+from .._topology import GRPC_PORT, HTTP_PORT, ROUTER_KINDS, Role, Topology, container_env, dns_name, role_env
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 
 #: Host address the entry's ports are published on (never all interfaces).
@@ -48,6 +59,12 @@ SECURITY_OPT = ("no-new-privileges:true",)
 #: filesystem is read-only, and the engine writes into volumes of a created container).
 #: Mode of each secret env file, owned by the runtime's user.
 ENV_FILE_MODE = 0o400
+#: What a network namespace holder runs: nothing, until it is stopped. It is PID 1 of its
+#: container, which the kernel sends no signal its program does not handle: SIGTERM ends it.
+HOLD = ("python", "-c", "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); signal.pause()")
+HOLDER_PROBE = ("true",)
+#: A router that dies hands the connections waiting in its listen queue to another router.
+HOLDER_SYSCTLS = {"net.ipv4.tcp_migrate_req": "1"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,13 @@ class ContainerSpec:
     #: The runtime container whose network namespace this one joins (the user's server of an
     #: `mp.Container` function), else None: it then joins no network and is ready once running.
     network_of: Optional[str] = None
+    #: The holder whose network namespace it shares (several entry routers), else None: its ports
+    #: are published on the holder.
+    netns: Optional[str] = None
+    #: The port of its operations endpoint (metrics, /healthz) inside its network namespace.
+    metrics_port: int = OPS_PORT
+    #: Holds a network namespace for others (runs no role; removed after them).
+    holder: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,13 +148,16 @@ def docker_spec(
     uses: Mapping[str, tuple[str, str]] = {},
     function_image: str = "",
     function_limits: Optional[Mapping[str, float]] = None,
+    router: Mapping[str, str] = {},
 ) -> DockerSpec:
     """The network and containers of `topology`.
 
     `prefix` keeps engine-global names of two stacks apart; `role_labels` are each role's labels;
     `limits` the container limits in bytes (`memory`) and cores (`cpu`); `uses` maps each name
-    of `topology.uses` to (its entry's network alias, its network). `function_image` is the image
-    of the pattern's `mp.Container` function, `function_limits` its limits (default `limits`).
+    of `topology.uses` to (its entry's network alias, its network); `router` the RuntimeConfig
+    settings of Spread and Shard routers (the compiled router when the image carries it).
+    `function_image` is the image of the pattern's `mp.Container` function, `function_limits` its
+    limits (default `limits`).
     """
     base = dns_name(topology.name)
     network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
@@ -147,8 +174,22 @@ def docker_spec(
         volume = f"{prefix}-{role.name}-data" if role.storage is not None else None
         if volume is not None:
             volumes.append(VolumeSpec(volume, topology.name, role.name, dict(role_labels[role.name])))
+        # Several entry routers share one network namespace, held by a container of its own (see
+        # the module's docstring): the entry's ports are published once, and each router listens
+        # on them with SO_REUSEPORT, so the kernel spreads new connections over the live ones.
+        calls_out = bool(uses) and role.kind in ("function", "gather")
+        # Not for a role whose replicas call used patterns: they join those networks, and a
+        # shared namespace joins none of its own.
+        shared = role.entry and role.replicas > 1 and role.kind in ("spread", "shard", "gather") and not calls_out
+        holder = f"{prefix}-{role.name}-net"
+        if shared:
+            limited = {k: v for k, v in extra.items() if k in ("mem_limit", "nano_cpus")}
+            containers.append(
+                _holder(holder, topology.name, role.name, role.replicas, image, network.name, role_labels[role.name], stop_timeout, limited)
+            )
         for index in range(role.replicas):
             replica = f"{role.name}-{index}"
+            metrics_port = OPS_PORT + index if shared else OPS_PORT
             env = role_env(
                 topology,
                 role,
@@ -158,18 +199,22 @@ def docker_spec(
                 source_dir=APP_DIR,
                 drain_seconds=DRAIN_SECONDS,
                 env_dir=ENV_DIR if env_files else None,
-                metrics_port=OPS_PORT,
+                metrics_port=metrics_port,
                 uses={name: f"dns:///{alias}:{GRPC_PORT}" for name, (alias, _) in uses.items()},
                 storage_dir=DATA_DIR if volume is not None else None,
+                **({"reuse_port": True} if shared else {}),
+                **(router if role.kind in ROUTER_KINDS else {}),
             )
-            calls_out = bool(uses) and role.kind in ("function", "gather")
             env.update(plain_env)
-            entry = role.entry and index == 0
-            ports: dict[str, tuple[str, Optional[int]]] = {}
+            entry = role.entry and index == 0 and not shared
+            ports: dict[str, tuple[str, Optional[int]]] = {} if shared else {f"{OPS_PORT}/tcp": (PUBLISH_HOST, None)}
             if entry:
-                ports = {f"{HTTP_PORT}/tcp": (PUBLISH_HOST, None), f"{GRPC_PORT}/tcp": (PUBLISH_HOST, None)}
+                ports.update({f"{HTTP_PORT}/tcp": (PUBLISH_HOST, None), f"{GRPC_PORT}/tcp": (PUBLISH_HOST, None)})
+            # In a shared namespace the gRPC port answers for whichever router the kernel picks:
+            # each checks its own operations port instead.
+            check = ("--ops-port", str(metrics_port)) if shared else ("--port", str(GRPC_PORT))
             options: dict[str, Any] = {
-                "hostname": replica,
+                **({"network_mode": f"container:{holder}"} if shared else {"hostname": replica}),
                 "environment": [f"{k}={v}" for k, v in env.items()],
                 "user": f"{RUN_AS}:{RUN_AS}",
                 "read_only": True,
@@ -179,7 +224,7 @@ def docker_spec(
                 "ports": ports,
                 "restart_policy": {"Name": RESTART},
                 "healthcheck": {
-                    "test": list(HEALTH_CHECK),
+                    "test": ["CMD", *PROBE, *check],
                     **{key: seconds * 10**9 for key, seconds in HEALTH.items()},
                     "retries": HEALTH_RETRIES,
                 },
@@ -196,15 +241,17 @@ def docker_spec(
                     replica=replica,
                     image=image,
                     network=network.name,
-                    aliases=(role.name,),
+                    aliases=() if shared else (role.name,),
                     labels=dict(role_labels[role.name]),
                     options=options,
-                    probe=tuple(HEALTH_CHECK[1:]),
+                    probe=(*PROBE, *check),
                     stop_timeout=stop_timeout,
                     entry=entry,
                     env_files=env_files,
                     extra_networks=tuple(sorted({net for _, net in uses.values()})) if calls_out else (),
                     volume=volume,
+                    netns=holder if shared else None,
+                    metrics_port=metrics_port,
                 )
             )
             if role.container is not None:
@@ -261,4 +308,51 @@ def _server(
         probe=(),
         stop_timeout=runtime.stop_timeout,
         network_of=runtime.name,
+    )
+
+
+def _holder(
+    name: str,
+    pattern: str,
+    role: str,
+    routers: int,
+    image: str,
+    network: str,
+    labels: Mapping[str, str],
+    stop_timeout: int,
+    limits: Mapping[str, Any],
+) -> ContainerSpec:
+    """The container that holds the network namespace of a role's `routers` entry routers, as a
+    pod's infrastructure container does: it joins the network under the role's name, publishes the
+    entry's ports and each router's operations port (OPS_PORT + index), lets a closing listener's
+    pending connections move to another (`net.ipv4.tcp_migrate_req`), and runs nothing else."""
+    ports = {f"{port}/tcp": (PUBLISH_HOST, None) for port in (HTTP_PORT, GRPC_PORT, *(OPS_PORT + i for i in range(routers)))}
+    options: dict[str, Any] = {
+        "hostname": role,
+        "command": list(HOLD),
+        "user": f"{RUN_AS}:{RUN_AS}",
+        "read_only": True,
+        "tmpfs": dict(TMPFS),
+        "cap_drop": ["ALL"],
+        "security_opt": list(SECURITY_OPT),
+        "ports": ports,
+        "sysctls": dict(HOLDER_SYSCTLS),
+        "restart_policy": {"Name": RESTART},
+        "healthcheck": {"test": ["CMD", *HOLDER_PROBE], **{key: seconds * 10**9 for key, seconds in HEALTH.items()}, "retries": HEALTH_RETRIES},
+        **limits,
+    }
+    return ContainerSpec(
+        name=name,
+        pattern=pattern,
+        role=role,
+        replica=f"{role}-net",
+        image=image,
+        network=network,
+        aliases=(role,),
+        labels=dict(labels),
+        options=options,
+        probe=HOLDER_PROBE,
+        stop_timeout=stop_timeout,
+        entry=True,
+        holder=True,
     )

@@ -41,7 +41,7 @@ from typing import Any, Mapping, Optional
 from metaparticle_runtime.config import RuntimeConfig, server_env
 
 from .._image import APP_DIR, RUN_AS, function_path
-from .._topology import GRPC_PORT, HTTP_PORT, Role, Topology, dns_name, role_config
+from .._topology import GRPC_PORT, HTTP_PORT, ROUTER_KINDS, Role, Topology, dns_name, role_config
 from . import DATA_DIR, ENV_DIR, OPS_PORT, split_env
 from .labels import object_labels, role_labels, selector_labels
 
@@ -106,6 +106,8 @@ class KubernetesSettings:
     uses: Mapping[str, UsedPattern] = field(default_factory=dict)
     #: The image of its `mp.Container` function (a string, or an Output passed through).
     function_image: Any = None
+    #: RuntimeConfig settings of Spread and Shard routers (the compiled router when the image carries it).
+    router: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,8 @@ def kubernetes_spec(
     env_secret = ENV_SECRET.format(base=base) if hidden else None
     for role in topology.roles:
         scaled = settings.autoscale if role.kind == "function" else None
-        env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden)) + user_env
+        router = settings.router if role.kind in ROUTER_KINDS else {}
+        env = _container_env(topology, role, addresses, uses, settings.tls_secret, bool(hidden), router) + user_env
         deployment = _deployment(role, settings, selectors, labels, env, scaled, env_secret)
         if role.container is not None:
             server = _function_container(topology, role, settings, user_env, sorted(hidden), env_secret)
@@ -265,6 +268,7 @@ def _container_env(
     uses: Mapping[str, str],
     tls_secret: Optional[str],
     env_files: bool,
+    router: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """The runtime's configuration, with the pod's name as the replica."""
     config = role_config(
@@ -280,6 +284,7 @@ def _container_env(
         uses=uses,
         storage_dir=DATA_DIR if role.storage is not None else None,
         **tls_settings(tls_secret),
+        **router,
     )
     replica = RuntimeConfig.env_name("replica")
     items: list[dict[str, Any]] = []

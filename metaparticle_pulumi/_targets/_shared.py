@@ -71,7 +71,8 @@ def check_env(topology: Topology, env: Mapping[str, Any], where: str, **runtime_
                 f"{where}: env {key!r} holds a secret value, which reaches the function as a file of that "
                 "name: use letters, digits and underscores, not starting with a digit"
             )
-    settings = {"env_dir": "-", "storage_dir": "/-", **runtime_settings}
+    # Every setting a target may add, so its variable counts as taken (router: the compiled router's).
+    settings = {"env_dir": "-", "storage_dir": "/-", "router": "python", "router_binary": "-", **runtime_settings}
     runtime = {
         name
         for role in topology.roles

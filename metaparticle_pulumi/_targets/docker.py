@@ -67,6 +67,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         uses={name: (used.topology.entry.name, used.docker_spec.network.name) for name, used in component.uses.items()},
         function_image=(server_image.name if isinstance(server_image.name, str) else "") if server_image is not None else "",
         function_limits=server_limits,
+        router=image.router,
     )
     component.docker_spec = spec
     network = docker.Network(
@@ -80,15 +81,17 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     used_networks = [used.docker_network for used in component.uses.values()]
     volumes = {v.name: _volume(component, v) for v in spec.volumes}
     entry: Optional[docker.Container] = None
-    runtimes: dict[str, docker.Container] = {}
+    created: dict[str, docker.Container] = {}
     for container_spec in spec.containers:
         if container_spec.network_of is not None:
             assert server_image is not None
-            _server(component, container_spec, server_image.ref, runtimes[container_spec.network_of])
+            _server(component, container_spec, server_image.ref, created[container_spec.network_of])
             continue
         used = used_networks if container_spec.extra_networks else []
         volume = volumes.get(container_spec.volume) if container_spec.volume else None
-        container = runtimes[container_spec.name] = _container(component, container_spec, image.ref, network, used, volume)
+        holder = created[container_spec.netns] if container_spec.netns else None
+        container = _container(component, container_spec, image.ref, network, used, volume, holder)
+        created[container_spec.name] = container
         if container_spec.entry:
             entry = container
     assert entry is not None
@@ -129,9 +132,12 @@ def _container(
     network: docker.Network,
     used_networks: list[Any],
     volume: Optional[docker.Volume] = None,
+    holder: Optional[docker.Container] = None,
 ) -> docker.Container:
+    """One container of the spec; in `holder`'s network namespace when the spec says so (several
+    entry routers), else on the pattern's network under its role's name."""
     options = spec.options
-    envs: list[Any] = list(options["environment"])
+    envs: list[Any] = list(options.get("environment", []))
     ports = [
         {"internal": int(port.split("/")[0]), "ip": host, "protocol": port.split("/")[1]}
         for port, (host, _) in options["ports"].items()
@@ -158,17 +164,25 @@ def _container(
         ]
     if volume is not None:
         extra["volumes"] = [*extra.get("volumes", []), {"volume_name": volume.name, "container_path": DATA_DIR}]
+    if holder is not None:
+        extra["network_mode"] = options["network_mode"]
+    else:
+        extra["hostname"] = options["hostname"]
+        extra["networks_advanced"] = [{"name": network.name, "aliases": list(spec.aliases)}, *({"name": n} for n in spec.extra_networks)]
+    if "command" in options:
+        extra["command"] = list(options["command"])
+    if "sysctls" in options:
+        extra["sysctls"] = dict(options["sysctls"])
+    depends_on = [*used_networks, *([holder] if holder is not None else [])]
     index = spec.replica.rsplit("-", 1)[1]
     template = "{role}-{replica}"
     fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}
     return docker.Container(
         template.format(**fields),
         name=spec.name,
-        hostname=options["hostname"],
         image=image_ref,
         envs=envs,
         labels=_labels(spec.labels),
-        networks_advanced=[{"name": network.name, "aliases": list(spec.aliases)}, *({"name": n} for n in spec.extra_networks)],
         ports=ports,
         user=options["user"],
         read_only=options["read_only"],
@@ -186,7 +200,7 @@ def _container(
         must_run=True,
         stop_timeout=spec.stop_timeout,
         destroy_grace_seconds=spec.stop_timeout,
-        opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=used_networks or None),
+        opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=depends_on or None),
         **extra,
     )
 

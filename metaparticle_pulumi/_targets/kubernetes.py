@@ -85,6 +85,7 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
         grace_seconds=grace_seconds(topology, DRAIN_SECONDS),
         monitoring=args.monitoring,
         uses=_uses(component, where),
+        router=image.router,
     )
     known = isinstance(namespace, str)
     # A namespace known only once applied (the provider's default, or an Output) changes nothing but

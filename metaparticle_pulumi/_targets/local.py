@@ -21,7 +21,8 @@ from .. import _registry, _state as state
 from .._errors import PatternError
 from .._outputs import resolved
 from .._ports import HOST, free_port
-from .._topology import Role, Topology, container_env, role_config
+from .._router import compiled_router, router_binary  # noqa: F401 (router_binary: tests and bench)
+from .._topology import ROUTER_KINDS, Role, Topology, container_env, role_config
 from . import TargetOutputs
 from ._shared import check_env
 
@@ -153,7 +154,7 @@ class LocalPlan:
                     metrics_port=None if role.entry else metrics_port,
                     http_fd=self.http_fd if role.entry else None,
                     uses=self.uses,
-                    **(compiled_router() if role.kind in ("spread", "shard") else {}),
+                    **(compiled_router() if role.kind in ROUTER_KINDS else {}),
                     storage_dir=storage.get(role.name),
                     function_port=server_port,
                     **tls,
@@ -208,34 +209,6 @@ def files_digest(directory: str) -> str:
                 continue
             digest.update(os.path.relpath(path, directory).encode() + b"\0" + data + b"\0")
     return digest.hexdigest()
-
-
-#: Where `scripts/build-router` puts the compiled router; METAPARTICLE_ROUTER_BIN names another.
-ROUTER_BIN_ENV = "METAPARTICLE_ROUTER_BIN"
-#: "auto" (the compiled router when it is built), "go" (it must be) or "python".
-ROUTER_ENV = "METAPARTICLE_ROUTER"
-DEFAULT_ROUTER = "auto"
-
-
-def router_binary() -> str | None:
-    """The compiled router of this machine, if one is built (scripts/build-router)."""
-    given = os.environ.get(ROUTER_BIN_ENV)
-    if given:
-        return os.path.abspath(given)
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    default = os.path.join(cache, "metaparticle", "router", "metaparticle-router")
-    return default if os.access(default, os.X_OK) else None
-
-
-def compiled_router() -> dict[str, str]:
-    """The runtime settings that hand Spread and Shard routers to the compiled router when it is built."""
-    choice = os.environ.get(ROUTER_ENV, DEFAULT_ROUTER)
-    if choice not in ("auto", "go", "python"):
-        raise PatternError(f"{ROUTER_ENV} must be auto, go or python, got {choice!r}")
-    binary = router_binary() if choice != "python" else None
-    if choice == "go" and binary is None:
-        raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
-    return {"router": choice, "router_binary": binary} if binary else {}
 
 
 def _write_function(role: Role, function_dir: str) -> str | None:

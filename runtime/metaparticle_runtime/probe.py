@@ -3,13 +3,19 @@ health check, 1 otherwise (2: the probe itself is misconfigured). The health-che
 containers (Docker's HEALTHCHECK) and Kubernetes' exec probe, which, unlike the kubelet's own gRPC
 probe, speaks mutual TLS: run inside the role's container it reads the role's own settings (port,
 certificate, key, CA) from its environment, and checks the server's certificate for the role's own
-name (MP_ROLE_NAME), which its certificate carries, though it connects to 127.0.0.1."""
+name (MP_ROLE_NAME), which its certificate carries, though it connects to 127.0.0.1.
+
+`--ops-port N` asks the operations port's GET /healthz instead (plain HTTP; 200 while the replica
+serves): the one check that reaches this replica alone where several replicas share one network
+namespace and their gRPC port (SO_REUSEPORT: the Docker target's entry routers)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import urllib.error
+import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,6 +49,15 @@ def check(
     return reply.status
 
 
+def check_ops(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """Whether the operations port at `host:port` answers GET /healthz with 200 (the replica serves)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout) as reply:
+            return reply.status == 200
+    except (OSError, urllib.error.URLError):  # 503 (starting, draining) arrives as an HTTPError
+        return False
+
+
 def _parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m metaparticle_runtime.probe", description=__doc__)
@@ -59,12 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         help=f"name the server's certificate must carry (default ${ENV['role_name']}, the role's own name)",
     )
     parser.add_argument("--plaintext", action="store_true", help="no TLS, even when the environment configures it")
+    parser.add_argument("--ops-port", type=int, default=None, help="check GET /healthz on this operations port instead of gRPC health")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.ops_port is not None:
+        serving = check_ops(args.ops_port, args.host, args.timeout)
+        print("SERVING" if serving else "not serving: GET /healthz did not answer 200", file=sys.stdout if serving else sys.stderr)
+        return 0 if serving else 1
     tls: tuple[str | None, str | None, str | None] = (None, None, None)
     if not args.plaintext and (args.tls_cert or args.tls_key or args.tls_ca):
         if bool(args.tls_cert) != bool(args.tls_key) or not args.tls_ca:
