@@ -143,11 +143,7 @@ def _container(
         for port, (host, _) in options["ports"].items()
     ]
     check = options["healthcheck"]
-    extra: dict[str, Any] = {}
-    if "mem_limit" in options:
-        extra["memory"] = int(options["mem_limit"].rstrip("m"))
-    if "nano_cpus" in options:
-        extra["cpus"] = str(options["nano_cpus"] / 1e9)
+    extra = _locked_down(spec)
     if spec.env_files:
         # Anonymous volume at ENV_DIR; the provider uploads the files after creating the container,
         # before starting it.
@@ -169,8 +165,6 @@ def _container(
     else:
         extra["hostname"] = options["hostname"]
         extra["networks_advanced"] = [{"name": network.name, "aliases": list(spec.aliases)}, *({"name": n} for n in spec.extra_networks)]
-    if "command" in options:
-        extra["command"] = list(options["command"])
     if "sysctls" in options:
         extra["sysctls"] = dict(options["sysctls"])
     depends_on = [*used_networks, *([holder] if holder is not None else [])]
@@ -184,11 +178,6 @@ def _container(
         envs=envs,
         labels=_labels(spec.labels),
         ports=ports,
-        user=options["user"],
-        read_only=options["read_only"],
-        tmpfs=dict(options["tmpfs"]),
-        capabilities={"drops": list(options["cap_drop"])},
-        security_opts=list(options["security_opt"]),
         healthcheck={
             "tests": list(check["test"]),
             "interval": _go_duration(check["interval"]),
@@ -196,10 +185,6 @@ def _container(
             "retries": check["retries"],
             "start_period": _go_duration(check["start_period"]),
         },
-        restart=options["restart_policy"]["Name"],
-        must_run=True,
-        stop_timeout=spec.stop_timeout,
-        destroy_grace_seconds=spec.stop_timeout,
         opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=depends_on or None),
         **extra,
     )
@@ -208,13 +193,6 @@ def _container(
 def _server(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output[str], runtime: docker.Container) -> docker.Container:
     """The user's server of one replica (`mp.Container`), in its runtime container's network namespace."""
     options = spec.options
-    extra: dict[str, Any] = {}
-    if "mem_limit" in options:
-        extra["memory"] = int(options["mem_limit"].rstrip("m"))
-    if "nano_cpus" in options:
-        extra["cpus"] = str(options["nano_cpus"] / 1e9)
-    if "command" in options:
-        extra["command"] = list(options["command"])
     index = spec.replica.removesuffix("-function").rsplit("-", 1)[1]
     template = "{role}-{replica}-function"
     fields = {"base": dns_name(spec.pattern), "role": spec.role, "replica": index}
@@ -225,18 +203,33 @@ def _server(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output
         envs=list(options["environment"]),
         labels=_labels(spec.labels),
         network_mode=runtime.name.apply(lambda name: f"container:{name}"),
-        user=options["user"],
-        read_only=options["read_only"],
-        tmpfs=dict(options["tmpfs"]),
-        capabilities={"drops": list(options["cap_drop"])},
-        security_opts=list(options["security_opt"]),
-        restart=options["restart_policy"]["Name"],
-        must_run=True,
-        stop_timeout=spec.stop_timeout,
-        destroy_grace_seconds=spec.stop_timeout,
         opts=child_opts(component, "docker:index/container:Container", template, fields, depends_on=[runtime]),
-        **extra,
+        **_locked_down(spec),
     )
+
+
+def _locked_down(spec: ContainerSpec) -> dict[str, Any]:
+    """What every container of the spec gets as pulumi_docker arguments: its user, read-only root,
+    tmpfs, dropped capabilities, security options, restart policy, stop grace, limits, command."""
+    options = spec.options
+    out: dict[str, Any] = {
+        "user": options["user"],
+        "read_only": options["read_only"],
+        "tmpfs": dict(options["tmpfs"]),
+        "capabilities": {"drops": list(options["cap_drop"])},
+        "security_opts": list(options["security_opt"]),
+        "restart": options["restart_policy"]["Name"],
+        "must_run": True,
+        "stop_timeout": spec.stop_timeout,
+        "destroy_grace_seconds": spec.stop_timeout,
+    }
+    if "mem_limit" in options:
+        out["memory"] = int(options["mem_limit"].rstrip("m"))
+    if "nano_cpus" in options:
+        out["cpus"] = str(options["nano_cpus"] / 1e9)
+    if "command" in options:
+        out["command"] = list(options["command"])
+    return out
 
 
 def _published(container: docker.Container, internal: int, scheme: str) -> pulumi.Output[str]:
