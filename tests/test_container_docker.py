@@ -77,6 +77,33 @@ def test_the_pulumi_applier_creates_the_same_server_containers(program):
     assert any("-function:" in i for i in images) and server["image"] in images
 
 
+LOCKED_DOWN = {
+    "user": "10001:10001",
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,noexec,nosuid,size=64m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges:true"],
+    "restart_policy": {"Name": "unless-stopped"},
+    "mem_limit": "256m",
+}
+
+
+def test_every_kind_of_container_runs_locked_down_in_both_appliers(program):
+    """The routers' namespace holder, the routers, the runtimes and the users' servers alike."""
+    stack = testing.evaluate(program, "docker")
+    specs = [c for p in stack.patterns for c in p.docker_spec.containers]
+    kinds = {"holder" if c.holder else "server" if c.network_of else "joins" if c.netns else "own" for c in specs}
+    assert kinds == {"holder", "server", "joins", "own"}
+    created = {r.inputs["name"]: r.inputs for r in stack.resources(type=CONTAINER)}
+    assert set(created) == {c.name for c in specs}
+    for spec in specs:
+        assert {k: spec.options.get(k) for k in LOCKED_DOWN} == LOCKED_DOWN, spec.name
+        inputs = created[spec.name]
+        assert (inputs["user"], inputs["readOnly"], inputs["tmpfs"]) == ("10001:10001", True, LOCKED_DOWN["tmpfs"])
+        assert inputs["capabilities"] == {"drops": ["ALL"]} and inputs["securityOpts"] == ["no-new-privileges:true"]
+        assert (inputs["restart"], inputs["memory"]) == ("unless-stopped", 256), spec.name
+
+
 RELAXED = """
 import pulumi
 import metaparticle_pulumi as mp
@@ -92,6 +119,8 @@ def test_a_relaxed_container_and_a_prebuilt_image(tmp_path):
     (server,) = [c for c in specs if c.network_of is not None]
     assert server.image == "node:20-slim"
     assert (server.options["read_only"], server.options["user"], server.options["mem_limit"]) == (False, "1000:1000", "512m")
+    relaxed = {"read_only", "user", "mem_limit"}
+    assert {k: server.options[k] for k in LOCKED_DOWN if k not in relaxed} == {k: v for k, v in LOCKED_DOWN.items() if k not in relaxed}
     assert env(server.options["environment"])["PLAIN"] == "yes"
 
 

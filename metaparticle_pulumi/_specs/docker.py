@@ -162,12 +162,11 @@ def docker_spec(
     base = dns_name(topology.name)
     network = NetworkSpec(name=f"{prefix}-{base}", pattern=topology.name, labels=dict(network_labels))
     addresses = {r.name: f"dns:///{r.name}:{GRPC_PORT}" for r in topology.roles}
-    extra = _limits(limits)
+    limit_options = _limits(limits)
     plain_env, secret_env = split_env(user_env)
     env_files = tuple(sorted(secret_env.items()))
-    if env_files:
-        # Not a bind mount of a host directory: nothing secret is left on the host's disk by name.
-        extra["mounts"] = [{"Target": ENV_DIR, "Type": "volume", "ReadOnly": False}]
+    # Not a bind mount of a host directory: nothing secret is left on the host's disk by name.
+    env_mounts = [{"Target": ENV_DIR, "Type": "volume", "ReadOnly": False}] if env_files else []
     containers = []
     volumes = []
     for role in topology.roles:
@@ -183,9 +182,8 @@ def docker_spec(
         shared = role.entry and role.replicas > 1 and role.kind in ("spread", "shard", "gather") and not calls_out
         holder = f"{prefix}-{role.name}-net"
         if shared:
-            limited = {k: v for k, v in extra.items() if k in ("mem_limit", "nano_cpus")}
             containers.append(
-                _holder(holder, topology.name, role.name, role.replicas, image, network.name, role_labels[role.name], stop_timeout, limited)
+                _holder(holder, topology.name, role.name, role.replicas, image, network.name, role_labels[role.name], stop_timeout, limit_options)
             )
         for index in range(role.replicas):
             replica = f"{role.name}-{index}"
@@ -216,23 +214,15 @@ def docker_spec(
             options: dict[str, Any] = {
                 **({"network_mode": f"container:{holder}"} if shared else {"hostname": replica}),
                 "environment": [f"{k}={v}" for k, v in env.items()],
-                "user": f"{RUN_AS}:{RUN_AS}",
-                "read_only": True,
-                "tmpfs": dict(TMPFS),
-                "cap_drop": ["ALL"],
-                "security_opt": list(SECURITY_OPT),
                 "ports": ports,
-                "restart_policy": {"Name": RESTART},
-                "healthcheck": {
-                    "test": ["CMD", *PROBE, *check],
-                    **{key: seconds * 10**9 for key, seconds in HEALTH.items()},
-                    "retries": HEALTH_RETRIES,
-                },
-                **extra,
+                "healthcheck": _healthcheck((*PROBE, *check)),
+                **_locked_down(limit_options),
             }
+            mounts = [*env_mounts]
             if volume is not None:
-                mount = {"Target": DATA_DIR, "Source": volume, "Type": "volume", "ReadOnly": False}
-                options["mounts"] = [*options.get("mounts", []), mount]
+                mounts.append({"Target": DATA_DIR, "Source": volume, "Type": "volume", "ReadOnly": False})
+            if mounts:
+                options["mounts"] = mounts
             containers.append(
                 ContainerSpec(
                     name=f"{prefix}-{replica}",
@@ -262,6 +252,27 @@ def docker_spec(
     return DockerSpec(network, tuple(containers), tuple(volumes))
 
 
+def _locked_down(limits: Mapping[str, Any], *, user: int = RUN_AS, read_only: bool = True) -> dict[str, Any]:
+    """The `containers.create` options every container of the spec runs under (runtime, namespace
+    holder, user's server): a non-root user, a read-only root with a /tmp tmpfs, no capabilities, no
+    new privileges, restarted unless stopped, and `limits` (from `_limits`). Only a user's server
+    relaxes `user` or `read_only` (its `mp.Container` says so). `_targets/docker.py` reads these keys."""
+    return {
+        "user": f"{user}:{user}",
+        "read_only": read_only,
+        "tmpfs": dict(TMPFS),
+        "cap_drop": ["ALL"],
+        "security_opt": list(SECURITY_OPT),
+        "restart_policy": {"Name": RESTART},
+        **limits,
+    }
+
+
+def _healthcheck(test: tuple[str, ...]) -> dict[str, Any]:
+    """The engine's health check running `test` inside the container, at the common timing."""
+    return {"test": ["CMD", *test], **{key: seconds * 10**9 for key, seconds in HEALTH.items()}, "retries": HEALTH_RETRIES}
+
+
 def _limits(limits: Mapping[str, float]) -> dict[str, Any]:
     """Container limits in bytes (`memory`) and cores (`cpu`) as `containers.create` options."""
     extra: dict[str, Any] = {}
@@ -281,17 +292,14 @@ def _server(
     if not image:
         raise ValueError(f"role {role.name} runs an mp.Container: its image is needed (function_image=)")
     env = {**plain_env, **container_env(topology, role, replica=runtime.replica, port=container.port)}
-    uid = container.run_as_user if container.run_as_user is not None else RUN_AS
     options: dict[str, Any] = {
         "network_mode": f"container:{runtime.name}",
         "environment": [f"{k}={v}" for k, v in env.items()],
-        "user": f"{uid}:{uid}",
-        "read_only": container.read_only_root_filesystem,
-        "tmpfs": dict(TMPFS),
-        "cap_drop": ["ALL"],
-        "security_opt": list(SECURITY_OPT),
-        "restart_policy": {"Name": RESTART},
-        **limits,
+        **_locked_down(
+            limits,
+            user=container.run_as_user if container.run_as_user is not None else RUN_AS,
+            read_only=container.read_only_root_filesystem,
+        ),
     }
     if container.command is not None:
         options["command"] = list(container.command)
@@ -330,16 +338,10 @@ def _holder(
     options: dict[str, Any] = {
         "hostname": role,
         "command": list(HOLD),
-        "user": f"{RUN_AS}:{RUN_AS}",
-        "read_only": True,
-        "tmpfs": dict(TMPFS),
-        "cap_drop": ["ALL"],
-        "security_opt": list(SECURITY_OPT),
         "ports": ports,
         "sysctls": dict(HOLDER_SYSCTLS),
-        "restart_policy": {"Name": RESTART},
-        "healthcheck": {"test": ["CMD", *HOLDER_PROBE], **{key: seconds * 10**9 for key, seconds in HEALTH.items()}, "retries": HEALTH_RETRIES},
-        **limits,
+        "healthcheck": _healthcheck(HOLDER_PROBE),
+        **_locked_down(limits),
     }
     return ContainerSpec(
         name=name,

@@ -210,7 +210,8 @@ def _server(component: "_Pattern", spec: ContainerSpec, image_ref: pulumi.Output
 
 def _locked_down(spec: ContainerSpec) -> dict[str, Any]:
     """What every container of the spec gets as pulumi_docker arguments: its user, read-only root,
-    tmpfs, dropped capabilities, security options, restart policy, stop grace, limits, command."""
+    tmpfs, dropped capabilities, security options, restart policy, limits (the options the spec's
+    `_locked_down` sets), stop grace and command."""
     options = spec.options
     out: dict[str, Any] = {
         "user": options["user"],
