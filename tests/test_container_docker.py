@@ -29,12 +29,12 @@ def env(items) -> dict[str, str]:
 def test_each_replica_gets_its_server_in_its_network_namespace(program):
     evaluation = evaluate(program, target="docker")
     specs = [c for p in evaluation.patterns for c in p.docker_spec.containers]
-    servers = [c for c in specs if c.network_of is not None]
+    servers = [c for c in specs if c.server]
     assert {c.replica for c in servers} == {
         "greeter-replica-0-function", "greeter-replica-1-function",
         "counters-shard-0-0-function", "counters-shard-1-0-function", "counters-shard-2-0-function",
     }
-    runtimes = {c.name: c for c in specs if c.network_of is None}
+    runtimes = {c.name: c for c in specs if not c.server}
     for server in servers:
         runtime = runtimes[server.network_of]
         assert server.options["network_mode"] == f"container:{runtime.name}"
@@ -55,7 +55,7 @@ def test_the_sdk_plan_builds_the_servers_image_from_its_directory_and_keeps_it(p
     function_images = [i for i in the_plan.images if "-function:" in i.name]
     assert {i.context for i in function_images} == {program}
     assert all(i.build_args == {} for i in function_images)
-    servers = [c for c in the_plan.containers if c.network_of is not None]
+    servers = [c for c in the_plan.containers if c.server]
     assert servers and all(c.image in {i.name for i in function_images} for c in servers)
     assert all(c.labels["io.metaparticle.project"] == the_plan.project for c in servers)
 
@@ -92,7 +92,7 @@ def test_every_kind_of_container_runs_locked_down_in_both_appliers(program):
     """The routers' namespace holder, the routers, the runtimes and the users' servers alike."""
     stack = testing.evaluate(program, "docker")
     specs = [c for p in stack.patterns for c in p.docker_spec.containers]
-    kinds = {"holder" if c.holder else "server" if c.network_of else "joins" if c.netns else "own" for c in specs}
+    kinds = {"holder" if c.holder else "server" if c.server else "joins" if c.network_of else "own" for c in specs}
     assert kinds == {"holder", "server", "joins", "own"}
     created = {r.inputs["name"]: r.inputs for r in stack.resources(type=CONTAINER)}
     assert set(created) == {c.name for c in specs}
@@ -116,7 +116,7 @@ mp.Spread("s", function=fn, replicas=1, env=ENV)
 def test_a_relaxed_container_and_a_prebuilt_image(tmp_path):
     program = write_program(tmp_path / "relaxed", RELAXED.replace("ENV", "{'PLAIN': 'yes'}"))
     specs = evaluate(program, target="docker").patterns[0].docker_spec.containers
-    (server,) = [c for c in specs if c.network_of is not None]
+    (server,) = [c for c in specs if c.server]
     assert server.image == "node:20-slim"
     assert (server.options["read_only"], server.options["user"], server.options["mem_limit"]) == (False, "1000:1000", "512m")
     relaxed = {"read_only", "user", "mem_limit"}

@@ -179,7 +179,7 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
                 **{f"{9090 + i}/tcp": ("127.0.0.1", None) for i in range(routers)},
             }
             continue
-        shared = spec.netns is not None
+        shared = spec.network_of is not None
         assert shared == (holder is not None and role.name == entry)
         env = dict(e.split("=", 1) for e in spec.options["environment"])
         fn = role.function
@@ -188,7 +188,7 @@ def test_the_plan_is_the_docker_targets_containers(example, tmp_path):
         assert env == {**role_env(topology, role, addresses, replica=spec.replica, function_file=fn_file, source_dir="/app", **settings), "MP_DRAIN_SECONDS": "1"}
         probe = ("python", "-m", "metaparticle_runtime.probe")
         if shared:
-            assert spec.aliases == () and spec.options["network_mode"] == f"container:{plan.container(spec.netns).name}"
+            assert spec.aliases == () and spec.options["network_mode"] == f"container:{plan.container(spec.network_of).name}"
             assert spec.metrics_port == 9090 + int(spec.replica.rsplit("-", 1)[1])
             assert spec.probe == (*probe, "--ops-port", str(spec.metrics_port))
         else:

@@ -248,7 +248,7 @@ def test_the_pulumi_containers_apply_the_pattern_s_docker_spec(stacks, example):
         assert inputs["stopTimeout"] == c.stop_timeout == inputs["destroyGraceSeconds"]
         published = [(p["internal"], p["ip"]) for p in inputs.get("ports") or []]
         assert published == [(int(k.split("/")[0]), host) for k, (host, _) in options["ports"].items()]
-        if c.netns is None:
+        if c.network_of is None:
             assert inputs["networksAdvanced"][0]["aliases"] == list(c.aliases)
 
 

@@ -49,7 +49,7 @@ def urls(deployment: containers.Deployment) -> dict[str, str]:
 
 
 def test_the_servers_run_non_root_on_a_read_only_root_in_their_runtimes_namespace(deployment):
-    servers = [c for c in deployment.plan.containers if c.network_of is not None]
+    servers = [c for c in deployment.plan.containers if c.server]
     assert len(servers) == 5
     for spec in servers:
         container = deployment.containers[spec.name]

@@ -125,19 +125,19 @@ def tls_plan(plan: Plan, image: str, certs: Path, *, kubernetes: bool, name: str
         options["environment"] = [f"{k}={v}" for k, v in env.items()]
         options["volumes"] = {str(certs): {"bind": TLS_DIR, "mode": "ro"}}
         options["restart_policy"] = {"Name": "no"}
-        netns = renamed[spec.netns] if spec.netns else None
-        if netns is not None:
-            options["network_mode"] = f"container:{netns}"
+        network_of = renamed[spec.network_of] if spec.network_of else None
+        if network_of is not None:
+            options["network_mode"] = f"container:{network_of}"
         out.containers.append(
             replace(
                 spec,
                 name=renamed[spec.name],
                 image=image,
                 network=network,
-                aliases=() if netns else tuple(kubernetes_names(spec.role)) if kubernetes else (spec.role,),
+                aliases=() if network_of else tuple(kubernetes_names(spec.role)) if kubernetes else (spec.role,),
                 labels={**spec.labels, **labels},
                 options=options,
-                netns=netns,
+                network_of=network_of,
             )
         )
     return out

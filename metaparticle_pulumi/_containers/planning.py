@@ -101,7 +101,7 @@ def plan(evaluation: "Evaluation", *, port: Optional[int] = None, python_version
         # that join it (the sort keeps the spec's order).
         for container in sorted(spec.containers, key=lambda c: bool(topology.role(c.role).upstreams)):
             host_port = port if container.entry and first_entry else None
-            image = container.image if container.network_of is not None else image_name  # a user's server: its own
+            image = container.image if container.server else image_name  # a user's server: its own
             out.containers.append(_for_engine(out.project, container, image, host_port))
             if container.entry:
                 first_entry = False

@@ -112,7 +112,7 @@ class Deployment:
         from docker.errors import DockerException
 
         options = dict(spec.options)
-        if spec.network_of is None and spec.netns is None:  # else options' network_mode joins another's namespace
+        if spec.network_of is None:  # else options' network_mode joins another's namespace
             options.update(
                 network=spec.network,
                 networking_config={spec.network: self.client.api.create_endpoint_config(aliases=list(spec.aliases))},
@@ -217,8 +217,9 @@ class Deployment:
         return endpoints_document(self.plan.project, patterns, target="docker")
 
     def _replica(self, spec: ContainerSpec) -> dict[str, Any]:
-        # A router in a holder's namespace has its operations port published on the holder.
-        publisher = self.plan.container(spec.netns) if spec.netns else spec
+        # A router in a holder's namespace has its operations port published on the holder (a
+        # user's server, in its runtime's, has no operations port).
+        publisher = self.plan.container(spec.network_of) if spec.network_of and not spec.server else spec
         ops = self.published(publisher, spec.metrics_port)
         return {"name": spec.name, "replica": spec.replica, "metrics_url": f"http://{ops}/metrics" if ops else None}
 
@@ -270,7 +271,7 @@ class Deployment:
 
         # Containers in another's network namespace (users' servers, routers in a holder's) first:
         # the engine refuses to remove a container others share.
-        for batch in dependents_first(containers, {s.name for s in self.plan.containers if s.network_of or s.netns}):
+        for batch in dependents_first(containers, {s.name for s in self.plan.containers if s.network_of}):
             with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
                 list(pool.map(stop_one, batch))
         self.containers.clear()

@@ -114,12 +114,13 @@ class ContainerSpec:
     env_files: tuple[tuple[str, Any], ...] = ()
     #: The named volume mounted at DATA_DIR (storage=), else None.
     volume: Optional[str] = None
-    #: The runtime container whose network namespace this one joins (the user's server of an
-    #: `mp.Container` function), else None: it then joins no network and is ready once running.
+    #: The container whose network namespace this one joins (`network_mode="container:<it>"`), else
+    #: None: a namespace holder for several entry routers, which publishes their ports, or a
+    #: replica's runtime container for the user's server. It then joins no network of its own.
     network_of: Optional[str] = None
-    #: The holder whose network namespace it shares (several entry routers), else None: its ports
-    #: are published on the holder.
-    netns: Optional[str] = None
+    #: The user's server of an `mp.Container` function (in its runtime's namespace): its own image,
+    #: no probe (ready once running), nothing published.
+    server: bool = False
     #: The port of its operations endpoint (metrics, /healthz) inside its network namespace.
     metrics_port: int = OPS_PORT
     #: Holds a network namespace for others (runs no role; removed after them).
@@ -240,7 +241,7 @@ def docker_spec(
                     env_files=env_files,
                     extra_networks=tuple(sorted({net for _, net in uses.values()})) if calls_out else (),
                     volume=volume,
-                    netns=holder if shared else None,
+                    network_of=holder if shared else None,
                     metrics_port=metrics_port,
                 )
             )
@@ -316,6 +317,7 @@ def _server(
         probe=(),
         stop_timeout=runtime.stop_timeout,
         network_of=runtime.name,
+        server=True,
     )
 
 

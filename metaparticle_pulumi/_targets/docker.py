@@ -83,13 +83,13 @@ def render(component: "_Pattern", topology: Topology, args: "PatternArgs") -> Ta
     entry: Optional[docker.Container] = None
     created: dict[str, docker.Container] = {}
     for container_spec in spec.containers:
-        if container_spec.network_of is not None:
-            assert server_image is not None
+        if container_spec.server:
+            assert server_image is not None and container_spec.network_of is not None
             _server(component, container_spec, server_image.ref, created[container_spec.network_of])
             continue
         used = used_networks if container_spec.extra_networks else []
         volume = volumes.get(container_spec.volume) if container_spec.volume else None
-        holder = created[container_spec.netns] if container_spec.netns else None
+        holder = created[container_spec.network_of] if container_spec.network_of else None
         container = _container(component, container_spec, image.ref, network, used, volume, holder)
         created[container_spec.name] = container
         if container_spec.entry:
