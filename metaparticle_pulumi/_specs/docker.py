@@ -48,7 +48,6 @@ PUBLISH_HOST = "127.0.0.1"
 DRAIN_SECONDS = 1
 #: The runtime's health probe, run inside a container (exit 0: SERVING).
 PROBE = ("python", "-m", "metaparticle_runtime.probe")
-HEALTH_CHECK = ["CMD", *PROBE, "--port", str(GRPC_PORT)]
 #: Health check timing, in seconds.
 HEALTH = {"interval": 5, "timeout": 3, "start_period": 10}
 HEALTH_RETRIES = 3
