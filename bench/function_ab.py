@@ -18,25 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import Settings
-from .processes import Processes
+from .processes import Processes, function_servers
 from .throughput import Setup, ratio, run_setups, split
 from .tools import HOST, PROGRAMS, grpc_frame, grpc_specs, json_body, verify, write
-
-
-def servers(name: str, runtime_dir: str) -> Processes:
-    """Three function servers of the spread bench's echo, run from `runtime_dir`."""
-    from metaparticle_pulumi._ports import free_port
-    from metaparticle_runtime.config import RuntimeConfig
-
-    ports = [free_port() for _ in range(3)]
-    cmds, envs = [], []
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MP_", "OTEL_"))}
-    for i, port in enumerate(ports):
-        cfg = RuntimeConfig(role="function", function="echo:echo", source_dir=str(PROGRAMS / "spread"), bind_host=HOST,
-                            grpc_port=port, replica=f"{name}-{i}")
-        envs.append({**base, **cfg.to_env(), "PYTHONPATH": runtime_dir})
-        cmds.append([sys.executable, "-m", "metaparticle_runtime"])
-    return Processes(cmds, ports, envs=envs, what=f"function server ({name})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("builds", nargs="+", help="NAME=RUNTIME_DIR, one or two")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--function", default="echo:echo",
+                        help="the function served: echo:echo (sync, on a worker thread) or echo:echo_async (on the loop)")
     args = parser.parse_args(argv)
     builds = dict(b.split("=", 1) for b in args.builds)
     if not 1 <= len(builds) <= 2 or any(not Path(d, "metaparticle_runtime").is_dir() for d in builds.values()):
@@ -62,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         started.append(Processes([[sys.executable, script, str(p)] for p in bare_ports], bare_ports, what="bare echo"))
         groups: dict[str, Processes] = {"bare_echo": started[-1]}
         for name, runtime_dir in builds.items():
-            started.append(servers(name, str(Path(runtime_dir).resolve())))
+            started.append(function_servers(name, str(Path(runtime_dir).resolve()), args.function))
             groups[name] = started[-1]
 
         def setup(procs: Processes) -> Setup:

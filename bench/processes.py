@@ -226,6 +226,25 @@ class Processes:
 BACKEND_DIR = Path(__file__).resolve().parent / "backend"
 
 
+def function_servers(name: str, runtime_dir: str | None = None, function: str = "echo:echo", count: int = 3) -> Processes:
+    """`count` function servers of the spread bench's echo (`echo:echo` on worker threads or
+    `echo:echo_async` on the event loop), each started alone, from `runtime_dir` (another build of
+    the runtime) or this checkout's runtime."""
+    from metaparticle_pulumi._ports import free_port
+    from metaparticle_runtime.config import RuntimeConfig
+
+    ports = [free_port() for _ in range(count)]
+    cmds, envs = [], []
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MP_", "OTEL_"))}
+    path = runtime_dir or str(REPO / "runtime")
+    for i, port in enumerate(ports):
+        cfg = RuntimeConfig(role="function", function=function, source_dir=str(PROGRAMS / "spread"), bind_host=HOST,
+                            grpc_port=port, replica=f"{name}-{i}")
+        envs.append({**base, **cfg.to_env(), "PYTHONPATH": path})
+        cmds.append([sys.executable, "-m", "metaparticle_runtime"])
+    return Processes(cmds, ports, envs=envs, what=f"function server ({name})")
+
+
 def build_backend(workdir: Path) -> tuple[str | None, str]:
     """Builds bench/backend (the near-free gRPC backend, Go standard library only): (path, "") or
     (None, why not)."""

@@ -100,7 +100,8 @@ SPREAD_INTRO = (
     "`direct`: one h2load per replica (22 streams each); the other gRPC setups: three h2load processes (66 calls in flight) "
     "at `nginx` (`grpc_pass`, round robin, upstream keep-alive), `entry` (our Python router), `go_entry` (the Go router, when given), "
     "`entry_asyncio_loop` (a Python router forced to the asyncio loop, full runs with uvloop installed). `bare_echo`: three bare "
-    "grpc.aio servers answering the request's own bytes, called directly like `direct`: the floor for the function server's own CPU. "
+    "grpc.aio servers answering the request's own bytes, called directly like `direct`: the floor for the function server's own CPU; "
+    "`direct_async`: three function servers of the same echo written `async def` (no worker thread), called the same way. "
     "`http_*`: `h2load --h1`, 66 HTTP/1.1 keep-alive connections posting the JSON body: to the replicas' own HTTP entries "
     "(`http_direct`), through nginx `proxy_pass` with upstream keep-alive to those same HTTP entries (`http_nginx`), to the "
     "router's HTTP entry (`http_entry`, which calls the replicas over gRPC) and the Go router's (`go_http_entry`). Setups "
@@ -225,7 +226,10 @@ def render(r: dict[str, Any]) -> str:
                 w(f"| Ceiling: req/s through one {label} process | {f(s, 0)} | >= 10000 | {goal(s, lambda x: x >= 10000)} |")
     fs = sp.get("ratios", {}).get("function_server_cpu_over_bare_echo") if isinstance(sp, dict) else None
     if fs:
-        w(f"| Function server CPU per request / a bare grpc.aio echo server's | {f(fs)} | <= 1.3 | {goal(fs, lambda x: x <= 1.3)} |")
+        w(f"| Function server CPU per request / a bare grpc.aio echo server's (a sync function, on a worker thread) | {f(fs)} | <= 1.3 | {goal(fs, lambda x: x <= 1.3)} |")
+    fa = sp.get("ratios", {}).get("async_function_server_cpu_over_bare_echo") if isinstance(sp, dict) else None
+    if fa:
+        w(f"| Function server CPU per request / a bare grpc.aio echo server's (an async function, on the event loop) | {f(fa)} | <= 1.3 | {goal(fa, lambda x: x <= 1.3)} |")
     rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
     for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
         if key in rat:
@@ -399,7 +403,9 @@ WHY = """\
   bench/bare_echo.py: grpc.aio with a generic handler returning the request bytes, no
   deserialisation, the same event loop choice as the runtime. `direct` against it is what the
   function server adds around the user's function (JSON decode and encode, admission, deadlines,
-  metrics, logging, the thread-pool hop).
+  metrics, logging, the thread-pool hop). `direct_async` serves the same echo as a coroutine: the
+  difference between the two is the worker thread a sync function runs on (a thread that admission
+  counts and that a call past its deadline may keep, see README "Admission").
 - **Ceiling backends.** bench/backend is a Go program (standard library only, h2c, `GOMAXPROCS=1`)
   that answers every call with the request's own message, so one router process is what limits.
   nghttpd (nghttp2-server) was considered: it serves files, sets content-type by file extension and

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from . import tools
 from .common import Settings, log, loadavg, uvloop_installed
-from .processes import Nginx, Processes, RoleProcess, Topology, build_backend
+from .processes import Nginx, Processes, RoleProcess, Topology, build_backend, function_servers
 from .tools import HOST, ConnCounter, CpuMeter, grpc_specs, h2load, json_body, grpc_frame, pin, spread, verify, write
 
 ALL_CPUS = sorted(os.sched_getaffinity(0))
@@ -209,6 +209,10 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         script = str(Path(__file__).resolve().parent / "bare_echo.py")
         bare = Processes([[sys.executable, script, str(p)] for p in bare_ports], bare_ports, what="bare grpc.aio echo server")
         started.append(bare)
+        # The same echo as a coroutine (no worker thread): the function server's own cost apart
+        # from the thread a sync function runs on.
+        coro = function_servers("async-echo", function="echo:echo_async", count=len(replicas))
+        started.append(coro)
 
         body = json_body(100, user="u-1")
         expect = json.loads(body)
@@ -232,6 +236,10 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             "direct": Setup(
                 grpc_specs([f"http://{HOST}:{p}" for p in replicas], frame, c, m), {"servers": servers},
                 lambda: verify(f"{HOST}:{replicas[0]}", body, expect, st.verify_calls), replicas,
+            ),
+            "direct_async": Setup(
+                grpc_specs([f"http://{HOST}:{p}" for p in coro.ports], frame, c, m), {"servers": coro.pids},
+                lambda: verify(f"{HOST}:{coro.ports[0]}", body, expect, st.verify_calls), coro.ports,
             ),
             "bare_echo": Setup(
                 grpc_specs([f"http://{HOST}:{p}" for p in bare_ports], frame, c, m), {"servers": bare.pids},
@@ -264,6 +272,7 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         result["ratios"] = proxy_ratios(runs, routers)
         result["pinned_ratios"] = proxy_ratios(runs, routers, "pinned/")
         result["ratios"]["function_server_cpu_over_bare_echo"] = ratio(runs, "direct", "bare_echo", "cpu:servers")
+        result["ratios"]["async_function_server_cpu_over_bare_echo"] = ratio(runs, "direct_async", "bare_echo", "cpu:servers")
         http = {
             "http_nginx_over_http_direct": ratio(runs, "http_nginx", "http_direct"),
             "http_entry_over_http_direct": ratio(runs, "http_entry", "http_direct"),

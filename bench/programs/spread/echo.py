@@ -3,3 +3,8 @@
 
 def echo(request):
     return request
+
+
+async def echo_async(request):
+    """The same echo as a coroutine: runs on the event loop, no worker thread (bench/function_ab.py)."""
+    return request
