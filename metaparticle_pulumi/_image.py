@@ -300,8 +300,9 @@ def _requirements(source: Path) -> bytes:
     return ("\n".join(kept) + "\n").encode() if kept else b""
 
 
-def build_files(topology: Topology) -> dict[str, bytes | Path]:
-    """Every file of the build context: relative path -> bytes, or the file to copy."""
+def build_files(topology: Topology, *, platform: Optional[str] = None) -> dict[str, bytes | Path]:
+    """Every file of the build context of an image for `platform` (`os/arch[/variant]`, None: this
+    machine's, which decides whether the compiled router fits it): relative path -> bytes, or the file to copy."""
     source = Path(topology.source_dir).resolve()
     files: dict[str, bytes | Path] = {
         "Dockerfile": dockerfile_text().encode(),
@@ -318,7 +319,7 @@ def build_files(topology: Topology) -> dict[str, bytes | Path]:
     for role in topology.roles:
         if role.function is not None and role.function.by_value:
             files[f"functions/{role.function.file_name}"] = role.function.pickled or b""
-    router = image_router()
+    router = image_router(platform)
     if router is not None:
         files[CONTEXT_ROUTER] = Path(router)
     return files
@@ -334,15 +335,18 @@ def _mode(item: bytes | Path) -> int:
     return 0o644
 
 
-def write_build_context(topology: Topology, directory: str | os.PathLike[str] | None = None) -> BuildContext:
-    """Writes the build context of `topology` (default `<program>/.metaparticle/build/<name>`).
+def write_build_context(
+    topology: Topology, directory: str | os.PathLike[str] | None = None, *, platform: Optional[str] = None
+) -> BuildContext:
+    """Writes the build context of `topology` (default `<program>/.metaparticle/build/<name>`) for an
+    image of `platform` (None: this machine's).
 
     Files are rewritten only when their bytes change and stale files are removed, so an unchanged
     program leaves the context (and its digest, the image tag) exactly as it was.
     """
     source = Path(topology.source_dir).resolve()
     out = Path(directory) if directory is not None else source / BUILD_DIR / dns_name(topology.name)
-    files = build_files(topology)
+    files = build_files(topology, platform=platform)
     out.mkdir(parents=True, exist_ok=True)
     for always in _ALWAYS_DIRS:  # the Dockerfile copies them, empty or not
         (out / always).mkdir(exist_ok=True)
@@ -403,6 +407,14 @@ def image_repository(topology: Topology, registry: Optional[str]) -> str:
     return f"{registry.rstrip('/')}/{repo}" if registry else repo
 
 
+def image_platform(default_platform: Optional[str]) -> Optional[str]:
+    """The platform a pattern's images are built for: config `metaparticle:platform`, else the
+    target's default (None: the engine's own). It also decides which compiled router fits them."""
+    from ._targets._shared import config
+
+    return config().get("platform") or default_platform
+
+
 def container_image(
     component: "_Pattern",
     topology: Topology,
@@ -430,10 +442,11 @@ def container_image(
             )
         return ContainerImage(name=args.image, ref=pulumi.Output.from_input(args.image))
 
-    context = write_build_context(topology)
+    platform = image_platform(default_platform)
+    context = write_build_context(topology, platform=platform)
     component.image = _built_image(
         component, topology, args, context=context, repository=image_repository(topology, args.registry or config().get("registry")),
-        build_args=build_args(), template="{base}-image", default_platform=default_platform, by_name=by_name, local=local,
+        build_args=build_args(), template="{base}-image", platform=platform, by_name=by_name, local=local,
     )
     return component.image
 
@@ -447,12 +460,12 @@ def _built_image(
     repository: str,
     build_args: dict[str, str],
     template: str,
-    default_platform: Optional[str],
+    platform: Optional[str],
     by_name: bool,
     local: bool,
 ) -> ContainerImage:
-    """An image built from `context`, tagged with its content hash: a `docker.Image` child of
-    `component` named by `template`, or (config imageBuild=external) just the name to reference."""
+    """An image of `platform` built from `context`, tagged with its content hash: a `docker.Image`
+    child of `component` named by `template`, or (config imageBuild=external) just the name to reference."""
     from ._targets._shared import child_opts, config, config_bool
 
     cfg = config()
@@ -460,7 +473,6 @@ def _built_image(
     skip_push = args.skip_push if args.skip_push is not None else config_bool("skipPush")
     if skip_push is None:
         skip_push = registry is None
-    platform = cfg.get("platform") or default_platform
     builder = cfg.get(IMAGE_BUILD_KEY) or "pulumi"
     if builder not in IMAGE_BUILDERS:
         raise PatternError(
@@ -551,7 +563,7 @@ def function_image(
     repository = image_repository(topology, args.registry or config().get("registry")) + "-function"
     return _built_image(
         component, topology, args, context=context, repository=repository, build_args={},
-        template="{base}-function-image", default_platform=default_platform, by_name=by_name, local=local,
+        template="{base}-function-image", platform=image_platform(default_platform), by_name=by_name, local=local,
     )
 
 

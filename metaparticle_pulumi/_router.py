@@ -1,6 +1,7 @@
 """Which router serves Spread and Shard routers: the compiled one (runtime/router, Go) when it is
 built, else the Python runtime's. One choice for every target: local processes run the binary where
-`scripts/build-router` put it; images carry a static copy of it at `IMAGE_ROUTER`.
+`scripts/build-router` put it; images carry a static copy of it at `IMAGE_ROUTER` when it is
+built for their platform's CPU architecture.
 
 Each target turns the choice into RuntimeConfig settings (`router`, `router_binary`); no MP_* name
 is spelled here.
@@ -9,6 +10,7 @@ is spelled here.
 from __future__ import annotations
 
 import os
+import platform as host
 import struct
 from typing import Optional
 
@@ -26,6 +28,16 @@ IMAGE_ROUTER = "/opt/metaparticle/bin/metaparticle-router"
 CONTEXT_ROUTER = "router/metaparticle-router"
 
 _PT_INTERP = 3
+#: ELF e_machine values and the CPU architecture each names, spelled as Go's GOARCH (and image platforms) do.
+_ELF_MACHINES = {62: "amd64", 183: "arm64", 3: "386", 40: "arm", 21: "ppc64", 22: "s390x", 243: "riscv64"}
+#: Other spellings of those architectures (platform.machine(), Debian's, image platforms').
+_ARCH_ALIASES = {
+    "x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64", "armv8": "arm64", "armv8l": "arm64",
+    "i386": "386", "i486": "386", "i586": "386", "i686": "386", "x86": "386",
+    "armv6l": "arm", "armv7l": "arm", "armhf": "arm", "armel": "arm", "ppc64el": "ppc64le",
+}
+#: What a platform of one component names when it is an OS, not an architecture (`linux`: this machine's).
+_OSES = ("linux", "windows", "darwin", "freebsd")
 
 
 def router_choice() -> str:
@@ -87,12 +99,60 @@ def dynamic_loader(path: str) -> Optional[str]:
     return None
 
 
-def image_router() -> Optional[str]:
-    """The compiled router to put into images: this machine's, when one is built, statically
-    linked and not declined (METAPARTICLE_ROUTER=python); None leaves images with the Python router.
+def elf_architecture(path: str) -> Optional[str]:
+    """The CPU architecture the ELF file at `path` runs on (its e_machine), as GOARCH names it
+    (`amd64`, `arm64`, `ppc64le`), `ELF machine N` for one not named here, None for no ELF file."""
+    with open(path, "rb") as file:
+        header = file.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF" or header[5] not in (1, 2):
+        return None
+    order = "<" if header[5] == 1 else ">"
+    machine, = struct.unpack_from(order + "H", header, 18)
+    arch = _ELF_MACHINES.get(machine, f"ELF machine {machine}")
+    return "ppc64le" if arch == "ppc64" and order == "<" else arch
+
+
+def goarch(name: str) -> str:
+    """An architecture's name as GOARCH spells it (`x86_64` -> `amd64`, `aarch64` -> `arm64`)."""
+    lowered = name.strip().lower()
+    return _ARCH_ALIASES.get(lowered, lowered)
+
+
+def platform_architectures(platform: Optional[str]) -> tuple[str, ...]:
+    """The CPU architectures of an image platform, `os/arch[/variant]` (`linux/arm64`, `linux/arm/v7`,
+    several separated by commas), as GOARCH names them; None is this machine's (the engine's own)."""
+    if not platform:
+        return (goarch(host.machine()),)
+    found = []
+    for one in platform.split(","):
+        parts = one.strip().split("/")
+        if len(parts) > 3 or not all(parts):
+            raise PatternError(f"an image platform is os/arch[/variant], such as linux/arm64, got {platform!r}")
+        if len(parts) == 1:  # as the engine reads it: an OS on this machine's architecture, or an architecture
+            found.append(goarch(host.machine()) if parts[0].lower() in _OSES else goarch(parts[0]))
+        else:
+            found.append(goarch(parts[1]))
+    return tuple(found)
+
+
+def _build_for(arch: str, platform: Optional[str]) -> str:
+    """How to build the router for `arch`: scripts/build-router passes Go's GOARCH (and GOARM) through
+    to `go build` and writes into MP_ROUTER_DIR, which METAPARTICLE_ROUTER_BIN then names."""
+    variant = (platform or "").split(",")[0].strip().split("/")[2:]
+    goarm = f" GOARM={variant[0].lstrip('v')}" if arch == "arm" and variant else ""
+    return (
+        f"GOARCH={arch}{goarm} MP_ROUTER_DIR=<dir> scripts/build-router, then {ROUTER_BIN_ENV}=<dir>/metaparticle-router"
+    )
+
+
+def image_router(platform: Optional[str] = None) -> Optional[str]:
+    """The compiled router to put into images of `platform` (`os/arch[/variant]`, None: this
+    machine's): this machine's build, when there is one, statically linked, for the platform's
+    architecture and not declined (METAPARTICLE_ROUTER=python); None leaves images with the Python router.
 
     An image's root filesystem is not this machine's: a binary that needs a dynamic loader may
-    find another C library there, or none. METAPARTICLE_ROUTER=go makes its absence an error.
+    find another C library there, or none; one built for another CPU fails at exec.
+    METAPARTICLE_ROUTER=go makes its absence an error.
     """
     choice = router_choice()
     if choice == "python":
@@ -103,12 +163,26 @@ def image_router() -> Optional[str]:
             raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
         return None
     loader = dynamic_loader(binary)
-    if loader is None:
+    if loader is not None:
+        if choice == "go":
+            raise PatternError(
+                f"{ROUTER_ENV}=go but the compiled router {binary} is not a static executable ({loader}), which an "
+                "image cannot run: rebuild it with scripts/build-router (CGO_ENABLED=0)"
+            )
+        return None
+    arch = elf_architecture(binary)
+    wanted = platform_architectures(platform)
+    if set(wanted) == {arch}:
         return binary
     if choice == "go":
+        where = f"platform {platform}" if platform else "this machine's platform"
+        how = (
+            f"build one with {_build_for(wanted[0], platform)}" if len(set(wanted)) == 1
+            else "one binary serves one architecture: build an image per platform"
+        )
         raise PatternError(
-            f"{ROUTER_ENV}=go but the compiled router {binary} is not a static executable ({loader}), which an "
-            "image cannot run: rebuild it with scripts/build-router (CGO_ENABLED=0)"
+            f"{ROUTER_ENV}=go but the compiled router {binary} is built for {arch}, and images are built for "
+            f"{where} ({', '.join(dict.fromkeys(wanted))}), which cannot run it: {how}"
         )
     return None
 

@@ -1,38 +1,68 @@
-"""The compiled router in images, offline: which binary the build context carries (static only,
-METAPARTICLE_ROUTER=python none), the content tag following it, and the Docker and Kubernetes
+"""The compiled router in images, offline: which binary the build context carries (static only, of
+the image platform's architecture, METAPARTICLE_ROUTER=python none), the content tag following it, and the Docker and Kubernetes
 routers' RuntimeConfig pointing at the image's copy (container tests run it: test_containers.py)."""
 
 from __future__ import annotations
 
 import os
+import platform
 import struct
+import sys
 from pathlib import Path
 
 import pytest
 
 from metaparticle_pulumi import PatternError, testing
-from metaparticle_pulumi._router import IMAGE_ROUTER, ROUTER_BIN_ENV, ROUTER_ENV, dynamic_loader, image_router
+from metaparticle_pulumi._router import (
+    IMAGE_ROUTER,
+    ROUTER_BIN_ENV,
+    ROUTER_ENV,
+    dynamic_loader,
+    elf_architecture,
+    goarch,
+    image_router,
+    platform_architectures,
+)
 from metaparticle_pulumi._image import write_build_context
 from metaparticle_runtime.config import RuntimeConfig
 
 from target_support import copy_program, env_of
 
 _PT_LOAD, _PT_INTERP = 1, 3
+#: Where scripts/build-router puts the Go router by default.
+BUILT_ROUTER = Path.home() / ".cache" / "metaparticle" / "router" / "metaparticle-router"
+#: e_machine of the architectures these tests build headers for (the ELF specification's numbers).
+EM_386, EM_PPC64, EM_X86_64, EM_AARCH64 = 3, 21, 62, 183
+#: This machine's architecture as GOARCH names it, and its e_machine: images without a platform run on it.
+HOST = goarch(platform.machine())
+HOST_MACHINE = {"amd64": EM_X86_64, "arm64": EM_AARCH64, "386": EM_386}.get(HOST, EM_X86_64)
 
 
-def elf(path: Path, interpreter: bytes | None = None, payload: bytes = b"") -> Path:
-    """A 64-bit little-endian ELF executable's headers: a PT_LOAD segment, plus a PT_INTERP naming
-    `interpreter` when given (what a dynamically linked program has), then `payload`."""
+def elf(
+    path: Path, interpreter: bytes | None = None, payload: bytes = b"", *, machine: int = HOST_MACHINE, order: str = "<"
+) -> Path:
+    """A 64-bit ELF executable's headers for `machine` (default this machine's), little-endian unless
+    `order` is ">": a PT_LOAD segment, plus a PT_INTERP naming `interpreter` when given (what a
+    dynamically linked program has), then `payload`."""
     headers = [(_PT_LOAD, 0, 0)]
     data_at = 64 + 56 * 2
     if interpreter is not None:
         headers.insert(0, (_PT_INTERP, data_at, len(interpreter) + 1))
-    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    header = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0x401000, 64, 0, 0, 64, 56, len(headers), 64, 0, 0)
-    table = b"".join(struct.pack("<IIQQQQQQ", kind, 5, offset, 0, 0, size, size, 0x1000) for kind, offset, size in headers)
+    ident = b"\x7fELF" + bytes([2, 1 if order == "<" else 2, 1]) + bytes(9)
+    header = ident + struct.pack(order + "HHIQQQIHHHHHH", 2, machine, 1, 0x401000, 64, 0, 0, 64, 56, len(headers), 64, 0, 0)
+    table = b"".join(struct.pack(order + "IIQQQQQQ", kind, 5, offset, 0, 0, size, size, 0x1000) for kind, offset, size in headers)
     body = header + table
     body += bytes(data_at - len(body)) + (interpreter + b"\0" if interpreter is not None else b"") + payload
     path.write_bytes(body)
+    path.chmod(0o755)
+    return path
+
+
+def elf32(path: Path, machine: int = EM_386) -> Path:
+    """A 32-bit little-endian ELF executable's headers (52 bytes, then one 32-byte PT_LOAD entry)."""
+    ident = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+    header = ident + struct.pack("<HHIIIIIHHHHHH", 2, machine, 1, 0x8048000, 52, 0, 0, 52, 32, 1, 40, 0, 0)
+    path.write_bytes(header + struct.pack("<IIIIIIII", _PT_LOAD, 0, 0x8048000, 0x8048000, 84, 84, 5, 0x1000))
     path.chmod(0o755)
     return path
 
@@ -46,8 +76,12 @@ def static_router(tmp_path, monkeypatch):
     return binary
 
 
-def evaluate(tmp_path: Path, example: str, target: str):
-    stack = testing.evaluate(copy_program(example, tmp_path), target)
+def evaluate(tmp_path: Path, example: str, target: str, config: dict[str, str] | None = None):
+    """Evaluates an example for `target`; Kubernetes images default to linux/amd64, so unless
+    `config` says otherwise they are built for this machine's architecture, as the fake router is."""
+    if config is None:
+        config = {"metaparticle:platform": f"linux/{HOST}"} if target == "kubernetes" else {}
+    stack = testing.evaluate(copy_program(example, tmp_path), target, config=config)
     (pattern,) = stack.patterns
     return stack, pattern
 
@@ -57,6 +91,87 @@ def test_the_elf_check_tells_a_static_executable_from_one_that_needs_a_loader(tm
     assert dynamic_loader(str(elf(tmp_path / "dynamic", b"/lib64/ld-linux-x86-64.so.2"))) == "/lib64/ld-linux-x86-64.so.2"
     (tmp_path / "script").write_text("#!/bin/sh\n")
     assert dynamic_loader(str(tmp_path / "script")) == "not an ELF executable"
+
+
+def test_the_elf_architecture_of_this_pythons_executable_is_this_machines():
+    assert elf_architecture(sys.executable) == HOST
+    if platform.machine() == "x86_64":
+        assert HOST == "amd64"
+
+
+@pytest.mark.skipif(not os.access(BUILT_ROUTER, os.X_OK), reason="scripts/build-router has not built the Go router")
+def test_the_built_router_is_a_static_executable_of_this_machine():
+    assert elf_architecture(str(BUILT_ROUTER)) == HOST
+    assert dynamic_loader(str(BUILT_ROUTER)) is None
+
+
+def test_the_elf_architecture_comes_from_e_machine_in_either_class_and_byte_order(tmp_path):
+    assert elf_architecture(str(elf(tmp_path / "arm64", machine=EM_AARCH64))) == "arm64"
+    assert elf_architecture(str(elf(tmp_path / "amd64", machine=EM_X86_64))) == "amd64"
+    i386 = elf32(tmp_path / "386")
+    assert elf_architecture(str(i386)) == "386"
+    assert dynamic_loader(str(i386)) is None  # the 32-bit program headers read too
+    assert elf_architecture(str(elf(tmp_path / "ppc64le", machine=EM_PPC64))) == "ppc64le"
+    assert elf_architecture(str(elf(tmp_path / "ppc64", machine=EM_PPC64, order=">"))) == "ppc64"
+    assert elf_architecture(str(elf(tmp_path / "other", machine=0xBEEF))) == f"ELF machine {0xBEEF}"
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    assert elf_architecture(str(tmp_path / "script")) is None
+
+
+def test_an_image_platform_names_its_architecture_as_goarch_does():
+    assert platform_architectures("linux/arm64") == ("arm64",)
+    assert platform_architectures("linux/arm/v7") == ("arm",)
+    assert platform_architectures("linux/x86_64") == ("amd64",)
+    assert platform_architectures("linux/amd64,linux/arm64") == ("amd64", "arm64")
+    assert platform_architectures(None) == platform_architectures("linux") == (HOST,)
+    for bad in ("linux/", "linux/arm/v7/extra", "/arm64"):
+        with pytest.raises(PatternError, match="os/arch"):
+            platform_architectures(bad)
+
+
+@pytest.fixture
+def arm64_router(tmp_path, monkeypatch):
+    binary = elf(tmp_path / "arm64-router", payload=b"arm64", machine=EM_AARCH64)
+    monkeypatch.setenv(ROUTER_BIN_ENV, str(binary))
+    monkeypatch.delenv(ROUTER_ENV, raising=False)
+    return binary
+
+
+def test_a_router_goes_only_into_images_of_its_architecture(tmp_path, arm64_router, monkeypatch):
+    _, pattern = evaluate(tmp_path, "spread", "docker")
+    arm64 = write_build_context(pattern.topology, platform="linux/arm64")
+    assert arm64.carries_router
+    assert (arm64.path / "router/metaparticle-router").read_bytes() == arm64_router.read_bytes()
+    amd64 = write_build_context(pattern.topology, platform="linux/amd64")
+    assert not amd64.carries_router and not (amd64.path / "router/metaparticle-router").exists()
+    assert amd64.digest != arm64.digest
+    # Left out, the image is the one without a router (the same content tag).
+    monkeypatch.setenv(ROUTER_ENV, "python")
+    assert write_build_context(pattern.topology, platform="linux/amd64").digest == amd64.digest
+    monkeypatch.setenv(ROUTER_ENV, "auto")
+    assert image_router("linux/amd64,linux/arm64") is None  # one binary serves one architecture
+
+
+def test_go_refuses_a_router_of_another_architecture_and_says_how_to_build_one(tmp_path, arm64_router, monkeypatch):
+    monkeypatch.setenv(ROUTER_ENV, "go")
+    assert image_router("linux/arm64") == str(arm64_router)
+    with pytest.raises(PatternError, match=r"built for arm64.*linux/amd64 \(amd64\).*GOARCH=amd64 MP_ROUTER_DIR=<dir> scripts/build-router"):
+        image_router("linux/amd64")
+    with pytest.raises(PatternError, match=r"GOARCH=arm GOARM=7 MP_ROUTER_DIR"):
+        image_router("linux/arm/v7")
+    if HOST != "arm64":
+        with pytest.raises(PatternError, match=rf"this machine's platform \({HOST}\)"):
+            image_router()
+
+
+def test_kubernetes_images_follow_the_configured_platform(tmp_path, arm64_router):
+    _, pattern = evaluate(tmp_path / "default", "spread", "kubernetes", config={})  # linux/amd64
+    assert not pattern.image.context.carries_router
+    stack, pattern = evaluate(tmp_path / "arm64", "spread", "kubernetes", config={"metaparticle:platform": "linux/arm64"})
+    assert pattern.image.context.carries_router
+    (router,) = [d for d in stack.objects(kind="Deployment") if d["metadata"]["name"] == "api-router"]
+    env = {k: v for k, v in env_of(router["spec"]["template"]["spec"]["containers"][0]).items() if isinstance(v, str)}
+    assert RuntimeConfig.from_env(env).router_binary == IMAGE_ROUTER
 
 
 def test_a_static_router_goes_into_the_context_and_into_the_tag(tmp_path, static_router, monkeypatch):
