@@ -223,6 +223,9 @@ func (rt *Runtime) Start() error {
 		grpc.ForceServerCodecV2(newRawCodec()),
 		grpc.MaxRecvMsgSize(cfg.MaxRequestBytes + 1024),
 		grpc.MaxSendMsgSize(cfg.MaxResponseBytes + 1024),
+		// Static flow-control windows (see flowWindow): no BDP ping per request.
+		grpc.StaticStreamWindowSize(flowWindow(cfg.MaxRequestBytes)),
+		grpc.StaticConnWindowSize(flowWindow(cfg.MaxRequestBytes)),
 		// Clients reconnect (and re-resolve DNS) now and then, so new replicas of a scaled-up router take traffic.
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 30 * time.Second, MaxConnectionAgeGrace: cfg.Timeout + time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
