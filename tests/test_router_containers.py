@@ -188,3 +188,35 @@ def _requests_served(container: Any) -> float:
         if line.startswith("metaparticle_requests_total{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_a_router_whose_process_dies_is_started_again_by_the_engine(engine: Any, spread: dict[str, Any]) -> None:
+    """A crash, unlike a `kill` through the engine's API (a stop the user asked for), is what the
+    restart policy is for: the router's process SIGKILLed from the host comes back in its container
+    and the entry answers again. Runs after the API kill above: the router it kills is the one left."""
+    import signal
+    import time
+
+    endpoints = spread["endpoints"]
+    running = [c for c in (engine.containers.get(n) for n in _role(endpoints, "api-router")["containers"]) if c.status == "running"]
+    assert running, "no router container is running"
+    router = running[0]
+    restarts = router.attrs["RestartCount"]
+    os.kill(router.attrs["State"]["Pid"], signal.SIGKILL)
+    died = time.monotonic()
+
+    def restarted() -> bool:
+        router.reload()
+        return router.status == "running" and router.attrs["RestartCount"] > restarts
+
+    assert wait_until(restarted, timeout=60, interval=0.2), f"{router.name} was not started again: {router.status}, {router.attrs['RestartCount']} restarts"
+    assert router.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+    def answers() -> bool:
+        try:
+            return post_json(endpoints["patterns"][0]["url"], {"after": "crash"}, timeout=5).status == 200
+        except OSError:
+            return False
+
+    assert wait_until(answers, timeout=60, interval=0.2), "the entry does not answer through the restarted router"
+    print(f"\nrouter crash: {router.name} running again and answering {time.monotonic() - died:.1f} s after its process died")
