@@ -442,11 +442,11 @@ WHY = """\
   investigation, 6 interleaved pairs at 900 req/s gave uvloop/asyncio 0.92-0.98 (median 0.945),
   every pair below 1: a small, consistent gain for the router, and more for a sync function
   (`python -m bench.function_ab`: 0.85x (0.83-0.92) of the function server's CPU per request on
-  asyncio's loop). It stays optional, not a dependency: with uvloop, hedged leaf calls stopped
-  cutting the tail (scatter section with 1% of leaf calls 50 ms late: hedged p99 over the
-  no-straggler p99 at 4 leaves 10.9x, as unhedged, against 1.65x on asyncio's loop in a run
-  right after; at 8 leaves 2.7x against 1.44x), for a cause not yet found. bench/setup.sh still
-  installs it, so runs after it measure the runtime on uvloop, as the versions line says.
+  asyncio's loop). It stays optional, not a dependency, until one result is understood: in two
+  runs on uvloop the hedged p99 at 4 leaves stayed at the unhedged level, while a run on asyncio's
+  loop right after cut it to 1.65x (README, Performance); a direct check afterwards saw both loops
+  rescue most stragglers. bench/setup.sh still installs it, so runs after it measure the runtime
+  on uvloop, as the versions line says.
 - **Where the Python router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same
   router and the same upstream client; compare `http_entry@N/s` with `entry@N/s` (full runs):
   where the gRPC entry costs more per request, grpc.aio's server side is dearer than aiohttp's
