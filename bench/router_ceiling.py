@@ -34,11 +34,9 @@ REPLY = b'{"ok":true}'
 
 
 def free_port() -> int:
-    import socket
+    from metaparticle_pulumi._ports import free_port
 
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    return free_port()
 
 
 def build() -> tuple[str, str]:

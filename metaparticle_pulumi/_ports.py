@@ -8,6 +8,8 @@ harmless; the run releases each port once its process serves.
 
 from __future__ import annotations
 
+import itertools
+import random
 import socket
 from typing import Collection, Hashable, Mapping, Optional
 
@@ -142,7 +144,43 @@ def _bind(port: int, *, reuse_address: bool) -> socket.socket:
 
 
 def free_port() -> int:
-    """A port free on 127.0.0.1 now, not held (for tools that bind it themselves at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port free on 127.0.0.1 now, not held, for a tool that binds it itself right after.
+
+    It comes from below the OS's ephemeral range: a port from that range can be taken by any
+    outgoing connection (its source port) between this check and the tool's bind, which then
+    fails with "address already in use". Ports below the range are only ever bound on purpose.
+    """
+    low, high = _candidate_range()
+    span = high - low
+    for _ in range(min(span, 4096) if span >= 256 else 0):
+        port = low + next(_next_candidate) % span
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below, or all taken: the OS's
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+#: Where the ephemeral range starts when the OS does not say (Linux's default).
+_DEFAULT_EPHEMERAL_LOW = 32768
+#: How many ports below the ephemeral range free_port chooses among, at most.
+_CANDIDATES = 12000
+
+
+def _candidate_range() -> tuple[int, int]:
+    """[low, high): the ports just below the ephemeral range, above the well-known ones."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            ephemeral_low = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = _DEFAULT_EPHEMERAL_LOW
+    return max(1024, ephemeral_low - _CANDIDATES), max(1024, ephemeral_low)
+
+
+# Each process walks the candidates from its own random start, so that two test runs (or two
+# tools) that check at the same moment are unlikely to pick the same port.
+_next_candidate = itertools.count(random.randrange(1 << 16))

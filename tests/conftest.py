@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from metaparticle_pulumi import _ports
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -52,9 +54,8 @@ def _a_current_event_loop() -> Iterator[None]:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A free port outside the ephemeral range (an outgoing connection cannot take it before use)."""
+    return _ports.free_port()
 
 
 def port_is_free(port: int) -> bool:

@@ -24,6 +24,8 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
+from metaparticle_pulumi import _ports
+
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 RESULTS = Path(__file__).resolve().parent / ".results"
@@ -36,9 +38,8 @@ from metaparticle_runtime.payload import unwrap, wrap  # noqa: E402
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+    """A free port outside the ephemeral range (an outgoing connection cannot take it before use)."""
+    return _ports.free_port()
 
 
 # -- /proc ------------------------------------------------------------------------------------------
