@@ -1,6 +1,6 @@
 """Which router serves Spread and Shard routers: the compiled one (runtime/router, Go) when it is
 built, else the Python runtime's. One choice for every target: local processes run the binary where
-`scripts/build-router` put it; images carry a static copy of it at `IMAGE_ROUTER` when it is
+`scripts/build-router` put it when it is built for this machine's CPU architecture; images carry a static copy of it at `IMAGE_ROUTER` when it is
 built for their platform's CPU architecture.
 
 Each target turns the choice into RuntimeConfig settings (`router`, `router_binary`); no MP_* name
@@ -60,11 +60,21 @@ def router_binary() -> str | None:
 
 def compiled_router() -> dict[str, str]:
     """The runtime settings that hand Spread and Shard routers to this machine's compiled router
-    when it is built (local processes)."""
+    when it is built, for this machine's architecture (local processes; a cross-build for images
+    would fail at exec)."""
     choice = router_choice()
     binary = router_binary() if choice != "python" else None
     if choice == "go" and binary is None:
         raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
+    if binary is not None and os.path.isfile(binary):
+        arch, here = elf_architecture(binary), goarch(host.machine())
+        if arch is not None and arch != here:  # a cross-build (for images of another platform) fails at exec here
+            if choice == "go":
+                raise PatternError(
+                    f"{ROUTER_ENV}=go but the compiled router {binary} is built for {arch}, and this machine is {here}: "
+                    f"build one with {_build_for(here, None)}"
+                )
+            binary = None
     return {"router": choice, "router_binary": binary} if binary else {}
 
 

@@ -258,3 +258,41 @@ def test_the_runtimes_router_variables_are_not_the_users_to_set(tmp_path, static
     (program / "__main__.py").write_text(source.replace("function=handler,", f"function=handler, {env},", 1))
     with pytest.raises(Exception, match="is set by metaparticle"):
         testing.evaluate(program, "docker")
+
+
+# -- local processes: they run the binary on this machine ------------------------------------------
+
+
+@pytest.fixture
+def foreign_router(tmp_path, monkeypatch):
+    """A router built for an architecture other than this machine's (a cross-build meant for images)."""
+    machine, arch = (EM_X86_64, "amd64") if HOST == "arm64" else (EM_AARCH64, "arm64")
+    binary = elf(tmp_path / f"{arch}-router", payload=arch.encode(), machine=machine)
+    monkeypatch.setenv(ROUTER_BIN_ENV, str(binary))
+    monkeypatch.delenv(ROUTER_ENV, raising=False)
+    return binary, arch
+
+
+def _local_router(tmp_path: Path, example: str) -> RuntimeConfig:
+    stack = testing.evaluate(copy_program(example, tmp_path), "local")
+    (pattern,) = stack.patterns
+    return next(s.config for s in pattern.local_plan.processes(str(tmp_path)) if s.role.endswith("-router"))
+
+
+def test_local_routers_run_a_compiled_router_of_this_machines_architecture(tmp_path, static_router):
+    config = _local_router(tmp_path, "spread")
+    assert (config.router, config.router_binary) == ("auto", str(static_router))
+
+
+def test_local_routers_leave_a_router_of_another_architecture_to_python(tmp_path, foreign_router):
+    config = _local_router(tmp_path, "shard")
+    assert config.router_binary is None  # not exec'd only to fail: the Python router serves
+
+
+def test_go_refuses_to_run_a_router_of_another_architecture_locally_and_says_how_to_build_one(
+    tmp_path, foreign_router, monkeypatch
+):
+    binary, arch = foreign_router
+    monkeypatch.setenv(ROUTER_ENV, "go")
+    with pytest.raises(PatternError, match=rf"{binary} is built for {arch}, and this machine is {HOST}: build one with GOARCH={HOST} "):
+        _local_router(tmp_path, "spread")
