@@ -435,18 +435,18 @@ WHY = """\
   percent of the router's samples; almost all of it is gRPC's own machinery: the Cython/C-core
   callbacks run by the event loop and gRPC's completion-queue poller thread. Trimming our per-call
   Python cannot close the gap to nginx; the `go_entry` rows measure the compiled router instead.
-- **uvloop.** The runtime uses uvloop when it is installed (`MP_EVENT_LOOP=auto`, the default;
-  `asyncio` or `uvloop` force one). In full runs with uvloop installed, the ratio
+- **uvloop.** The runtime runs on uvloop, one of its dependencies (`MP_EVENT_LOOP=auto`, the
+  default; `asyncio` or `uvloop` force one). In full runs, the ratio
   `router_cpu_uvloop_over_asyncio` is measured with a second router forced to the asyncio loop,
   both at the same fixed rate. During the
   investigation, 6 interleaved pairs at 900 req/s gave uvloop/asyncio 0.92-0.98 (median 0.945),
   every pair below 1: a small, consistent gain for the router, and more for a sync function
   (`python -m bench.function_ab`: 0.85x (0.83-0.92) of the function server's CPU per request on
-  asyncio's loop). It stays optional, not a dependency, until one result is understood: in two
-  runs on uvloop the hedged p99 at 4 leaves stayed at the unhedged level, while a run on asyncio's
-  loop right after cut it to 1.65x (README, Performance); a direct check afterwards saw both loops
-  rescue most stragglers. bench/setup.sh still installs it, so runs after it measure the runtime
-  on uvloop, as the versions line says.
+  asyncio's loop). uvloop rounds a timer to the nearest millisecond counted from the start of the
+  loop's iteration; the root's hedging once left its delay to such a timer, so a 1.4 ms delay
+  fired after 1 ms (a 0.4 ms one at once) and ordinary calls spent the hedge budget (hedged p99 at
+  4 leaves at the unhedged level). Hedging now keeps its delay on the clock; the scatter section measures the same on
+  both loops (`bench/results/scatter-uvloop.md`, `scatter-asyncio.md`).
 - **Where the Python router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same
   router and the same upstream client; compare `http_entry@N/s` with `entry@N/s` (full runs):
   where the gRPC entry costs more per request, grpc.aio's server side is dearer than aiohttp's

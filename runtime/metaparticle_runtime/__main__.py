@@ -1,9 +1,10 @@
 """`python -m metaparticle_runtime`: serve the role described by the MP_* environment variables.
 
-The event loop is uvloop when it is installed (less CPU per routed call: see the router rows of
-bench/results/latest.md), else asyncio's own; MP_EVENT_LOOP=asyncio or =uvloop forces one
-(default auto). A Spread router or a Shard router keyed by a field path hands over to the compiled
-router (runtime/router) when MP_ROUTER_BINARY names one (MP_ROUTER=python keeps this one).
+The event loop is uvloop, a dependency of the runtime and of every image (less CPU per call handed
+to a worker thread and per routed call: bench/results/latest.md), or asyncio's own where uvloop is
+not installed; MP_EVENT_LOOP=asyncio or =uvloop forces one (default auto). A Spread router or a
+Shard router keyed by a field path hands over to the compiled router (runtime/router) when
+MP_ROUTER_BINARY names one (MP_ROUTER=python keeps this one).
 """
 
 from __future__ import annotations
