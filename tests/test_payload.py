@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from metaparticle_runtime.errors import RoleError
-from metaparticle_runtime.payload import decode, encode, unwrap, wrap
+from metaparticle_runtime.payload import _DICT_COST, decode, decoded_size_estimate, encode, unwrap, wrap
 
 LIMIT = 1024
 DEPTH = 8
@@ -192,3 +192,21 @@ def test_deep_bodies_are_told_they_are_too_deep_even_when_also_too_large(body):
 def test_unbalanced_but_shallow_input_is_named_by_the_json_parser():
     err = refusal(b"[]" * 10 + b"]" * 5, max_bytes=LIMIT, max_depth=DEPTH)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT and "not valid JSON" in err.message
+
+
+def test_no_byte_adds_more_to_the_size_estimate_than_an_opening_brace():
+    """What lets small bodies skip the size estimate: a body of n bytes is estimated at no more than
+    n times an opening brace's cost, so one under limit x 8 / that cost cannot be over the budget."""
+    patterns = [bytes([b]) for b in range(256)] + [b'"', b'""', b'":', b'"":', b'{"":', b'[],', b'{},', b'"",', b'[""]']
+    for pattern in patterns:
+        body = pattern * (4096 // len(pattern))
+        assert decoded_size_estimate(body) <= len(body) * _DICT_COST, pattern
+
+
+@pytest.mark.parametrize("item", [b"{}", b"[]", b'""'])
+def test_the_densest_bodies_around_the_skip_bound_are_still_refused(item):
+    """Small limits put dense bodies of a few kB over the budget: they take the full estimate."""
+    limit = 2048
+    body = b"[" + b",".join([item] * (limit // (len(item) + 1) - 1)) + b"]"
+    assert len(body) <= limit
+    assert refusal(body, max_bytes=limit, max_depth=64).code == grpc.StatusCode.RESOURCE_EXHAUSTED

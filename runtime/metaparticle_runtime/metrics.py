@@ -11,7 +11,7 @@ entry serves the registry at `GET /metrics`; any role given `metrics_port` serve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -53,11 +53,14 @@ class Metrics:
         self._hedges = Counter(
             "metaparticle_hedges", "Hedged calls sent to a second replica of a slow upstream.", (*common, "upstream"), registry=self.registry
         )
-        self.in_flight = self._in_flight.labels(**self._labels)
         # Each series' child, looked up once (labels() costs microseconds on every request).
         self._duration_child = self._duration.labels(**self._labels)
         self._by_code: dict[str, Any] = {}
         self._by_upstream: dict[tuple[str, str], Any] = {}
+
+    def track_in_flight(self, current: Callable[[], float]) -> None:
+        """The in-flight gauge reads `current()` when scraped: nothing to update on every request."""
+        self._in_flight.labels(**self._labels).set_function(current)
 
     def answered(self, code: str, seconds: float) -> None:
         child = self._by_code.get(code)

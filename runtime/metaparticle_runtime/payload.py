@@ -70,9 +70,12 @@ def decode(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     if not data or data.isspace():
         raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, "request body is empty; send a JSON document")
     deep = data.count(b"[") + data.count(b"{") > max_depth  # else it cannot be too deep
-    stripped = _check_decoded_size(data, max_bytes, max_depth if deep else None)
-    if deep:
-        _check_depth(stripped if stripped is not None else _strip_strings(data), max_depth)
+    # Else it cannot be too large either: no byte adds more to the estimate than an opening brace.
+    costly = len(data) * _DICT_COST > DECODED_BYTES_PER_LIMIT_BYTE * max_bytes
+    if deep or costly:
+        stripped = _check_decoded_size(data, max_bytes, max_depth if deep else None)
+        if deep:
+            _check_depth(stripped if stripped is not None else _strip_strings(data), max_depth)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -41,6 +41,7 @@ class Runtime:
         self.role: Role = build_role(cfg, self.workers)
         self.in_flight = 0
         self.metrics = Metrics(cfg.pattern, cfg.role_name)
+        self.metrics.track_in_flight(lambda: self.in_flight)
         for upstream in self.role.upstreams:
             upstream.metrics = self.metrics
         if getattr(self.role, "hedger", None) is not None:
@@ -99,7 +100,6 @@ class Runtime:
                 replica=self.cfg.replica,
             )
         self.in_flight += 1
-        self.metrics.in_flight.inc()
         started = time.monotonic()
         code = "OK"
         try:
@@ -121,7 +121,6 @@ class Runtime:
             ) from None
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.dec()
             self.metrics.answered(code, time.monotonic() - started)
 
     def _capacity_changed(self) -> None:

@@ -20,6 +20,9 @@ from ..workers import Workers
 
 log = logging.getLogger("metaparticle.function")
 
+#: asyncio.timeout (Python 3.11+): a deadline for a coroutine run in the caller's own task.
+_in_this_task = getattr(asyncio, "timeout", None)
+
 _COMPONENT = {"Service": "service", "Spread": "replica", "Shard": "shard", "ScatterGather": "leaf"}
 
 
@@ -41,7 +44,10 @@ async def invoke(
         raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what} ran", **details)
     try:
         if inspect.iscoroutinefunction(fn) if is_coroutine is None else is_coroutine:
-            return await asyncio.wait_for(fn(*args), timeout)
+            if _in_this_task is None:  # Python 3.10
+                return await asyncio.wait_for(fn(*args), timeout)
+            async with _in_this_task(timeout):  # no task of its own to schedule and switch to
+                return await fn(*args)
         return await workers.run(fn, args, timeout)
     except asyncio.TimeoutError:
         raise RoleError(
