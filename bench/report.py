@@ -445,8 +445,8 @@ WHY = """\
   asyncio's loop). uvloop rounds a timer to the nearest millisecond counted from the start of the
   loop's iteration; the root's hedging once left its delay to such a timer, so a 1.4 ms delay
   fired after 1 ms (a 0.4 ms one at once) and ordinary calls spent the hedge budget (hedged p99 at
-  4 leaves at the unhedged level). Hedging now keeps its delay on the clock; the scatter section measures the same on
-  both loops (`bench/results/scatter-uvloop.md`, `scatter-asyncio.md`).
+  4 leaves at the unhedged level). Hedging now keeps its delay on the clock; the scatter section
+  measures the same on both loops (`bench/results/scatter-uvloop.md`, `scatter-asyncio.md`).
 - **Where the Python router's cost sits.** The HTTP/JSON entry and the gRPC entry run the same
   router and the same upstream client; compare `http_entry@N/s` with `entry@N/s` (full runs):
   where the gRPC entry costs more per request, grpc.aio's server side is dearer than aiohttp's

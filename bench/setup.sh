@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need beyond the project's venv: h2load (Debian nghttp2-client) and nginx
 # (Debian nginx-light) as the load generator and the baseline proxy, py-spy (profiles the router), and
-# uvloop (a runtime dependency; here for venvs made before it was one) into .venv. Needs root for apt-get; installs only
-# what is missing. The ceiling run builds bench/backend with Go 1.24+ when Go is on PATH (Debian 12's
+# uvloop (a runtime dependency; here for venvs made before it was one) into .venv. Needs root for
+# apt-get; installs only what is missing. The ceiling run builds bench/backend with Go 1.24+ when Go is on PATH (Debian 12's
 # golang-go is too old, so it is not installed here: without Go that section is skipped, saying why).
 set -euo pipefail
 cd "$(dirname "$0")/.."

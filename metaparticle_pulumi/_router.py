@@ -1,7 +1,7 @@
 """Which router serves Spread and Shard routers: the compiled one (runtime/router, Go) when it is
 built, else the Python runtime's. One choice for every target: local processes run the binary where
-`scripts/build-router` put it when it is built for this machine's CPU architecture; images carry a static copy of it at `IMAGE_ROUTER` when it is
-built for their platform's CPU architecture.
+`scripts/build-router` put it when it is built for this machine's CPU architecture; images carry a
+static copy of it at `IMAGE_ROUTER` when it is built for their platform's CPU architecture.
 
 Each target turns the choice into RuntimeConfig settings (`router`, `router_binary`); no MP_* name
 is spelled here.

@@ -196,7 +196,7 @@ def _loops():
     loops = [pytest.param(EarlyTimerLoop, id="early-timers")]
     try:
         import uvloop
-    except ImportError:  # the runtime does not depend on it: the stand-in above covers its timers
+    except ImportError:  # a venv without it (MP_EVENT_LOOP=asyncio): the stand-in above covers its timers
         pass
     else:
         loops.append(pytest.param(uvloop.new_event_loop, id="uvloop"))
