@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from metaparticle_pulumi._ports import free_port
 from metaparticle_runtime.config import RuntimeConfig
 
 from .processes import Nginx, wait_port
@@ -31,12 +32,6 @@ from .tools import CpuMeter, grpc_frame, grpc_specs, h2load, verify, verify_http
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 REPLY = b'{"ok":true}'
-
-
-def free_port() -> int:
-    from metaparticle_pulumi._ports import free_port
-
-    return free_port()
 
 
 def build() -> tuple[str, str]:

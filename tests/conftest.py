@@ -25,7 +25,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from metaparticle_pulumi import _ports
+# Below the ephemeral range: an outgoing connection cannot take it before the test binds it.
+from metaparticle_pulumi._ports import free_port  # noqa: F401 - tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -51,11 +52,6 @@ def _a_current_event_loop() -> Iterator[None]:
 
 
 # -- ports ----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free port outside the ephemeral range (an outgoing connection cannot take it before use)."""
-    return _ports.free_port()
 
 
 def port_is_free(port: int) -> bool:

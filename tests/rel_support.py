@@ -24,7 +24,8 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 
-from metaparticle_pulumi import _ports
+# Below the ephemeral range: an outgoing connection cannot take it before the test binds it.
+from metaparticle_pulumi._ports import free_port  # noqa: F401 - tests import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -35,11 +36,6 @@ HOST = "127.0.0.1"
 sys.path.insert(0, str(ROOT / "runtime"))
 from metaparticle_runtime import CALL_METHOD, ERROR_METADATA_KEY  # noqa: E402
 from metaparticle_runtime.payload import unwrap, wrap  # noqa: E402
-
-
-def free_port() -> int:
-    """A free port outside the ephemeral range (an outgoing connection cannot take it before use)."""
-    return _ports.free_port()
 
 
 # -- /proc ------------------------------------------------------------------------------------------
