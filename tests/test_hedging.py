@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 import rel_support as rs
+from metaparticle_runtime import CALL_ID_METADATA_KEY, HEDGE_METADATA_KEY
 from metaparticle_runtime.config import RuntimeConfig
 from metaparticle_runtime.errors import RoleError
 from metaparticle_runtime.hedging import HedgeBudget, Hedger
@@ -84,37 +86,77 @@ async def _two_replicas():
 
 def test_a_hedge_goes_to_another_replica_than_the_first_call():
     """One of two replicas is slow (0.6 s). 12 concurrent leaf calls, hedged after 50 ms: every call
-    is answered by the fast replica in well under 0.6 s, and the slow replica ran no hedge (only the
-    first calls round robin sent it); hedges that landed on it were refused there and re-sent."""
+    is answered by the fast replica, and no call ran twice on one replica (round robin lands some
+    hedges on the replica running the first call; that replica refuses them and they are re-sent)."""
     import dp_fns
 
     async def run():
         replicas, up = await _two_replicas()
         hedger = Hedger("root", hedge_after=0.05)
         hedger.budget = HedgeBudget(share=1.0)
-        dp_fns.calls.clear()
-        body = wrap(json.dumps({"slow": "leaf-1", "sleep": 0.6}).encode())
+        dp_fns.runs.clear()
         try:
-            async def one():
-                start = time.monotonic()
+            async def one(n: int):
+                body = wrap(json.dumps({"slow": "leaf-1", "sleep": 0.6, "n": n}).encode())
                 reply = await hedger.call(up, body, time.monotonic() + 5, hedge=True)
-                return json.loads(unwrap(reply))["replica"], time.monotonic() - start
+                return json.loads(unwrap(reply))["replica"]
 
-            outcomes = await asyncio.gather(*(one() for _ in range(12)))
+            answered_by = await asyncio.gather(*(one(n) for n in range(12)))
             await asyncio.sleep(0.7)  # the slow first calls finish
-            return outcomes, dict(dp_fns.calls), hedger
+            return answered_by, list(dp_fns.runs), hedger
         finally:
             await up.close()
             for r in replicas:
                 await r.stop()
 
-    outcomes, calls, hedger = rs.run(run())
-    assert {replica for replica, _ in outcomes} == {"leaf-0"}, outcomes
-    assert max(took for _, took in outcomes) < 0.45, outcomes
-    slow_first_calls = hedger.hedges  # a hedge was sent exactly for each first call on the slow one
-    assert slow_first_calls >= 4, (hedger.hedges, calls)
-    assert calls["leaf-1"] == slow_first_calls, (calls, hedger.hedges, hedger.collisions)
-    assert calls["leaf-0"] == 12
+    answered_by, runs, hedger = rs.run(run())
+    assert set(answered_by) == {"leaf-0"}, (answered_by, runs)
+    # Round robin sent about half the first calls to the slow replica; each was hedged.
+    first_on_slow = {n for replica, n in runs if replica == "leaf-1"}
+    assert len(first_on_slow) >= 4, runs
+    assert hedger.hedges >= len(first_on_slow), (hedger.hedges, runs)
+    assert sorted(n for replica, n in runs if replica == "leaf-0") == list(range(12)), runs
+    assert len(runs) == len(set(runs)), f"a call ran twice on one replica: {runs}"
+
+
+def test_a_replica_refuses_a_hedge_of_a_call_it_runs_and_runs_nothing():
+    """The refusal the root relies on: the hedge is answered ABORTED at once, naming the replica,
+    and the function runs once."""
+    import dp_fns
+
+    async def run():
+        port = rs.free_port()
+        replica = Runtime(_leaf_cfg(port, "leaf-0"))
+        await replica.start()
+        up = Upstream(
+            f"ipv4:{rs.HOST}:{port}", label="leaf 0", role_name="leaf-0", retries=0, max_message_bytes=1 << 20,
+        )
+        dp_fns.runs.clear()
+        body = wrap(json.dumps({"slow": "leaf-0", "sleep": 0.5, "n": 7}).encode())
+        try:
+            first = asyncio.ensure_future(
+                up.call(body, time.monotonic() + 5, metadata=((CALL_ID_METADATA_KEY, "root:7"),))
+            )
+            while not dp_fns.runs:  # the first call runs
+                await asyncio.sleep(0.005)
+            hedge_sent = time.monotonic()
+            with pytest.raises(RoleError) as refused:
+                await up.call(
+                    body, time.monotonic() + 5,
+                    metadata=((CALL_ID_METADATA_KEY, "root:7"), (HEDGE_METADATA_KEY, "1")),
+                )
+            refused_after = time.monotonic() - hedge_sent
+            await first
+            return refused.value, refused_after, list(dp_fns.runs)
+        finally:
+            await up.close()
+            await replica.stop()
+
+    error, refused_after, runs = rs.run(run())
+    assert error.code == grpc.StatusCode.ABORTED
+    assert error.details.get("hedge") == "same-replica" and error.details.get("replica") == "leaf-0"
+    assert refused_after < 0.4  # at once, not after the first call's 0.5 s
+    assert runs == [("leaf-0", 7)]
 
 
 def test_idempotent_false_never_hedges():

@@ -17,12 +17,13 @@ def hang(request):
     return {"ok": True}
 
 
-calls: dict[str, int] = {}
+#: (replica, request["n"]) of every call run, in order.
+runs: list[tuple[str, object]] = []
 
 
 def slow_on(request, ctx):
-    """Sleeps `sleep` seconds on the replica named `slow`; counts the calls each replica ran."""
-    calls[ctx.replica] = calls.get(ctx.replica, 0) + 1
+    """Sleeps `sleep` seconds on the replica named `slow`; records each call it runs."""
+    runs.append((ctx.replica, request.get("n")))
     if ctx.replica == request.get("slow"):
         time.sleep(float(request.get("sleep", 0)))
     return {"replica": ctx.replica}
