@@ -10,9 +10,9 @@ is spelled here.
 from __future__ import annotations
 
 import os
-import platform as host
-import struct
 from typing import Optional
+
+from metaparticle_runtime.elf import dynamic_loader, elf_architecture, goarch, this_machine
 
 from ._errors import PatternError
 
@@ -27,15 +27,6 @@ IMAGE_ROUTER = "/opt/metaparticle/bin/metaparticle-router"
 #: The file of the build context that holds it.
 CONTEXT_ROUTER = "router/metaparticle-router"
 
-_PT_INTERP = 3
-#: ELF e_machine values and the CPU architecture each names, spelled as Go's GOARCH (and image platforms) do.
-_ELF_MACHINES = {62: "amd64", 183: "arm64", 3: "386", 40: "arm", 21: "ppc64", 22: "s390x", 243: "riscv64"}
-#: Other spellings of those architectures (platform.machine(), Debian's, image platforms').
-_ARCH_ALIASES = {
-    "x86_64": "amd64", "x86-64": "amd64", "x64": "amd64", "aarch64": "arm64", "armv8": "arm64", "armv8l": "arm64",
-    "i386": "386", "i486": "386", "i586": "386", "i686": "386", "x86": "386",
-    "armv6l": "arm", "armv7l": "arm", "armhf": "arm", "armel": "arm", "ppc64el": "ppc64le",
-}
 #: What a platform of one component names when it is an OS, not an architecture (`linux`: this machine's).
 _OSES = ("linux", "windows", "darwin", "freebsd")
 
@@ -67,7 +58,7 @@ def compiled_router() -> dict[str, str]:
     if choice == "go" and binary is None:
         raise PatternError(f"{ROUTER_ENV}=go but no compiled router is built: run scripts/build-router (needs Go)")
     if binary is not None and os.path.isfile(binary):
-        arch, here = elf_architecture(binary), goarch(host.machine())
+        arch, here = elf_architecture(binary), this_machine()
         if arch is not None and arch != here:  # a cross-build (for images of another platform) fails at exec here
             if choice == "go":
                 raise PatternError(
@@ -78,68 +69,18 @@ def compiled_router() -> dict[str, str]:
     return {"router": choice, "router_binary": binary} if binary else {}
 
 
-def dynamic_loader(path: str) -> Optional[str]:
-    """Why the ELF file at `path` cannot run in another root filesystem: its program interpreter
-    (the dynamic loader it needs, e.g. `/lib64/ld-linux-x86-64.so.2`), "not an ELF executable",
-    or None when it is statically linked."""
-    with open(path, "rb") as file:
-        header = file.read(64)
-        if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] not in (1, 2):
-            return "not an ELF executable"
-        wide = header[4] == 2
-        order = "<" if header[5] == 1 else ">"
-        if wide:
-            phoff, = struct.unpack_from(order + "Q", header, 32)
-            phentsize, phnum = struct.unpack_from(order + "HH", header, 54)
-        else:
-            phoff, = struct.unpack_from(order + "I", header, 28)
-            phentsize, phnum = struct.unpack_from(order + "HH", header, 42)
-        for index in range(phnum):
-            file.seek(phoff + index * phentsize)
-            entry = file.read(phentsize)
-            kind, = struct.unpack_from(order + "I", entry, 0)
-            if kind != _PT_INTERP:
-                continue
-            if wide:  # p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz
-                offset, size = struct.unpack_from(order + "Q", entry, 8)[0], struct.unpack_from(order + "Q", entry, 32)[0]
-            else:  # p_type, p_offset, p_vaddr, p_paddr, p_filesz
-                offset, size = struct.unpack_from(order + "I", entry, 4)[0], struct.unpack_from(order + "I", entry, 16)[0]
-            file.seek(offset)
-            return file.read(size).rstrip(b"\0").decode(errors="replace") or "a program interpreter"
-    return None
-
-
-def elf_architecture(path: str) -> Optional[str]:
-    """The CPU architecture the ELF file at `path` runs on (its e_machine), as GOARCH names it
-    (`amd64`, `arm64`, `ppc64le`), `ELF machine N` for one not named here, None for no ELF file."""
-    with open(path, "rb") as file:
-        header = file.read(20)
-    if len(header) < 20 or header[:4] != b"\x7fELF" or header[5] not in (1, 2):
-        return None
-    order = "<" if header[5] == 1 else ">"
-    machine, = struct.unpack_from(order + "H", header, 18)
-    arch = _ELF_MACHINES.get(machine, f"ELF machine {machine}")
-    return "ppc64le" if arch == "ppc64" and order == "<" else arch
-
-
-def goarch(name: str) -> str:
-    """An architecture's name as GOARCH spells it (`x86_64` -> `amd64`, `aarch64` -> `arm64`)."""
-    lowered = name.strip().lower()
-    return _ARCH_ALIASES.get(lowered, lowered)
-
-
 def platform_architectures(platform: Optional[str]) -> tuple[str, ...]:
     """The CPU architectures of an image platform, `os/arch[/variant]` (`linux/arm64`, `linux/arm/v7`,
     several separated by commas), as GOARCH names them; None is this machine's (the engine's own)."""
     if not platform:
-        return (goarch(host.machine()),)
+        return (this_machine(),)
     found = []
     for one in platform.split(","):
         parts = one.strip().split("/")
         if len(parts) > 3 or not all(parts):
             raise PatternError(f"an image platform is os/arch[/variant], such as linux/arm64, got {platform!r}")
         if len(parts) == 1:  # as the engine reads it: an OS on this machine's architecture, or an architecture
-            found.append(goarch(host.machine()) if parts[0].lower() in _OSES else goarch(parts[0]))
+            found.append(this_machine() if parts[0].lower() in _OSES else goarch(parts[0]))
         else:
             found.append(goarch(parts[1]))
     return tuple(found)

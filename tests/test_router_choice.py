@@ -5,13 +5,18 @@ environment); every other role, and MP_ROUTER=python, stays in Python."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from metaparticle_pulumi._ports import free_port
 from metaparticle_runtime.config import ConfigError, RuntimeConfig
+
+from elf_support import EM_AARCH64, EM_X86_64, HOST, elf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,3 +86,43 @@ def test_asking_for_the_compiled_router_where_it_cannot_serve_is_a_configuration
     process = _start(missing)
     assert process.wait(timeout=30) == 2
     assert "is not an executable file" in process.stderr.read()
+
+
+@pytest.fixture
+def foreign_router(tmp_path) -> tuple[Path, str]:
+    """A router built for another CPU than this one, as an image built for one engine's CPU carries
+    when it runs on another's."""
+    machine, arch = (EM_X86_64, "amd64") if HOST == "arm64" else (EM_AARCH64, "arm64")
+    return elf(tmp_path / "metaparticle-router", machine=machine), arch
+
+
+def test_a_router_built_for_another_cpu_is_not_run_and_python_routes_saying_why(foreign_router):
+    binary, arch = foreign_router
+    port = free_port()
+    spread = RuntimeConfig(
+        role="spread", upstreams=("ipv4:127.0.0.1:1",), upstream_names=("r",), router_binary=str(binary),
+        grpc_port=port, bind_host="127.0.0.1",
+    )
+    process = _start(spread)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.poll() is None:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        assert process.poll() is None, f"exited {process.returncode}: {process.stderr.read()}"
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert f"routing in Python: the compiled router cannot run here: {binary} is built for {arch}, and this machine is {HOST}" in stderr
+
+
+def test_go_refuses_a_router_built_for_another_cpu_naming_both(foreign_router):
+    binary, arch = foreign_router
+    spread = RuntimeConfig(
+        role="spread", upstreams=("ipv4:127.0.0.1:1",), upstream_names=("r",), router="go", router_binary=str(binary)
+    )
+    process = _start(spread)
+    assert process.wait(timeout=30) == 2
+    assert f"MP_ROUTER=go but {binary} is built for {arch}, and this machine is {HOST}" in process.stderr.read()

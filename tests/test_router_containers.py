@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from metaparticle_pulumi import _containers as containers
-from metaparticle_pulumi._router import IMAGE_ROUTER, dynamic_loader
+from metaparticle_pulumi._router import IMAGE_ROUTER
 from metaparticle_runtime.config import RuntimeConfig
+from metaparticle_runtime.elf import dynamic_loader
 
 from conftest import METAPARTICLE, free_port, post_json, wait_until
 from router_support import router_binary

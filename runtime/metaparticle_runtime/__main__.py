@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from .config import RuntimeConfig, ConfigError
+from .elf import elf_architecture, this_machine
 from .envfiles import load_env_dir
 from .logs import configure
 from .server import serve
@@ -55,22 +56,37 @@ def _die_with(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-def _compiled_router(cfg: RuntimeConfig) -> str | None:
+def _compiled_router(cfg: RuntimeConfig) -> tuple[str | None, str | None]:
     """The compiled router (runtime/router) to run instead of this process, when MP_ROUTER and
-    MP_ROUTER_BINARY ask for it and it serves the role (see RuntimeConfig.router)."""
+    MP_ROUTER_BINARY ask for it and it serves the role (see RuntimeConfig.router); else None and,
+    when one was named but cannot run here, why.
+
+    An image built for one CPU may run on another (a Docker engine on another machine): a router
+    built for another architecture would fail at exec, so under auto this process routes instead."""
     if cfg.router == "python" or not cfg.router_binary or not cfg.compiled_router_serves():
-        return None
-    if os.access(cfg.router_binary, os.X_OK):
-        return cfg.router_binary
-    if cfg.router == "go":
-        raise ConfigError(f"MP_ROUTER=go but {cfg.router_binary} is not an executable file")
-    return None
+        return None, None
+    binary = cfg.router_binary
+    if not os.access(binary, os.X_OK):
+        if cfg.router == "go":
+            raise ConfigError(f"MP_ROUTER=go but {binary} is not an executable file")
+        return None, f"{binary} is not an executable file"
+    try:
+        arch = elf_architecture(binary)
+    except OSError:
+        arch = None  # executable but not readable: exec alone can tell
+    here = this_machine()
+    if arch is not None and arch != here:
+        why = f"{binary} is built for {arch}, and this machine is {here}"
+        if cfg.router == "go":
+            raise ConfigError(f"MP_ROUTER=go but {why}")
+        return None, why
+    return binary, None
 
 
 def main() -> int:
     try:
         cfg = RuntimeConfig.from_env()
-        binary = _compiled_router(cfg)
+        binary, not_compiled = _compiled_router(cfg)
     except (ConfigError, ValueError) as exc:
         print(f"metaparticle-runtime: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -82,6 +98,8 @@ def main() -> int:
         print(f"metaparticle-runtime: supervisor {cfg.parent_pid} is gone; exiting", file=sys.stderr)
         return 1
     configure(cfg.role_name, cfg.replica, cfg.log_level, pattern=cfg.pattern, name=cfg.name)
+    if not_compiled:
+        logging.getLogger("metaparticle").warning("routing in Python: the compiled router cannot run here: %s", not_compiled)
     if cfg.env_dir:
         # Before the function is imported: module-level reads of os.environ see the values.
         try:
