@@ -1,4 +1,4 @@
-"""`python -m bench.function_ab NAME=RUNTIME_DIR [NAME=RUNTIME_DIR] [--repeats N] [--duration S]`:
+"""`python -m bench.function_ab NAME=RUNTIME_DIR [NAME=RUNTIME_DIR] [--repeats N] [--duration S] [--rate R]`:
 the function server of one or two builds of the runtime (each RUNTIME_DIR holds a
 `metaparticle_runtime` package, e.g. an older commit's `runtime/` from `git archive`) against the
 bare grpc.aio echo server, measured side by side as the spread section's `direct` and `bare_echo`
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("builds", nargs="+", help="NAME=RUNTIME_DIR, one or two")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="offer this many req/s to each setup in all (h2load --rps) instead of saturating it")
     parser.add_argument("--function", default="echo:echo",
                         help="the function served: echo:echo (sync, on a worker thread) or echo:echo_async (on the loop)")
     args = parser.parse_args(argv)
@@ -52,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
             groups[name] = started[-1]
 
         def setup(procs: Processes) -> Setup:
-            return Setup(grpc_specs([f"http://{HOST}:{p}" for p in procs.ports], frame, st.clients, st.streams),
-                         {"servers": procs.pids}, lambda: verify(f"{HOST}:{procs.ports[0]}", body, expect, st.verify_calls))
+            specs = grpc_specs([f"http://{HOST}:{p}" for p in procs.ports], frame, st.clients, st.streams)
+            if args.rate:  # as the spread section's fixed-rate setups
+                specs = [dict(sp, c=2, rate=args.rate / (2 * len(specs))) for sp in specs]
+            return Setup(specs, {"servers": procs.pids}, lambda: verify(f"{HOST}:{procs.ports[0]}", body, expect, st.verify_calls))
 
         runs = run_setups("function_ab", {name: setup(p) for name, p in groups.items()}, [], st, workdir)
     finally:

@@ -224,12 +224,11 @@ def render(r: dict[str, Any]) -> str:
             if router in ce["modes"]:
                 s = ce["modes"][router]["rps"]
                 w(f"| Ceiling: req/s through one {label} process | {f(s, 0)} | >= 10000 | {goal(s, lambda x: x >= 10000)} |")
-    fs = sp.get("ratios", {}).get("function_server_cpu_over_bare_echo") if isinstance(sp, dict) else None
-    if fs:
-        w(f"| Function server CPU per request / a bare grpc.aio echo server's (a sync function, on a worker thread) | {f(fs)} | <= 1.3 | {goal(fs, lambda x: x <= 1.3)} |")
-    fa = sp.get("ratios", {}).get("async_function_server_cpu_over_bare_echo") if isinstance(sp, dict) else None
-    if fa:
-        w(f"| Function server CPU per request / a bare grpc.aio echo server's (an async function, on the event loop) | {f(fa)} | <= 1.3 | {goal(fa, lambda x: x <= 1.3)} |")
+    for kind, label in (("function_server", "a sync function, on a worker thread"), ("async_function_server", "an async function, on the event loop")):
+        for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
+            s = sp.get("ratios", {}).get(f"{kind}_cpu_over_bare_echo{suffix}") if isinstance(sp, dict) else None
+            if s:
+                w(f"| Function server CPU per request / a bare grpc.aio echo server's ({label}), {when} | {f(s)} | <= 1.3 | {goal(s, lambda x: x <= 1.3)} |")
     rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
     for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
         if key in rat:
@@ -405,7 +404,10 @@ WHY = """\
   function server adds around the user's function (JSON decode and encode, admission, deadlines,
   metrics, logging, the thread-pool hop). `direct_async` serves the same echo as a coroutine: the
   difference between the two is the worker thread a sync function runs on (a thread that admission
-  counts and that a call past its deadline may keep, see README "Admission").
+  counts and that a call past its deadline may keep, see README "Admission"). All three are also
+  measured at the fixed rate (`direct@N/s`, `direct_async@N/s`, `bare_echo@N/s`): at saturation the
+  CPU per request of each also depends on how many calls it batches per wake-up, which is fewer the
+  more work each call does.
 - **Ceiling backends.** bench/backend is a Go program (standard library only, h2c, `GOMAXPROCS=1`)
   that answers every call with the request's own message, so one router process is what limits.
   nghttpd (nghttp2-server) was considered: it serves files, sets content-type by file extension and

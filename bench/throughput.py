@@ -257,10 +257,11 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         setups["http_entry"] = http_setup([topo.http_port], topo.pids(entry=True), replicas)
         if go is not None:
             setups["go_http_entry"] = http_setup([go.config.http_port], go.pids, replicas)
-        # The same proxies at one fixed offered rate, below every setup's capacity: CPU per request
-        # compared at equal load (at saturation it also depends on how much each batches).
+        # The same proxies and servers at one fixed offered rate, below every setup's capacity: CPU per
+        # request compared at equal load (at saturation it also depends on how much each batches).
         if st.fixed_rate:
-            for name in ("nginx", "entry", "go_entry", "entry_asyncio_loop", "http_nginx", "http_entry", "go_http_entry"):
+            for name in ("nginx", "entry", "go_entry", "entry_asyncio_loop", "http_nginx", "http_entry", "go_http_entry",
+                         "direct", "direct_async", "bare_echo"):
                 if name in setups:
                     base = setups[name]
                     specs = [dict(sp, c=2, rate=st.fixed_rate / (2 * len(base.specs))) for sp in base.specs]
@@ -287,6 +288,10 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             "go_entry_cpu_over_nginx_at_fixed_rate": ratio(runs, f"go_entry@{rate}/s", f"nginx@{rate}/s", "cpu:proxy"),
             "http_entry_cpu_over_http_nginx_at_fixed_rate": ratio(runs, f"http_entry@{rate}/s", f"http_nginx@{rate}/s", "cpu:proxy"),
             "router_cpu_uvloop_over_asyncio": ratio(runs, f"entry@{rate}/s", f"entry_asyncio_loop@{rate}/s", "cpu:proxy"),
+            "function_server_cpu_over_bare_echo_at_fixed_rate": ratio(runs, f"direct@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"),
+            "async_function_server_cpu_over_bare_echo_at_fixed_rate": ratio(
+                runs, f"direct_async@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"
+            ),
         }
         result["ratios"].update({k: v for k, v in fixed.items() if v is not None})
         result["event_loop"] = "uvloop" if uvloop_installed() else "asyncio"
