@@ -104,14 +104,15 @@ def test_a_router_built_for_another_cpu_is_not_run_and_python_routes_saying_why(
         grpc_port=port, bind_host="127.0.0.1",
     )
     process = _start(spread)
+    serving = False
     try:
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and process.poll() is None:
+        while not serving and time.monotonic() < deadline and process.poll() is None:
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+                serving = probe.connect_ex(("127.0.0.1", port)) == 0
             time.sleep(0.05)
         assert process.poll() is None, f"exited {process.returncode}: {process.stderr.read()}"
+        assert serving, "the Python router did not open its port"
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
