@@ -13,6 +13,8 @@ EM_386, EM_PPC64, EM_X86_64, EM_AARCH64 = 3, 21, 62, 183
 #: This machine's architecture as GOARCH names it, and its e_machine: images without a platform run on it.
 HOST = this_machine()
 HOST_MACHINE = {"amd64": EM_X86_64, "arm64": EM_AARCH64, "386": EM_386}.get(HOST, EM_X86_64)
+#: Another CPU than this machine's, as e_machine and GOARCH: what a cross-build is for.
+FOREIGN_MACHINE, FOREIGN = (EM_X86_64, "amd64") if HOST == "arm64" else (EM_AARCH64, "arm64")
 
 
 def elf(

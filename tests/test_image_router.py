@@ -23,7 +23,7 @@ from metaparticle_pulumi._image import write_build_context
 from metaparticle_runtime.config import RuntimeConfig
 from metaparticle_runtime.elf import dynamic_loader, elf_architecture, goarch
 
-from elf_support import EM_386, EM_AARCH64, EM_PPC64, EM_X86_64, HOST, elf, elf32
+from elf_support import EM_386, EM_AARCH64, EM_PPC64, EM_X86_64, FOREIGN, FOREIGN_MACHINE, HOST, elf, elf32
 from target_support import copy_program, env_of
 
 #: Where scripts/build-router puts the Go router by default.
@@ -229,11 +229,10 @@ def test_the_runtimes_router_variables_are_not_the_users_to_set(tmp_path, static
 @pytest.fixture
 def foreign_router(tmp_path, monkeypatch):
     """A router built for an architecture other than this machine's (a cross-build meant for images)."""
-    machine, arch = (EM_X86_64, "amd64") if HOST == "arm64" else (EM_AARCH64, "arm64")
-    binary = elf(tmp_path / f"{arch}-router", payload=arch.encode(), machine=machine)
+    binary = elf(tmp_path / f"{FOREIGN}-router", payload=FOREIGN.encode(), machine=FOREIGN_MACHINE)
     monkeypatch.setenv(ROUTER_BIN_ENV, str(binary))
     monkeypatch.delenv(ROUTER_ENV, raising=False)
-    return binary, arch
+    return binary, FOREIGN
 
 
 def _local_router(tmp_path: Path, example: str) -> RuntimeConfig:

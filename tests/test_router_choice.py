@@ -16,7 +16,7 @@ import pytest
 from metaparticle_pulumi._ports import free_port
 from metaparticle_runtime.config import ConfigError, RuntimeConfig
 
-from elf_support import EM_AARCH64, EM_X86_64, HOST, elf
+from elf_support import FOREIGN, FOREIGN_MACHINE, HOST, elf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,8 +92,7 @@ def test_asking_for_the_compiled_router_where_it_cannot_serve_is_a_configuration
 def foreign_router(tmp_path) -> tuple[Path, str]:
     """A router built for another CPU than this one, as an image built for one engine's CPU carries
     when it runs on another's."""
-    machine, arch = (EM_X86_64, "amd64") if HOST == "arm64" else (EM_AARCH64, "arm64")
-    return elf(tmp_path / "metaparticle-router", machine=machine), arch
+    return elf(tmp_path / "metaparticle-router", machine=FOREIGN_MACHINE), FOREIGN
 
 
 def test_a_router_built_for_another_cpu_is_not_run_and_python_routes_saying_why(foreign_router):
