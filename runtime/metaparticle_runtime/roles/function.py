@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Coroutine, Generator
 
 import grpc
 
@@ -26,6 +27,24 @@ _in_this_task = getattr(asyncio, "timeout", None)
 _COMPONENT = {"Service": "service", "Spread": "replica", "Shard": "shard", "ScatterGather": "leaf"}
 
 
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Goes on running a coroutine stepped once by hand (now waiting on `waiting_on`) as part of the
+    awaiting task, as `await coro` would have: what the task sends or throws in (a cancellation at
+    the deadline) reaches the coroutine where it waits."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # noqa: BLE001 - every exception is the coroutine's to handle
+            step, arg = coro.throw, exc
+        else:
+            step, arg = coro.send, sent
+        try:
+            waiting_on = step(arg)
+        except StopIteration as done:
+            return done.value
+
+
 async def invoke(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -44,10 +63,19 @@ async def invoke(
         raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what} ran", **details)
     try:
         if inspect.iscoroutinefunction(fn) if is_coroutine is None else is_coroutine:
+            # Up to its first suspension a coroutine runs as plain code, which no timer could stop:
+            # one that returns before it ever waits needs no deadline timer at all.
+            coro = fn(*args)
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration as done:
+                return done.value
+            rest = _resume(coro, waiting_on)
+            timeout = deadline - loop.time()
             if _in_this_task is None:  # Python 3.10
-                return await asyncio.wait_for(fn(*args), timeout)
+                return await asyncio.wait_for(rest, timeout)
             async with _in_this_task(timeout):  # no task of its own to schedule and switch to
-                return await fn(*args)
+                return await rest
         return await workers.run(fn, args, timeout)
     except asyncio.TimeoutError:
         raise RoleError(
