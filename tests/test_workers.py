@@ -100,3 +100,101 @@ def test_cancelling_the_caller_cancels_a_call_that_has_not_started() -> None:
         release.set()
         workers.shutdown()
     assert ran == [] and workers.lost == 0
+
+
+def test_a_running_call_whose_caller_is_cancelled_counts_as_lost_until_it_returns() -> None:
+    """The client gave up, the thread did not: admission must not count it free."""
+    workers = Workers(2)
+    release = threading.Event()
+
+    async def run() -> tuple[int, int, int]:
+        call = asyncio.ensure_future(workers.run(lambda: release.wait(10), (), 5.0))
+        await asyncio.sleep(0.05)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        while_running = (workers.lost, workers.capacity)
+        release.set()
+        for _ in range(200):
+            if workers.lost == 0:
+                break
+            await asyncio.sleep(0.01)
+        return (*while_running, workers.lost)
+
+    try:
+        lost, capacity, after = asyncio.run(run())
+    finally:
+        release.set()
+        workers.shutdown()
+    assert (lost, capacity, after) == (1, 1, 0)
+
+
+def test_stop_iteration_from_a_function_reaches_its_caller_as_a_runtime_error_and_spoils_no_other_call() -> None:
+    """An asyncio future cannot hold StopIteration; calls finishing in the same hand-over still get theirs."""
+    workers = Workers(4)
+
+    def work(i: int) -> int:
+        if i == 3:
+            raise StopIteration("exhausted")
+        return i
+
+    async def run() -> list[object]:
+        return await asyncio.gather(*(workers.run(work, (i,), 5.0) for i in range(8)), return_exceptions=True)
+
+    try:
+        out = asyncio.run(run())
+    finally:
+        workers.shutdown()
+    assert isinstance(out[3], RuntimeError) and "StopIteration" in str(out[3]) and "exhausted" in str(out[3])
+    assert [v for i, v in enumerate(out) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+
+
+def test_threads_start_as_concurrent_calls_need_them_and_never_more_than_the_pool_has() -> None:
+    workers = Workers(3)
+
+    def ident(_: int) -> int:
+        return threading.get_ident()
+
+    def together(barrier: threading.Barrier) -> int:
+        barrier.wait(5)  # raises BrokenBarrierError unless all parties run at once
+        return threading.get_ident()
+
+    async def run() -> tuple[set[int], set[int], set[int]]:
+        one_at_a_time = {await workers.run(ident, (i,), 5.0) for i in range(50)}
+        barrier = threading.Barrier(3)
+        at_once = set(await asyncio.gather(*(workers.run(together, (barrier,), 10.0) for _ in range(3))))
+        many = set(await asyncio.gather(*(workers.run(ident, (i,), 5.0) for i in range(30))))
+        return one_at_a_time, at_once, many
+
+    try:
+        one_at_a_time, at_once, many = asyncio.run(run())
+    finally:
+        workers.shutdown()
+    assert len(one_at_a_time) == 1  # calls one after another reuse one thread
+    assert len(at_once) == 3  # three calls at once had three threads at once
+    assert many <= at_once  # and no fourth thread was ever started
+
+
+def test_after_shutdown_no_queued_call_starts_and_no_new_call_is_taken() -> None:
+    workers = Workers(1)
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def run() -> None:
+        busy = asyncio.ensure_future(workers.run(lambda: release.wait(10), (), 5.0))
+        queued = asyncio.ensure_future(workers.run(lambda: ran.append("queued"), (), 0.5))
+        await asyncio.sleep(0.05)
+        workers.shutdown()
+        release.set()
+        assert await busy is True  # a running call finishes
+        with pytest.raises(asyncio.TimeoutError):
+            await queued
+        assert workers.lost == 0  # it never ran: no thread is lost to it
+        with pytest.raises(RuntimeError, match="shut down"):
+            await workers.run(lambda: ran.append("new"), (), 1.0)
+
+    try:
+        asyncio.run(run())
+    finally:
+        release.set()
+    assert ran == []

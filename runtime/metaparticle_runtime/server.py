@@ -89,7 +89,7 @@ class Runtime:
             self.metrics.answered("RESOURCE_EXHAUSTED", 0.0)
             lost = self.workers.lost
             why = (
-                f"; {lost} of its {self.workers.threads} threads still run calls past their deadline"
+                f"; {lost} of its {self.workers.threads} threads still run calls their callers gave up on"
                 if lost and self.role.uses_threads
                 else ""
             )
@@ -133,7 +133,7 @@ class Runtime:
         asyncio.ensure_future(self._set_status(status))
         if status == NOT_SERVING and self._wedge_timer is None:
             log.error(
-                "every thread runs a call past its deadline: not serving",
+                "every thread runs a call its caller gave up on: not serving",
                 extra={"fields": {"lost": self.workers.lost, "grace_s": self.wedged_grace}},
             )
             self._wedge_timer = asyncio.get_running_loop().call_later(self.wedged_grace, self.wedged.set)
@@ -349,6 +349,6 @@ async def serve(cfg: RuntimeConfig) -> int:
         task.cancel()
     wedged = runtime.wedged.is_set() and not stop.is_set()
     if wedged:
-        log.error("exiting to be replaced: %d threads still run calls past their deadline", runtime.workers.lost)
+        log.error("exiting to be replaced: %d threads still run calls their callers gave up on", runtime.workers.lost)
     await runtime.stop()
     return EXIT_WEDGED if wedged else 0
