@@ -101,7 +101,8 @@ SPREAD_INTRO = (
     "at `nginx` (`grpc_pass`, round robin, upstream keep-alive), `entry` (our Python router), `go_entry` (the Go router, when given), "
     "`entry_asyncio_loop` (a Python router forced to the asyncio loop, full runs with uvloop installed). `bare_echo`: three bare "
     "grpc.aio servers answering the request's own bytes, called directly like `direct`: the floor for the function server's own CPU; "
-    "`direct_async`: three function servers of the same echo written `async def` (no worker thread), called the same way. "
+    "`direct_async`: three function servers of the same echo written `async def` (no worker thread), called the same way; "
+    "`bare_echo_thread`: the bare servers handing each request to a worker thread and back (`asyncio.to_thread`), the floor for a sync function. "
     "`http_*`: `h2load --h1`, 66 HTTP/1.1 keep-alive connections posting the JSON body: to the replicas' own HTTP entries "
     "(`http_direct`), through nginx `proxy_pass` with upstream keep-alive to those same HTTP entries (`http_nginx`), to the "
     "router's HTTP entry (`http_entry`, which calls the replicas over gRPC) and the Go router's (`go_http_entry`). Setups "
@@ -229,6 +230,10 @@ def render(r: dict[str, Any]) -> str:
             s = sp.get("ratios", {}).get(f"{kind}_cpu_over_bare_echo{suffix}") if isinstance(sp, dict) else None
             if s:
                 w(f"| Function server CPU per request / a bare grpc.aio echo server's ({label}), {when} | {f(s)} | <= 1.3 | {goal(s, lambda x: x <= 1.3)} |")
+    for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
+        s = sp.get("ratios", {}).get(f"function_server_cpu_over_bare_echo_thread{suffix}") if isinstance(sp, dict) else None
+        if s:
+            w(f"| Function server CPU per request (a sync function) / the bare echo server's handing each request to a thread too (`asyncio.to_thread`), {when} | {f(s)} | (baseline) | |")
     rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
     for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
         if key in rat:
@@ -407,7 +412,10 @@ WHY = """\
   counts and that a call past its deadline may keep, see README "Admission"). All three are also
   measured at the fixed rate (`direct@N/s`, `direct_async@N/s`, `bare_echo@N/s`): at saturation the
   CPU per request of each also depends on how many calls it batches per wake-up, which is fewer the
-  more work each call does.
+  more work each call does. `bare_echo_thread` is the bare server with the same hop as asyncio
+  offers it (`asyncio.to_thread`): `direct` over it separates what the function server adds from
+  what handing a request to a thread and back costs in CPython at all (the wake-ups and GIL
+  hand-overs between the event loop thread and the worker).
 - **Ceiling backends.** bench/backend is a Go program (standard library only, h2c, `GOMAXPROCS=1`)
   that answers every call with the request's own message, so one router process is what limits.
   nghttpd (nghttp2-server) was considered: it serves files, sets content-type by file extension and

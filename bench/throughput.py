@@ -209,6 +209,10 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         script = str(Path(__file__).resolve().parent / "bare_echo.py")
         bare = Processes([[sys.executable, script, str(p)] for p in bare_ports], bare_ports, what="bare grpc.aio echo server")
         started.append(bare)
+        thread_ports = [free_port() for _ in replicas]
+        bare_thread = Processes([[sys.executable, script, str(p), "--thread"] for p in thread_ports], thread_ports,
+                                what="bare grpc.aio echo server on a worker thread")
+        started.append(bare_thread)
         # The same echo as a coroutine (no worker thread): the function server's own cost apart
         # from the thread a sync function runs on.
         coro = function_servers("async-echo", function="echo:echo_async", count=len(replicas))
@@ -245,6 +249,10 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
                 grpc_specs([f"http://{HOST}:{p}" for p in bare_ports], frame, c, m), {"servers": bare.pids},
                 lambda: verify(f"{HOST}:{bare_ports[0]}", body, expect, st.verify_calls), bare_ports,
             ),
+            "bare_echo_thread": Setup(
+                grpc_specs([f"http://{HOST}:{p}" for p in thread_ports], frame, c, m), {"servers": bare_thread.pids},
+                lambda: verify(f"{HOST}:{thread_ports[0]}", body, expect, st.verify_calls), thread_ports,
+            ),
             "nginx": grpc_setup(nginx.port, nginx.pids),
             "entry": grpc_setup(topo.entry_port, topo.pids(entry=True)),
         }
@@ -261,7 +269,7 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         # request compared at equal load (at saturation it also depends on how much each batches).
         if st.fixed_rate:
             for name in ("nginx", "entry", "go_entry", "entry_asyncio_loop", "http_nginx", "http_entry", "go_http_entry",
-                         "direct", "direct_async", "bare_echo"):
+                         "direct", "direct_async", "bare_echo", "bare_echo_thread"):
                 if name in setups:
                     base = setups[name]
                     specs = [dict(sp, c=2, rate=st.fixed_rate / (2 * len(base.specs))) for sp in base.specs]
@@ -274,6 +282,7 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         result["pinned_ratios"] = proxy_ratios(runs, routers, "pinned/")
         result["ratios"]["function_server_cpu_over_bare_echo"] = ratio(runs, "direct", "bare_echo", "cpu:servers")
         result["ratios"]["async_function_server_cpu_over_bare_echo"] = ratio(runs, "direct_async", "bare_echo", "cpu:servers")
+        result["ratios"]["function_server_cpu_over_bare_echo_thread"] = ratio(runs, "direct", "bare_echo_thread", "cpu:servers")
         http = {
             "http_nginx_over_http_direct": ratio(runs, "http_nginx", "http_direct"),
             "http_entry_over_http_direct": ratio(runs, "http_entry", "http_direct"),
@@ -291,6 +300,9 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             "function_server_cpu_over_bare_echo_at_fixed_rate": ratio(runs, f"direct@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"),
             "async_function_server_cpu_over_bare_echo_at_fixed_rate": ratio(
                 runs, f"direct_async@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"
+            ),
+            "function_server_cpu_over_bare_echo_thread_at_fixed_rate": ratio(
+                runs, f"direct@{rate}/s", f"bare_echo_thread@{rate}/s", "cpu:servers"
             ),
         }
         result["ratios"].update({k: v for k, v in fixed.items() if v is not None})

@@ -41,7 +41,7 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
     for section in ("spread", "shard", "ceiling", "tracing", "scatter", "startup", "expansion"):
         assert "error" not in report[section], report[section]
 
-    spread_modes = ("direct", "bare_echo", "nginx", "entry", "http_direct", "http_nginx", "http_entry")
+    spread_modes = ("direct", "bare_echo", "bare_echo_thread", "nginx", "entry", "http_direct", "http_nginx", "http_entry")
     for section, modes in (("spread", spread_modes), ("shard", ("direct", "nginx", "entry"))):
         for mode in modes:
             summary = report[section]["modes"][mode]
@@ -61,6 +61,7 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
         assert report[section]["modes"]["nginx"]["cpu_us_per_request"]["proxy"]["median"] > 0
         assert report[section]["modes"]["entry"]["cpu_us_per_request"]["servers"]["median"] > 0
     assert report["spread"]["ratios"]["function_server_cpu_over_bare_echo"]["median"] > 0
+    assert report["spread"]["ratios"]["function_server_cpu_over_bare_echo_thread"]["median"] > 0
     assert report["spread"]["ratios"]["http_entry_cpu_over_http_nginx"]["median"] > 0
 
     ceiling = report["ceiling"]
