@@ -198,3 +198,23 @@ def test_after_shutdown_no_queued_call_starts_and_no_new_call_is_taken() -> None
     finally:
         release.set()
     assert ran == []
+
+
+def test_calls_that_finish_as_their_deadline_passes_leave_no_thread_counted_lost() -> None:
+    """Each call here races its own timeout: whichever wins, once every thread is back none counts as lost."""
+    workers = Workers(32)
+
+    async def run() -> int:
+        for _ in range(25):
+            await asyncio.gather(*(workers.run(time.sleep, (0.01,), 0.01) for _ in range(32)), return_exceptions=True)
+        for _ in range(300):
+            if workers.lost == 0:
+                break
+            await asyncio.sleep(0.01)
+        return workers.lost
+
+    try:
+        lost = asyncio.run(run())
+    finally:
+        workers.shutdown()
+    assert lost == 0 and workers.capacity == 32

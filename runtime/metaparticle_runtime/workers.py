@@ -22,7 +22,7 @@ from typing import Any, Callable
 class _Call:
     """One call of user code: what to run, for which waiting coroutine, and how it ended."""
 
-    __slots__ = ("fn", "args", "loop", "waiter", "failed", "value", "lost")
+    __slots__ = ("fn", "args", "loop", "waiter", "failed", "value", "done", "lost")
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
         self.fn = fn
@@ -31,6 +31,8 @@ class _Call:
         self.waiter: asyncio.Future[Any] = loop.create_future()
         self.failed = False
         self.value: Any = None
+        #: Set by the thread once the call has returned (before it is handed to the loop).
+        self.done = False
         #: Set (on the loop) when the caller stopped waiting (timeout, cancellation) while the call ran.
         self.lost = False
 
@@ -83,7 +85,9 @@ class Workers:
         try:
             return await call.waiter
         except (asyncio.TimeoutError, asyncio.CancelledError):
-            if not self._withdraw(call):
+            # Not lost if it never started, or if it has returned already (its hand-over is on its
+            # way to the loop and finds the caller gone).
+            if not self._withdraw(call) and not call.done:
                 call.lost = True  # still running: its thread is back when it returns (_hand_over)
                 self.lost += 1
                 self._changed()
@@ -126,6 +130,7 @@ class Workers:
                 call.failed, call.value = True, RuntimeError(f"the function raised StopIteration: {exc}")
             except BaseException as exc:  # noqa: BLE001 - the caller gets whatever user code raised
                 call.failed, call.value = True, exc
+            call.done = True
             self._finish(call)
             del call
 
