@@ -655,6 +655,19 @@ if __name__ == "__main__":
     print(render_markdown(json.loads(RESULTS_FILE.read_text())))
 
 
+async def dispatch_json(runtime: Any, body: dict, timeout: float | None = None) -> tuple[str, float, object]:
+    """One JSON request through a `Runtime` in this process, as a call from a client would go:
+    (status name, seconds taken, the answer or the error message)."""
+    from metaparticle_runtime.errors import RoleError
+
+    start = time.monotonic()
+    try:
+        reply = await runtime.dispatch(wrap(json.dumps(body).encode()), start + (timeout or runtime.cfg.timeout))
+    except RoleError as err:
+        return err.code.name, time.monotonic() - start, err.message
+    return "OK", time.monotonic() - start, json.loads(unwrap(reply))
+
+
 def run(coro: Awaitable[Any]) -> Any:
     """Like asyncio.run, on a loop of its own, but leaves this thread's current event loop as it
     was: asyncio.run leaves none, and Pulumi's mocks in later tests need one."""

@@ -18,8 +18,6 @@ from grpc_health.v1 import health_pb2
 import rel_support as rs
 from metaparticle_runtime import probe
 from metaparticle_runtime.config import RuntimeConfig
-from metaparticle_runtime.errors import RoleError
-from metaparticle_runtime.payload import unwrap, wrap
 from metaparticle_runtime.server import EXIT_WEDGED, Runtime
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,15 +33,6 @@ def _cfg(function: str, **settings) -> RuntimeConfig:
     )
 
 
-async def _call(runtime: Runtime, body: dict, timeout: float | None = None) -> tuple[str, float, object]:
-    start = time.monotonic()
-    try:
-        reply = await runtime.dispatch(wrap(json.dumps(body).encode()), start + (timeout or runtime.cfg.timeout))
-    except RoleError as err:
-        return err.code.name, time.monotonic() - start, err.message
-    return "OK", time.monotonic() - start, json.loads(unwrap(reply))
-
-
 async def _health(runtime: Runtime) -> int:
     return await asyncio.to_thread(probe.check, f"{rs.HOST}:{runtime.cfg.grpc_port}")
 
@@ -55,7 +44,7 @@ def test_calls_beyond_free_threads_are_refused_at_once_not_queued():
     async def run():
         runtime = Runtime(_cfg("sleep", threads=2, max_in_flight=8))
         try:
-            return await asyncio.gather(*(_call(runtime, {"sleep": 0.3}) for _ in range(8)))
+            return await asyncio.gather(*(rs.dispatch_json(runtime, {"sleep": 0.3}) for _ in range(8)))
         finally:
             runtime.workers.shutdown()
 
@@ -75,7 +64,7 @@ def test_by_default_every_admitted_call_has_a_thread():
         runtime = Runtime(_cfg("sleep", max_in_flight=4))
         try:
             start = time.monotonic()
-            outcomes = await asyncio.gather(*(_call(runtime, {"sleep": 0.3}) for _ in range(5)))
+            outcomes = await asyncio.gather(*(rs.dispatch_json(runtime, {"sleep": 0.3}) for _ in range(5)))
             return outcomes, time.monotonic() - start
         finally:
             runtime.workers.shutdown()
@@ -95,18 +84,18 @@ def test_calls_past_their_deadline_answer_504_lose_their_thread_and_turn_the_rep
         await runtime.start()
         try:
             assert await _health(runtime) == health_pb2.HealthCheckResponse.SERVING
-            first = await _call(runtime, {"hang": 20})
-            after_one = (runtime.workers.lost, await _health(runtime), await _call(runtime, {}))
-            second = await _call(runtime, {"hang": 20})
+            first = await rs.dispatch_json(runtime, {"hang": 20})
+            after_one = (runtime.workers.lost, await _health(runtime), await rs.dispatch_json(runtime, {}))
+            second = await rs.dispatch_json(runtime, {"hang": 20})
             await asyncio.sleep(0.05)  # the health update is a task
-            after_two = (runtime.workers.lost, await _health(runtime), await _call(runtime, {}))
+            after_two = (runtime.workers.lost, await _health(runtime), await rs.dispatch_json(runtime, {}))
             release.set()
             for _ in range(100):
                 if runtime.workers.lost == 0:
                     break
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.05)
-            recovered = (runtime.workers.lost, await _health(runtime), await _call(runtime, {}), runtime.wedged.is_set())
+            recovered = (runtime.workers.lost, await _health(runtime), await rs.dispatch_json(runtime, {}), runtime.wedged.is_set())
             return first, second, after_one, after_two, recovered
         finally:
             release.set()

@@ -6,9 +6,7 @@ the same errors as a sync function's. On asyncio's own loop and on uvloop, the r
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,6 @@ import uvloop
 
 import rel_support as rs
 from metaparticle_runtime.config import RuntimeConfig
-from metaparticle_runtime.errors import RoleError
-from metaparticle_runtime.payload import unwrap, wrap
 from metaparticle_runtime.server import Runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -50,20 +46,11 @@ def _runtime(function: str, timeout: float = 5.0) -> Runtime:
     ))
 
 
-async def _call(runtime: Runtime, body: dict, timeout: float | None = None) -> tuple[str, float, object]:
-    start = time.monotonic()
-    try:
-        reply = await runtime.dispatch(wrap(json.dumps(body).encode()), start + (timeout or runtime.cfg.timeout))
-    except RoleError as err:
-        return err.code.name, time.monotonic() - start, err.message
-    return "OK", time.monotonic() - start, json.loads(unwrap(reply))
-
-
 def _one(on_loop, function: str, body: dict, timeout: float | None = None) -> tuple[str, float, object]:
     async def run():
         runtime = _runtime(function)
         try:
-            return await _call(runtime, body, timeout)
+            return await rs.dispatch_json(runtime, body, timeout)
         finally:
             runtime.workers.shutdown()
 
@@ -112,7 +99,7 @@ def test_a_caller_that_gives_up_cancels_the_coroutine_where_it_waits(on_loop):
     async def run():
         runtime = _runtime("overruns")
         try:
-            call = asyncio.ensure_future(_call(runtime, {"sleep": 5}))
+            call = asyncio.ensure_future(rs.dispatch_json(runtime, {"sleep": 5}))
             await asyncio.sleep(0.1)
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
