@@ -98,3 +98,9 @@ class RoleError(Exception):
 
 class BadRequest(Exception):
     """Raise from a user function to answer 400 / INVALID_ARGUMENT with this message."""
+
+
+#: What a user function may raise that answers an error instead of stopping the server: every
+#: Exception, and also SystemExit (`sys.exit()` in a function) and KeyboardInterrupt raised by the
+#: code itself (the runtime handles SIGINT on its loop, so no real one is raised there).
+RAISED_BY_USER_CODE = (Exception, SystemExit, KeyboardInterrupt)

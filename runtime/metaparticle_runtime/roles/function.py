@@ -13,7 +13,7 @@ import grpc
 from ..config import RuntimeConfig
 from ..client import uses_clients
 from ..context import Context
-from ..errors import RoleError
+from ..errors import RAISED_BY_USER_CODE, RoleError
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
 from ..storage import prepare as prepare_storage
@@ -45,6 +45,24 @@ def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, A
             return done.value
 
 
+async def run_coroutine(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
+    """Runs the coroutine function `fn(*args)` in the calling task (no task of its own to schedule
+    and switch to; what it raises, SystemExit too, reaches the caller), cancelled where it waits at
+    `deadline` (loop time) with asyncio.TimeoutError. Up to its first suspension a coroutine runs
+    as plain code, which no timer could stop: one that returns before it ever waits needs none."""
+    coro = fn(*args)
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration as done:
+        return done.value
+    rest = _resume(coro, waiting_on)
+    timeout = deadline - asyncio.get_running_loop().time()
+    if _in_this_task is None:  # Python 3.10
+        return await asyncio.wait_for(rest, timeout)
+    async with _in_this_task(timeout):
+        return await rest
+
+
 async def invoke(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -63,19 +81,7 @@ async def invoke(
         raise RoleError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {what} ran", **details)
     try:
         if inspect.iscoroutinefunction(fn) if is_coroutine is None else is_coroutine:
-            # Up to its first suspension a coroutine runs as plain code, which no timer could stop:
-            # one that returns before it ever waits needs no deadline timer at all.
-            coro = fn(*args)
-            try:
-                waiting_on = coro.send(None)
-            except StopIteration as done:
-                return done.value
-            rest = _resume(coro, waiting_on)
-            timeout = deadline - loop.time()
-            if _in_this_task is None:  # Python 3.10
-                return await asyncio.wait_for(rest, timeout)
-            async with _in_this_task(timeout):  # no task of its own to schedule and switch to
-                return await rest
+            return await run_coroutine(fn, args, deadline)
         return await workers.run(fn, args, timeout)
     except asyncio.TimeoutError:
         raise RoleError(
@@ -83,7 +89,7 @@ async def invoke(
         ) from None
     except RoleError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the user's code may raise anything
+    except RAISED_BY_USER_CODE as exc:
         from ..errors import BadRequest
 
         if isinstance(exc, BadRequest):

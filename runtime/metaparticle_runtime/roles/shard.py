@@ -15,12 +15,13 @@ from typing import Any
 import grpc
 
 from ..config import RuntimeConfig
-from ..errors import BadRequest, RoleError
+from ..errors import RAISED_BY_USER_CODE, BadRequest, RoleError
 from ..hashing import key_at_path, shard_for
 from ..loader import load_function
 from ..payload import decode, unwrap
 from ..workers import Workers
 from . import make_upstreams
+from .function import run_coroutine
 
 
 class ShardRouter:
@@ -49,7 +50,7 @@ class ShardRouter:
             if timeout <= 0:
                 raise asyncio.TimeoutError
             if inspect.iscoroutinefunction(self.key_fn):
-                return await asyncio.wait_for(self.key_fn(request), timeout)
+                return await run_coroutine(self.key_fn, (request,), deadline)
             return await self.workers.run(self.key_fn, (request,), timeout)
         except asyncio.TimeoutError:
             raise RoleError(
@@ -59,7 +60,7 @@ class ShardRouter:
             ) from None
         except BadRequest as exc:
             raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the key function is user code
+        except RAISED_BY_USER_CODE as exc:
             raise RoleError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the shard key function raised {type(exc).__name__}: {exc}",
