@@ -30,8 +30,11 @@ const (
 	serviceName = "metaparticle.v1.Function" // pb.Function_ServiceDesc.ServiceName
 	callIDKey   = "mp-call-id"               // a hedgeable call's id
 	hedgeKey    = "mp-hedge"                 // marks the hedge of that call
-	// deadlineMargin: how much earlier than the caller's deadline a gRPC call gives up.
-	deadlineMargin = 5 * time.Millisecond
+	// How much earlier than the caller's deadline a gRPC call gives up, so that its answer is on
+	// the caller's side before the caller's own timer fires: a twentieth of the time left, within
+	// these bounds (a loaded machine can delay a wake-up by several milliseconds).
+	minDeadlineMargin = 5 * time.Millisecond
+	maxDeadlineMargin = 50 * time.Millisecond
 )
 
 // Runtime serves one router role: admission (in-flight bound), deadlines and error documents
@@ -135,7 +138,8 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 	if dl, ok := ctx.Deadline(); ok {
 		// grpc-go resets the stream (RST_STREAM CANCEL, which callers may read as CANCELLED) the
 		// moment the caller's deadline passes: answer DEADLINE_EXCEEDED, with its document, just before.
-		timeout = min(time.Until(dl)-deadlineMargin, timeout)
+		left := time.Until(dl)
+		timeout = min(left-min(max(left/20, minDeadlineMargin), maxDeadlineMargin), timeout)
 	}
 	id, rerr := rt.claimCallID(ctx)
 	defer rt.releaseCallID(id)
