@@ -35,6 +35,7 @@ HOST = "127.0.0.1"
 
 sys.path.insert(0, str(ROOT / "runtime"))
 from metaparticle_runtime import CALL_METHOD, ERROR_METADATA_KEY  # noqa: E402
+from metaparticle_runtime.errors import RoleError  # noqa: E402
 from metaparticle_runtime.payload import unwrap, wrap  # noqa: E402
 
 
@@ -658,8 +659,6 @@ if __name__ == "__main__":
 async def dispatch_json(runtime: Any, body: dict, timeout: float | None = None) -> tuple[str, float, object]:
     """One JSON request through a `Runtime` in this process, as a call from a client would go:
     (status name, seconds taken, the answer or the error message)."""
-    from metaparticle_runtime.errors import RoleError
-
     start = time.monotonic()
     try:
         reply = await runtime.dispatch(wrap(json.dumps(body).encode()), start + (timeout or runtime.cfg.timeout))

@@ -16,6 +16,15 @@ from metaparticle_runtime.workers import Workers
 pytestmark = pytest.mark.timeout(60)
 
 
+async def _lost_threads_once_back(workers: Workers, seconds: float) -> int:
+    """Waits up to `seconds` for every lost thread to come back; the lost count then."""
+    for _ in range(int(seconds / 0.01)):
+        if workers.lost == 0:
+            break
+        await asyncio.sleep(0.01)
+    return workers.lost
+
+
 def test_results_and_exceptions_reach_their_own_callers() -> None:
     workers = Workers(8)
 
@@ -63,11 +72,7 @@ def test_a_timeout_counts_a_running_call_as_lost_until_it_returns_and_a_queued_o
             await first
         assert workers.lost == 1 and workers.capacity == 0
         release.set()
-        for _ in range(200):
-            if workers.lost == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert workers.lost == 0  # found again once it returned
+        assert await _lost_threads_once_back(workers, 2.0) == 0  # found again once it returned
         assert await workers.run(lambda: "next", (), 1.0) == "next"
 
     try:
@@ -115,11 +120,7 @@ def test_a_running_call_whose_caller_is_cancelled_counts_as_lost_until_it_return
             await call
         while_running = (workers.lost, workers.capacity)
         release.set()
-        for _ in range(200):
-            if workers.lost == 0:
-                break
-            await asyncio.sleep(0.01)
-        return (*while_running, workers.lost)
+        return (*while_running, await _lost_threads_once_back(workers, 2.0))
 
     try:
         lost, capacity, after = asyncio.run(run())
@@ -207,11 +208,7 @@ def test_calls_that_finish_as_their_deadline_passes_leave_no_thread_counted_lost
     async def run() -> int:
         for _ in range(25):
             await asyncio.gather(*(workers.run(time.sleep, (0.01,), 0.01) for _ in range(32)), return_exceptions=True)
-        for _ in range(300):
-            if workers.lost == 0:
-                break
-            await asyncio.sleep(0.01)
-        return workers.lost
+        return await _lost_threads_once_back(workers, 3.0)
 
     try:
         lost = asyncio.run(run())

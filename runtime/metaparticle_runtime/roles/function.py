@@ -13,7 +13,7 @@ import grpc
 from ..config import RuntimeConfig
 from ..client import uses_clients
 from ..context import Context
-from ..errors import RAISED_BY_USER_CODE, RoleError
+from ..errors import RAISED_BY_USER_CODE, BadRequest, RoleError
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
 from ..storage import prepare as prepare_storage
@@ -57,7 +57,7 @@ async def run_coroutine(fn: Callable[..., Any], args: tuple[Any, ...], deadline:
         return done.value
     rest = _resume(coro, waiting_on)
     timeout = deadline - asyncio.get_running_loop().time()
-    if _in_this_task is None:  # Python 3.10
+    if _in_this_task is None:  # Python 3.10: the rest runs in a task of its own
         return await asyncio.wait_for(rest, timeout)
     async with _in_this_task(timeout):
         return await rest
@@ -90,8 +90,6 @@ async def invoke(
     except RoleError:
         raise
     except RAISED_BY_USER_CODE as exc:
-        from ..errors import BadRequest
-
         if isinstance(exc, BadRequest):
             raise RoleError(grpc.StatusCode.INVALID_ARGUMENT, str(exc), **details) from None
         log.warning("%s raised %s: %s", what, type(exc).__name__, exc, extra={"fields": details})
