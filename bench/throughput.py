@@ -9,6 +9,7 @@ connections the proxy opened to its upstreams per request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import tools
 from .common import Settings, log, loadavg, uvloop_installed
@@ -61,6 +62,26 @@ def warmup_count(spec: dict[str, Any], seconds: float) -> int:
     return max(n, c * int(spec.get("m", 1)))
 
 
+@contextlib.contextmanager
+def _naming_dead_processes(groups: dict[str, list[int]]) -> Iterator[None]:
+    """A failed load run says which of the setup's processes had ended by then, if any."""
+    try:
+        yield
+    except RuntimeError as exc:
+        gone = {name: [pid for pid in pids if not _alive(pid)] for name, pids in groups.items()}
+        gone = {name: pids for name, pids in gone.items() if pids}
+        raise RuntimeError(f"{exc}\nprocesses ended by then: {gone or 'none'}") from exc
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") -> dict[str, Any]:
     """Warm-up (with the real-client check running under the same load), then the measured run.
 
@@ -75,14 +96,16 @@ def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") 
         thread = threading.Thread(target=lambda: checked.update(check()), daemon=True)
         thread.start()
     warm = [dict(spec, n=warmup_count(spec, st.warmup)) for spec in setup.specs]
-    h2load(warm, count=1, cpus=gen_cpus, workdir=workdir, timeout=st.warmup * 10 + 60)
+    with _naming_dead_processes(setup.groups):
+        h2load(warm, count=1, cpus=gen_cpus, workdir=workdir, timeout=st.warmup * 10 + 60)
     if thread is not None:
         thread.join(timeout=60)
     meter = CpuMeter(setup.groups)
     conns = ConnCounter(setup.upstream_ports)
     conns.start()
     meter.start()
-    result = h2load(setup.specs, duration=st.duration, cpus=gen_cpus, workdir=workdir, timeout=st.duration + 60)
+    with _naming_dead_processes(setup.groups):
+        result = h2load(setup.specs, duration=st.duration, cpus=gen_cpus, workdir=workdir, timeout=st.duration + 60)
     used = meter.stop()
     opened = conns.stop()
     done = max(1, result.succeeded)

@@ -167,13 +167,24 @@ class LoadResult:
         return percentile(self.latencies_us, q) / 1000.0  # ms
 
 
+#: h2load's duration units ("finished in 5.01s", "12.30ms", "258us").
+_H2LOAD_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _h2load_seconds(text: str) -> float:
+    for unit in ("us", "ms", "s"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * _H2LOAD_UNITS[unit]
+    raise ValueError(f"h2load duration {text!r} has no unit of us, ms or s")
+
+
 def _parse_h2load(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("finished in"):
             parts = line.replace(",", "").split()
-            out["seconds"] = float(parts[2].rstrip("ms")) / (1000.0 if parts[2].endswith("ms") else 1.0)
+            out["seconds"] = _h2load_seconds(parts[2])
             out["rps"] = float(parts[3])
         elif line.startswith("requests:"):
             words = line.replace(",", "").split()
@@ -233,10 +244,12 @@ def h2load(
         outputs.append(out)
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     result.h2load_cpu = used.ru_utime + used.ru_stime - before
-    for out in outputs:
+    for spec, out in zip(specs, outputs):
         parsed = _parse_h2load(out)
         if "rps" not in parsed:
             raise RuntimeError(f"h2load gave no result:\n{out[-2000:]}")
+        if parsed.get("total", 0) and not parsed.get("succeeded", 0):
+            raise RuntimeError(f"h2load to {spec['url']}: not one request succeeded:\n{out[-2000:]}")
         result.rps += parsed["rps"]
         result.seconds = max(result.seconds, parsed["seconds"])
         result.requests += int(parsed.get("total", 0))

@@ -29,9 +29,13 @@ def required() -> bool:
     return os.environ.get("MP_REQUIRE_CLUSTER") == "1"
 
 
-def cluster_environment() -> dict[str, str]:
+def cluster_environment(backend: Path) -> dict[str, str]:
     """The environment `scripts/cluster env` prints, applied to this process's; skips (or fails,
-    under MP_REQUIRE_CLUSTER=1) when the cluster is not up."""
+    under MP_REQUIRE_CLUSTER=1) when the cluster is not up.
+
+    Pulumi's state goes to `backend`, a directory of this test session's own: the cluster's shared
+    backend keeps whatever an earlier run left, such as the lock of a `pulumi up` killed midway,
+    which would fail the next run's operation on the same project and stack."""
     env = dict(os.environ)
     try:
         out = subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True, text=True, timeout=30)
@@ -52,6 +56,7 @@ def cluster_environment() -> dict[str, str]:
         env[key] = value.replace("$PATH", env.get("PATH", ""))
     # The CLI of this checkout's virtualenv, whatever python runs the tests.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PULUMI_BACKEND_URL"] = backend.resolve().as_uri()
     return env
 
 

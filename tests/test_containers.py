@@ -653,8 +653,8 @@ def pods_of(objects: list[dict[str, Any]], image: str, project: str) -> tuple[Pl
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    return Cluster(cluster_environment())
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return Cluster(cluster_environment(tmp_path_factory.mktemp("pulumi-backend")))
 
 
 @pytest.mark.engine

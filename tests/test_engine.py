@@ -31,8 +31,8 @@ COMPONENT = {"hello_world": "Service", "spread": "Spread", "shard": "Shard", "sc
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    return Cluster(cluster_environment())
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
+    return Cluster(cluster_environment(tmp_path_factory.mktemp("pulumi-backend")))
 
 
 def _config(namespace: str) -> list[str]:
