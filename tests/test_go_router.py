@@ -250,14 +250,17 @@ def test_deadlines_answer_504_and_reach_the_function(stack, binary):
         assert reply.status == 504 and reply.body["code"] == "DEADLINE_EXCEEDED", (proc.kind, reply.body)
         assert reply.body["role"] == "api-replica" and reply.body["error"].startswith("api-replica: ") and "deadline" in reply.body["error"]
         assert time.monotonic() - start < 1.8
-    # The caller's deadline, shorter than the router's timeout, is what reaches the function.
-    answer = grpc_json(stack["routers"][("spread", "go")].grpc_target, b'{"x": 1}', timeout=0.8)
-    assert answer.status == "OK" and 0.5 < answer.body["remaining"] <= 0.8
-    # Past the caller's deadline: DEADLINE_EXCEEDED (never CANCELLED), answered with its document.
-    for _ in range(5):
-        late = grpc_json(stack["routers"][("spread", "go")].grpc_target, b'{"sleep": 2}', timeout=0.5)
-        assert late.status == "DEADLINE_EXCEEDED" and late.json_error, (late.status, late.body)
-        assert late.body["code"] == "DEADLINE_EXCEEDED" and late.body["role"] == "api-replica", late.body
+    for kind in ("python", "go"):
+        router = stack["routers"][("spread", kind)]
+        # The caller's deadline, shorter than the router's timeout, is what reaches the function.
+        answer = grpc_json(router.grpc_target, b'{"x": 1}', timeout=0.8)
+        assert answer.status == "OK" and 0.5 < answer.body["remaining"] <= 0.8, kind
+        # Past the caller's deadline: DEADLINE_EXCEEDED (never CANCELLED), answered with its document
+        # before the caller's own timer fires.
+        for _ in range(5):
+            late = grpc_json(router.grpc_target, b'{"sleep": 2}', timeout=0.5)
+            assert late.status == "DEADLINE_EXCEEDED" and late.json_error, (kind, late.status, late.body)
+            assert late.body["code"] == "DEADLINE_EXCEEDED" and late.body["role"] == "api-replica", (kind, late.body)
 
 
 def test_sigterm_turns_not_serving_drains_and_exits_cleanly(stack, binary):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from metaparticle_runtime.hashing import jump_hash, key_hash
+from metaparticle_runtime.server import answer_within
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTER = ROOT / "runtime" / "router"
@@ -40,6 +41,9 @@ def test_the_vectors_cover_every_kind_of_case(vectors):
     hashes = {k["key_json"]: k["hash"] for k in vectors["key_hash"]}
     # Equal numbers hash equally (integral floats as integers); a float that is not integral does not.
     assert hashes["1"] == hashes["1.0"] == hashes["1e0"] and hashes["3.5"] != hashes["1"]
+    # Deadlines: the margin at its 5 ms floor, in proportion (a twentieth), and at its 50 ms cap.
+    margins = {case["left_us"]: case["left_us"] - case["answer_within_us"] for case in vectors["deadline"]}
+    assert margins[3_000] == 5_000 and margins[500_000] == 25_000 and margins[30_000_000] == 50_000
 
 
 def test_the_python_runtime_gives_every_answer_in_the_vectors(vectors):
@@ -50,6 +54,8 @@ def test_the_python_runtime_gives_every_answer_in_the_vectors(vectors):
     for case in vectors["routing"]:
         message = base64.b64decode(case["message_b64"])
         assert make_vectors.route(message, case["key_path"], case["shards"]) == case["expect"], case["name"]
+    for case in vectors["deadline"]:
+        assert round(answer_within(case["left_us"] / 1e6) * 1e6) == case["answer_within_us"], case
 
 
 def test_the_committed_vectors_are_what_the_generator_writes_now():

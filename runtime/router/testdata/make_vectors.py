@@ -4,7 +4,8 @@
 Each routing case is a serialised request (a Payload message, or raw bytes that are not one), a key
 path and a shard count, with the expected shard or the expected error (gRPC code, HTTP status and the
 exact JSON error document). The answers come from the runtime's own code (payload.decode,
-ShardRouter.key_of and shard_of_key, hashing.key_hash), so regenerating after a change there shows what moved:
+ShardRouter.key_of and shard_of_key, hashing.key_hash, server.answer_within), so regenerating after a
+change there shows what moved:
 
     PYTHONPATH=runtime python runtime/router/testdata/make_vectors.py            # rewrite
     PYTHONPATH=runtime python runtime/router/testdata/make_vectors.py --check    # compare, exit 1 if stale
@@ -26,6 +27,7 @@ from metaparticle_runtime.errors import RoleError
 from metaparticle_runtime.hashing import jump_hash, key_hash
 from metaparticle_runtime.payload import decode, unwrap, wrap
 from metaparticle_runtime.roles.shard import ShardRouter
+from metaparticle_runtime.server import answer_within
 from metaparticle_runtime.upstream import service_config
 
 OUT = Path(__file__).resolve().parent / "vectors.json"
@@ -198,6 +200,12 @@ def vectors() -> dict[str, Any]:
         "routing": routing_cases(),
         # Balancing and retries: retries 0 (idempotent=False) has no retry policy at all.
         "service_config": [{"retries": r, "burst": b, "config": service_config(r, b)} for r in (0, 1, 2, 4, 10) for b in (5, 256, 1000)],
+        # How long a call may take when its gRPC caller's deadline is `left_us` away (a margin of
+        # a twentieth, 5-50 ms, so the DEADLINE_EXCEEDED document arrives before the caller's timer).
+        "deadline": [
+            {"left_us": left, "answer_within_us": round(answer_within(left / 1e6) * 1e6)}
+            for left in (0, 3_000, 5_000, 50_000, 100_000, 500_000, 999_000, 1_000_000, 2_000_000, 30_000_000)
+        ],
     }
 
 

@@ -129,6 +129,11 @@ func (rt *Runtime) releaseCallID(id string) {
 	}
 }
 
+// answerWithin is the time a call may take when its caller's deadline is `left` away.
+func answerWithin(left time.Duration) time.Duration {
+	return left - min(max(left/20, minDeadlineMargin), maxDeadlineMargin)
+}
+
 func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
 	var in frame
 	if err := dec(&in); err != nil {
@@ -138,8 +143,7 @@ func (rt *Runtime) grpcCall(_ any, ctx context.Context, dec func(any) error, _ g
 	if dl, ok := ctx.Deadline(); ok {
 		// grpc-go resets the stream (RST_STREAM CANCEL, which callers may read as CANCELLED) the
 		// moment the caller's deadline passes: answer DEADLINE_EXCEEDED, with its document, just before.
-		left := time.Until(dl)
-		timeout = min(left-min(max(left/20, minDeadlineMargin), maxDeadlineMargin), timeout)
+		timeout = min(answerWithin(time.Until(dl)), timeout)
 	}
 	id, rerr := rt.claimCallID(ctx)
 	defer rt.releaseCallID(id)

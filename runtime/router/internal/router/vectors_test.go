@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+	"time"
 
 	"metaparticle/router/internal/pyjson"
 )
@@ -126,6 +127,27 @@ func TestServiceConfigMatchesPython(t *testing.T) {
 		}
 		if !reflect.DeepEqual(got, c.Config) {
 			t.Errorf("service config for retries %d, burst %d:\n go     %v\n python %v", c.Retries, c.Burst, got, c.Config)
+		}
+	}
+}
+
+func TestDeadlineMarginMatchesPython(t *testing.T) {
+	raw, err := os.ReadFile("../../testdata/vectors.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Deadline []struct {
+			LeftUS         int64 `json:"left_us"`
+			AnswerWithinUS int64 `json:"answer_within_us"`
+		} `json:"deadline"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil || len(v.Deadline) == 0 {
+		t.Fatalf("no deadline vectors: %v", err)
+	}
+	for _, c := range v.Deadline {
+		if got := answerWithin(time.Duration(c.LeftUS) * time.Microsecond); got != time.Duration(c.AnswerWithinUS)*time.Microsecond {
+			t.Errorf("a caller's deadline %d us away: go answers within %v, python %d us", c.LeftUS, got, c.AnswerWithinUS)
 		}
 	}
 }
