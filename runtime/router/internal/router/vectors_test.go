@@ -38,6 +38,14 @@ type vectors struct {
 			Document   string `json:"document"`
 		} `json:"expect"`
 	} `json:"routing"`
+	ServiceConfig []struct {
+		Retries, Burst int
+		Config         any
+	} `json:"service_config"`
+	Deadline []struct {
+		LeftUS         int64 `json:"left_us"`
+		AnswerWithinUS int64 `json:"answer_within_us"`
+	} `json:"deadline"`
 }
 
 func loadVectors(t *testing.T) *vectors {
@@ -49,8 +57,9 @@ func loadVectors(t *testing.T) *vectors {
 	if err := json.Unmarshal(raw, &v); err != nil {
 		t.Fatal(err)
 	}
-	if len(v.Routing) < 100 || len(v.KeyHash) < 20 || len(v.JumpHash) < 20 {
-		t.Fatalf("vectors.json holds too few cases: %d routing, %d key_hash, %d jump_hash", len(v.Routing), len(v.KeyHash), len(v.JumpHash))
+	if len(v.Routing) < 100 || len(v.KeyHash) < 20 || len(v.JumpHash) < 20 || len(v.ServiceConfig) == 0 || len(v.Deadline) == 0 {
+		t.Fatalf("vectors.json holds too few cases: %d routing, %d key_hash, %d jump_hash, %d service_config, %d deadline",
+			len(v.Routing), len(v.KeyHash), len(v.JumpHash), len(v.ServiceConfig), len(v.Deadline))
 	}
 	return &v
 }
@@ -107,20 +116,7 @@ func TestRoutingMatchesPython(t *testing.T) {
 }
 
 func TestServiceConfigMatchesPython(t *testing.T) {
-	raw, err := os.ReadFile("../../testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		ServiceConfig []struct {
-			Retries, Burst int
-			Config         any
-		} `json:"service_config"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil || len(v.ServiceConfig) == 0 {
-		t.Fatalf("no service_config vectors: %v", err)
-	}
-	for _, c := range v.ServiceConfig {
+	for _, c := range loadVectors(t).ServiceConfig {
 		var got any
 		if err := json.Unmarshal([]byte(serviceConfig(c.Retries, c.Burst)), &got); err != nil {
 			t.Fatal(err)
@@ -132,20 +128,7 @@ func TestServiceConfigMatchesPython(t *testing.T) {
 }
 
 func TestDeadlineMarginMatchesPython(t *testing.T) {
-	raw, err := os.ReadFile("../../testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v struct {
-		Deadline []struct {
-			LeftUS         int64 `json:"left_us"`
-			AnswerWithinUS int64 `json:"answer_within_us"`
-		} `json:"deadline"`
-	}
-	if err := json.Unmarshal(raw, &v); err != nil || len(v.Deadline) == 0 {
-		t.Fatalf("no deadline vectors: %v", err)
-	}
-	for _, c := range v.Deadline {
+	for _, c := range loadVectors(t).Deadline {
 		if got := answerWithin(time.Duration(c.LeftUS) * time.Microsecond); got != time.Duration(c.AnswerWithinUS)*time.Microsecond {
 			t.Errorf("a caller's deadline %d us away: go answers within %v, python %d us", c.LeftUS, got, c.AnswerWithinUS)
 		}
