@@ -57,8 +57,23 @@ def event_loops_closed() -> Iterator[None]:
         for loop in list(policy.loops):
             if not loop.is_running() and not loop.is_closed():
                 # Join the executor threads first: their loops are idle once they have stopped.
-                loop.run_until_complete(loop.shutdown_default_executor())
+                _shut_down_executor(loop)
         for loop in list(policy.loops):
             if not loop.is_running() and not loop.is_closed():
                 loop.close()
         asyncio.set_event_loop_policy(previous)
+
+
+def _shut_down_executor(loop: asyncio.AbstractEventLoop) -> None:
+    """Joins the loop's executor threads. A callback left on the loop (an engine operation that
+    failed while the program still registered resources leaves some) may stop it first: the
+    shutdown then goes on until it is done."""
+    shutdown = asyncio.ensure_future(loop.shutdown_default_executor(), loop=loop)
+    for _ in range(100):  # each stop left on the loop ends one run
+        try:
+            loop.run_until_complete(shutdown)
+            return
+        except RuntimeError:
+            if shutdown.done():
+                raise
+    shutdown.cancel()
