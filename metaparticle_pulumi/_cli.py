@@ -522,7 +522,7 @@ def up(
         else:
             result = _engine.up(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
     except _engine.StackError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(_stack_failure(exc, directory, stack), 1) from None
     _engine_result(result, json_out)
 
 
@@ -540,8 +540,46 @@ def destroy(
     try:
         result = _engine.destroy(handle, remove=remove, on_output=lambda line: console.print(line, markup=False, highlight=False))
     except _engine.StackError as exc:
-        raise fail(str(exc), 1) from None
+        raise fail(_stack_failure(exc, directory, stack), 1) from None
     _engine_result(result, json_out)
+
+
+@app.command()
+def cancel(
+    directory: Path = typer.Argument(..., help="The Pulumi project's directory (with Pulumi.yaml)."),
+    stack: str = typer.Option("dev", "--stack", "-s", help="The stack to unlock."),
+) -> None:
+    """Unlock a stack that an interrupted `up` or `destroy` left locked (`pulumi cancel`); its
+    resources stay as they are, and the next `up` picks them up."""
+    from . import _engine
+
+    handle = _open_stack(directory, stack, [], create=False)
+    try:
+        creating = _engine.cancel(handle)
+    except _engine.StackError as exc:
+        raise fail(str(exc), 1) from None
+    err_console.print(f"cancel: stack {stack!r} is unlocked")
+    if creating:
+        err_console.print(
+            "The stopped operation was creating these objects. Any it created are not in the stack's state, "
+            "and the next up may fail on them (a field conflict) until they are deleted:",
+            soft_wrap=True, markup=False,
+        )
+        for name in creating:
+            console.print(f"  {name}", markup=False)
+
+
+def _stack_failure(error: Exception, directory: Path, stack: str) -> str:
+    """The engine's message, and for a locked stack how to unlock it once nothing else runs on it."""
+    from . import _engine
+
+    message = str(error)
+    if isinstance(error, _engine.StackError) and _engine.locked(error):
+        message += (
+            f"\nIf no other `metaparticle up` or `pulumi` operation runs on stack {stack!r} (one that was killed leaves "
+            f"its lock behind), unlock it with: metaparticle cancel {directory} --stack {stack}"
+        )
+    return message
 
 
 def main() -> None:

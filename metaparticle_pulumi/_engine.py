@@ -143,6 +143,34 @@ def destroy(
     return Result("destroy", changes)
 
 
+def cancel(handle: auto.Stack) -> list[str]:
+    """Ends the stack's current update and removes its lock (`pulumi cancel`): for a stack left
+    locked by an operation that was killed midway, not one still running elsewhere.
+
+    Returns the objects that operation was creating ("TYPE NAME", Kubernetes ones as
+    "Kind namespace/name"): those it had created exist without being in the stack's state."""
+    try:
+        handle.cancel()
+        pending = handle.export_stack().deployment.get("pending_operations") or []
+    except auto.CommandError as exc:
+        raise StackError(_cli_message(exc)) from None
+    return [_pending_object(op["resource"]) for op in pending if op.get("type") == "creating" and op.get("resource")]
+
+
+def _pending_object(resource: Mapping[str, Any]) -> str:
+    kind = str(resource.get("type", "?"))
+    metadata = (resource.get("inputs") or {}).get("metadata") or {}
+    if kind.startswith("kubernetes:") and metadata.get("name"):
+        where = f"{metadata['namespace']}/{metadata['name']}" if metadata.get("namespace") else metadata["name"]
+        return f"{kind.rsplit(':', 1)[-1]} {where}"
+    return f"{kind} {str(resource.get('urn', '')).rsplit('::', 1)[-1]}"
+
+
+def locked(error: StackError) -> bool:
+    """Whether the engine refused because another operation holds the stack's lock."""
+    return "currently locked" in str(error)
+
+
 def outputs(handle: auto.Stack) -> Result:
     """The stack's current outputs."""
     try:

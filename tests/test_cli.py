@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -246,6 +247,25 @@ def test_up_refuses_a_config_pair_without_a_value(tmp_path):
     done = metaparticle("up", str(program), "-c", "replicas")
     assert done.returncode == 2
     assert_one_line_error(done, "--config takes KEY=VALUE")
+
+
+def test_cancel_refuses_a_directory_without_a_project(tmp_path):
+    (tmp_path / "__main__.py").write_text("")
+    done = metaparticle("cancel", str(tmp_path))
+    assert done.returncode == 2
+    assert_one_line_error(done, "has no Pulumi.yaml")
+
+
+@pytest.mark.skipif(shutil.which("pulumi") is None, reason="no Pulumi CLI on PATH (scripts/cluster build; eval \"$(scripts/cluster env)\")")
+def test_cancel_of_a_stack_that_does_not_exist_says_so_and_creates_nothing(tmp_path):
+    program = write_program(tmp_path / "app", HEADER + "mp.Service('api', function=handler)\n")
+    backend = tmp_path / "backend"
+    backend.mkdir()
+    env = {**os.environ, "PULUMI_BACKEND_URL": backend.as_uri(), "PULUMI_CONFIG_PASSPHRASE": "x", "PULUMI_SKIP_UPDATE_CHECK": "1"}
+    done = subprocess.run([METAPARTICLE, "cancel", str(program), "--stack", "nowhere"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert_one_line_error(done, "no stack 'nowhere'")
+    assert not (program / "Pulumi.nowhere.yaml").exists()
 
 
 def test_a_refusal_is_one_line_whatever_the_hash_seed(tmp_path):

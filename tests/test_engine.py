@@ -10,11 +10,15 @@ module proxy): `metaparticle:imageBuild=external` references the content-tagged 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -228,6 +232,67 @@ def test_the_api_server_accepts_restricted_egress_and_a_program_of_the_users_own
     finally:
         cluster.metaparticle("destroy", str(project), "--stack", "e2e", "--remove", check=False)
         cluster.delete_namespace(namespace)
+
+
+def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_up_completes(cluster: Cluster, tmp_path: Path) -> None:
+    project = copy_project("hello_world", tmp_path)
+    namespace = cluster.namespace("mp-killed-up")
+    stack = "killed"
+    locks = Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+    try:
+        # An up killed (SIGKILL: nothing can clean up) while it holds the lock and creates objects.
+        first = subprocess.Popen(
+            [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
+            env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
+            assert first.poll() is None, "the up finished before it could be killed"
+            assert time.monotonic() < deadline, "the up never locked the stack and created a Deployment"
+            time.sleep(0.1)
+        _kill_session(first.pid)
+        first.wait(timeout=30)
+        assert any(locks.rglob("*.json")), "the killed up left no lock"
+
+        # The next up is refused, and the error says how to unlock the stack.
+        refused = cluster.metaparticle("up", str(project), "--stack", stack, check=False)
+        assert refused.returncode == 1, refused.stdout
+        assert "currently locked" in refused.stderr, refused.stderr
+        assert f"metaparticle cancel {project} --stack {stack}" in refused.stderr, refused.stderr
+
+        # cancel removes the lock and names what the killed up was creating: the Deployment it
+        # had created (in the cluster, not in the state) among them.
+        unlocked = cluster.metaparticle("cancel", str(project), "--stack", stack)
+        assert f"stack {stack!r} is unlocked" in unlocked.stderr
+        assert not any(locks.rglob("*.json"))
+        creating = [line.split() for line in unlocked.stdout.splitlines() if line.strip()]
+        assert ["Deployment", f"{namespace}/hello"] in creating, unlocked.stdout
+        # Deleting those (as the message says), the next up finishes what the killed one began.
+        for kind, where in creating:
+            ns, _, name = where.rpartition("/")
+            cluster.kubectl("delete", kind.lower(), name, "-n", ns, "--ignore-not-found", "--wait=true")
+        done = cluster.engine("up", project, stack, tmp=tmp_path)
+        assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
+        deployments = cluster.objects(namespace, kinds="deployments")
+        assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+        again = cluster.engine("up", project, stack, tmp=tmp_path)
+        assert set(again["changes"]) == {"same"}, again
+    finally:
+        cluster.metaparticle("cancel", str(project), "--stack", stack, check=False)
+        cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
+        cluster.delete_namespace(namespace)
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL to every process of session `sid`: the CLI, the engine and the provider plugins,
+    which the engine starts in process groups of their own."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _volumes_for(cluster: Cluster, namespace: str, claims: list[str]) -> list[str]:
