@@ -19,6 +19,7 @@ from rich.table import Table
 from . import _live, _logformat
 from ._outputs import event_loops_closed
 from ._client import CallError, call as call_entry
+from ._errors import StackError
 from ._program import Evaluation, ProgramError, evaluate
 
 app = typer.Typer(
@@ -549,8 +550,8 @@ def cancel(
     directory: Path = typer.Argument(..., help="The Pulumi project's directory (with Pulumi.yaml)."),
     stack: str = typer.Option("dev", "--stack", "-s", help="The stack to unlock."),
 ) -> None:
-    """Unlock a stack that an interrupted `up` or `destroy` left locked (`pulumi cancel`); its
-    resources stay as they are, and the next `up` picks them up."""
+    """Unlock a stack that a killed `up` or `destroy` left locked (`pulumi cancel`), and list the
+    objects that operation was creating (any it created are outside the stack's state)."""
     from . import _engine
 
     handle = _open_stack(directory, stack, [], create=False)
@@ -569,12 +570,12 @@ def cancel(
             console.print(f"  {name}", markup=False)
 
 
-def _stack_failure(error: Exception, directory: Path, stack: str) -> str:
+def _stack_failure(error: StackError, directory: Path, stack: str) -> str:
     """The engine's message, and for a locked stack how to unlock it once nothing else runs on it."""
     from . import _engine
 
     message = str(error)
-    if isinstance(error, _engine.StackError) and _engine.locked(error):
+    if _engine.locked(error):
         message += (
             f"\nIf no other `metaparticle up` or `pulumi` operation runs on stack {stack!r} (one that was killed leaves "
             f"its lock behind), unlock it with: metaparticle cancel {directory} --stack {stack}"
