@@ -7,8 +7,9 @@ import signal
 import socket
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console, Group
@@ -518,12 +519,13 @@ def up(
 
     handle = _open_stack(directory, stack, config)
     try:
-        if preview_only:
-            result = _engine.preview(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
-        else:
-            result = _engine.up(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
+        with _ctrl_c_lets_the_engine_cancel() as interrupted:
+            if preview_only:
+                result = _engine.preview(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
+            else:
+                result = _engine.up(handle, on_output=lambda line: console.print(line, markup=False, highlight=False))
     except _engine.StackError as exc:
-        raise fail(_stack_failure(exc, directory, stack), 1) from None
+        raise _engine_failure(exc, directory, stack, interrupted) from None
     _engine_result(result, json_out)
 
 
@@ -539,10 +541,45 @@ def destroy(
 
     handle = _open_stack(directory, stack, [], create=False)
     try:
-        result = _engine.destroy(handle, remove=remove, on_output=lambda line: console.print(line, markup=False, highlight=False))
+        with _ctrl_c_lets_the_engine_cancel() as interrupted:
+            result = _engine.destroy(handle, remove=remove, on_output=lambda line: console.print(line, markup=False, highlight=False))
     except _engine.StackError as exc:
-        raise fail(_stack_failure(exc, directory, stack), 1) from None
+        raise _engine_failure(exc, directory, stack, interrupted) from None
     _engine_result(result, json_out)
+
+
+class _Interrupted:
+    """How many times Ctrl-C came during an engine operation."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+@contextmanager
+def _ctrl_c_lets_the_engine_cancel() -> Iterator[_Interrupted]:
+    """A first Ctrl-C waits for the engine, which the terminal interrupts too, to cancel the
+    operation, let the resources it has begun finish and release the stack's lock (quitting at once
+    left the lock, a pending create and the provider plugins behind); a second quits at once."""
+    interrupted = _Interrupted()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        interrupted.count += 1
+        if interrupted.count > 1:
+            raise KeyboardInterrupt
+        err_console.print(
+            "interrupted: the engine cancels the operation and releases the stack's lock once the changes under way "
+            "are done; Ctrl-C again to quit at once (the stack then stays locked: metaparticle cancel unlocks it)",
+            soft_wrap=True, markup=False,
+        )
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @app.command()
@@ -568,6 +605,13 @@ def cancel(
         )
         for name in creating:
             console.print(f"  {name}", markup=False)
+
+
+def _engine_failure(error: StackError, directory: Path, stack: str, interrupted: "_Interrupted") -> "typer.Exit":
+    """The exit of a failed engine operation: 130 after Ctrl-C, saying so, else 1."""
+    if interrupted:
+        return fail(f"interrupted: the engine stopped the operation; run the same command again to finish it\n{error}", 130)
+    return fail(_stack_failure(error, directory, stack), 1)
 
 
 def _stack_failure(error: StackError, directory: Path, stack: str) -> str:

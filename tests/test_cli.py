@@ -282,3 +282,19 @@ def test_a_refusal_is_one_line_whatever_the_hash_seed(tmp_path):
             )
             assert done.returncode == 2
             assert_one_line_error(done, *fragments)
+
+
+def test_ctrl_c_during_an_engine_operation_waits_once_and_quits_at_the_second():
+    """The first Ctrl-C leaves the engine (which the terminal interrupts too) to cancel and unlock
+    the stack; tests/test_engine.py checks that with a real engine. A second one quits at once."""
+    from metaparticle_pulumi._cli import _ctrl_c_lets_the_engine_cancel
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_lets_the_engine_cancel() as interrupted:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert wait_until(lambda: interrupted.count == 1, 2)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)
+    assert interrupted.count == 2
+    assert signal.getsignal(signal.SIGINT) is before

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from conftest import wait_until
 from engine_support import Cluster, cluster_environment, copy_project
 from target_support import EXAMPLE_ENTRY, DEPLOYED_ROLES, EXAMPLE_ROLES
 
@@ -283,16 +284,66 @@ def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_u
         cluster.delete_namespace(namespace)
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL to every process of session `sid`: the CLI, the engine and the provider plugins,
-    which the engine starts in process groups of their own."""
+def test_ctrl_c_during_up_lets_the_engine_cancel_release_the_lock_and_the_next_up_finish(cluster: Cluster, tmp_path: Path) -> None:
+    project = copy_project("hello_world", tmp_path)
+    namespace = cluster.namespace("mp-ctrl-c")
+    stack = "interrupted"
+    locks = Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+    first = None
+    try:
+        # Ctrl-C in a terminal: SIGINT to the whole foreground process group (CLI and engine).
+        first = subprocess.Popen(
+            [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
+            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
+            assert first.poll() is None, "the up finished before it could be interrupted"
+            assert time.monotonic() < deadline, "the up never locked the stack and created a Deployment"
+            time.sleep(0.1)
+        os.killpg(first.pid, signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 130, err[-3000:]
+        assert "interrupted: the engine stopped the operation" in err and "Traceback" not in err, err[-3000:]
+        # The engine released the lock, left no pending operation, and nothing of the session runs on.
+        assert not any(locks.rglob("*.json"))
+        deployment = json.loads(cluster.pulumi("stack", "export", "--stack", stack, cwd=project))["deployment"]
+        assert not deployment.get("pending_operations"), deployment.get("pending_operations")
+        assert wait_until(lambda: not _session_processes(first.pid), 10), _session_processes(first.pid)
+
+        # The same command again finishes the deployment, without a cancel.
+        done = cluster.engine("up", project, stack, tmp=tmp_path)
+        assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
+        deployments = cluster.objects(namespace, kinds="deployments")
+        assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+    finally:
+        if first is not None:
+            _kill_session(first.pid)
+        cluster.metaparticle("cancel", str(project), "--stack", stack, check=False)
+        cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
+        cluster.delete_namespace(namespace)
+
+
+def _session_processes(sid: int) -> list[int]:
+    found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.getsid(int(entry)) == sid:
-                    os.kill(int(entry), signal.SIGKILL)
+                    found.append(int(entry))
             except (ProcessLookupError, PermissionError):
                 pass
+    return found
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL to every process of session `sid`: the CLI, the engine and the provider plugins,
+    which the engine starts in process groups of their own."""
+    for pid in _session_processes(sid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _volumes_for(cluster: Cluster, namespace: str, claims: list[str]) -> list[str]:
