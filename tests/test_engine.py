@@ -239,18 +239,10 @@ def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_u
     project = copy_project("hello_world", tmp_path)
     namespace = cluster.namespace("mp-killed-up")
     stack = "killed"
-    locks = Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+    locks = _locks(cluster)
     try:
         # An up killed (SIGKILL: nothing can clean up) while it holds the lock and creates objects.
-        first = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
-            env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
-            assert first.poll() is None, "the up finished before it could be killed"
-            assert time.monotonic() < deadline, "the up never locked the stack and created a Deployment"
-            time.sleep(0.1)
+        first = _up_under_way(cluster, project, stack, namespace, locks, output=subprocess.DEVNULL)
         _kill_session(first.pid)
         first.wait(timeout=30)
         assert any(locks.rglob("*.json")), "the killed up left no lock"
@@ -272,10 +264,7 @@ def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_u
         for kind, where in creating:
             ns, _, name = where.rpartition("/")
             cluster.kubectl("delete", kind.lower(), name, "-n", ns, "--ignore-not-found", "--wait=true")
-        done = cluster.engine("up", project, stack, tmp=tmp_path)
-        assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
-        deployments = cluster.objects(namespace, kinds="deployments")
-        assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+        _up_deploys_hello_world(cluster, project, stack, namespace, tmp_path)
         again = cluster.engine("up", project, stack, tmp=tmp_path)
         assert set(again["changes"]) == {"same"}, again
     finally:
@@ -288,19 +277,11 @@ def test_ctrl_c_during_up_lets_the_engine_cancel_release_the_lock_and_the_next_u
     project = copy_project("hello_world", tmp_path)
     namespace = cluster.namespace("mp-ctrl-c")
     stack = "interrupted"
-    locks = Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+    locks = _locks(cluster)
     first = None
     try:
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group (CLI and engine).
-        first = subprocess.Popen(
-            [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
-            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
-            assert first.poll() is None, "the up finished before it could be interrupted"
-            assert time.monotonic() < deadline, "the up never locked the stack and created a Deployment"
-            time.sleep(0.1)
+        first = _up_under_way(cluster, project, stack, namespace, locks, output=subprocess.PIPE)
         os.killpg(first.pid, signal.SIGINT)
         _, err = first.communicate(timeout=120)
         assert first.returncode == 130, err[-3000:]
@@ -312,16 +293,41 @@ def test_ctrl_c_during_up_lets_the_engine_cancel_release_the_lock_and_the_next_u
         assert wait_until(lambda: not _session_processes(first.pid), 10), _session_processes(first.pid)
 
         # The same command again finishes the deployment, without a cancel.
-        done = cluster.engine("up", project, stack, tmp=tmp_path)
-        assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
-        deployments = cluster.objects(namespace, kinds="deployments")
-        assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+        _up_deploys_hello_world(cluster, project, stack, namespace, tmp_path)
     finally:
         if first is not None:
             _kill_session(first.pid)
         cluster.metaparticle("cancel", str(project), "--stack", stack, check=False)
         cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
         cluster.delete_namespace(namespace)
+
+
+def _locks(cluster: Cluster) -> Path:
+    """Where the session's file backend keeps stack locks."""
+    return Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+
+
+def _up_deploys_hello_world(cluster: Cluster, project: Path, stack: str, namespace: str, tmp_path: Path) -> None:
+    done = cluster.engine("up", project, stack, tmp=tmp_path)
+    assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
+    deployments = cluster.objects(namespace, kinds="deployments")
+    assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+
+
+def _up_under_way(cluster: Cluster, project: Path, stack: str, namespace: str, locks: Path, output: int) -> "subprocess.Popen[str]":
+    """`metaparticle up` in a session of its own, once it holds the stack's lock and has created a
+    Deployment (the update is under way)."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
+        env=cluster.env, stdout=output, stderr=output, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
+        if up.poll() is not None or time.monotonic() > deadline:
+            _kill_session(up.pid)
+            raise AssertionError(f"the up never held the lock with a Deployment created (exit {up.poll()})")
+        time.sleep(0.1)
+    return up
 
 
 def _session_processes(sid: int) -> list[int]:
