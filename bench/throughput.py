@@ -68,18 +68,9 @@ def _naming_dead_processes(groups: dict[str, list[int]]) -> Iterator[None]:
     try:
         yield
     except RuntimeError as exc:
-        gone = {name: [pid for pid in pids if not _alive(pid)] for name, pids in groups.items()}
+        gone = {name: [pid for pid in pids if not tools.alive(pid)] for name, pids in groups.items()}
         gone = {name: pids for name, pids in gone.items() if pids}
         raise RuntimeError(f"{exc}\nprocesses ended by then: {gone or 'none'}") from exc
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def measure(setup: Setup, st: Settings, workdir: Path, layout: str = "natural") -> dict[str, Any]:

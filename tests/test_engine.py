@@ -16,8 +16,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import pytest
@@ -235,99 +236,106 @@ def test_the_api_server_accepts_restricted_egress_and_a_program_of_the_users_own
         cluster.delete_namespace(namespace)
 
 
-def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_up_completes(cluster: Cluster, tmp_path: Path) -> None:
-    project = copy_project("hello_world", tmp_path)
-    namespace = cluster.namespace("mp-killed-up")
-    stack = "killed"
-    locks = _locks(cluster)
+@dataclass
+class HelloStack:
+    """The hello_world project on a stack and namespace of its own, for `up`s that get interrupted."""
+
+    cluster: Cluster
+    project: Path
+    stack: str
+    namespace: str
+    tmp_path: Path
+    sessions: list[int] = field(default_factory=list)
+
+    @property
+    def locks(self) -> Path:
+        """Where the session's file backend keeps stack locks."""
+        return Path(urlparse(self.cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+
+    def up_under_way(self, output: int) -> "subprocess.Popen[str]":
+        """`metaparticle up` in a session of its own, once it holds the stack's lock and has
+        created a Deployment (the update is under way)."""
+        up = subprocess.Popen(
+            [sys.executable, "-m", "metaparticle_pulumi", "up", str(self.project), "--stack", self.stack, *_config(self.namespace)],
+            env=self.cluster.env, stdout=output, stderr=output, text=True, start_new_session=True,
+        )
+        self.sessions.append(up.pid)
+        deadline = time.monotonic() + 120
+        while not (any(self.locks.rglob("*.json")) and self.cluster.objects(self.namespace, kinds="deployments")):
+            if up.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the up never held the lock with a Deployment created (exit {up.poll()})")
+            time.sleep(0.1)
+        return up
+
+    def up_deploys_hello_world(self) -> None:
+        done = self.cluster.engine("up", self.project, self.stack, tmp=self.tmp_path)
+        assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{self.namespace}.svc.cluster.local:8080"
+        deployments = self.cluster.objects(self.namespace, kinds="deployments")
+        assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+
+
+@pytest.fixture
+def hello_stack(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[HelloStack]:
+    """A HelloStack; afterwards every process its `up`s started is killed, the stack unlocked and
+    destroyed, and the namespace deleted."""
+    name = request.node.name.removeprefix("test_")[:20].replace("_", "-").strip("-")
+    hello = HelloStack(cluster, copy_project("hello_world", tmp_path), name, cluster.namespace(f"mp-{name}"), tmp_path)
     try:
-        # An up killed (SIGKILL: nothing can clean up) while it holds the lock and creates objects.
-        first = _up_under_way(cluster, project, stack, namespace, locks, output=subprocess.DEVNULL)
-        _kill_session(first.pid)
-        first.wait(timeout=30)
-        assert any(locks.rglob("*.json")), "the killed up left no lock"
-
-        # The next up is refused, and the error says how to unlock the stack.
-        refused = cluster.metaparticle("up", str(project), "--stack", stack, check=False)
-        assert refused.returncode == 1, refused.stdout
-        assert "currently locked" in refused.stderr, refused.stderr
-        assert f"metaparticle cancel {project} --stack {stack}" in refused.stderr, refused.stderr
-
-        # cancel removes the lock and names what the killed up was creating: the Deployment it
-        # had created (in the cluster, not in the state) among them.
-        unlocked = cluster.metaparticle("cancel", str(project), "--stack", stack)
-        assert f"stack {stack!r} is unlocked" in unlocked.stderr
-        assert not any(locks.rglob("*.json"))
-        creating = [line.split() for line in unlocked.stdout.splitlines() if line.strip()]
-        assert ["Deployment", f"{namespace}/hello"] in creating, unlocked.stdout
-        # Deleting those (as the message says), the next up finishes what the killed one began.
-        for kind, where in creating:
-            ns, _, name = where.rpartition("/")
-            cluster.kubectl("delete", kind.lower(), name, "-n", ns, "--ignore-not-found", "--wait=true")
-        _up_deploys_hello_world(cluster, project, stack, namespace, tmp_path)
-        again = cluster.engine("up", project, stack, tmp=tmp_path)
-        assert set(again["changes"]) == {"same"}, again
+        yield hello
     finally:
-        cluster.metaparticle("cancel", str(project), "--stack", stack, check=False)
-        cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
-        cluster.delete_namespace(namespace)
+        for sid in hello.sessions:
+            _kill_session(sid)
+        cluster.metaparticle("cancel", str(hello.project), "--stack", hello.stack, check=False)
+        cluster.metaparticle("destroy", str(hello.project), "--stack", hello.stack, "--remove", check=False)
+        cluster.delete_namespace(hello.namespace)
 
 
-def test_ctrl_c_during_up_lets_the_engine_cancel_release_the_lock_and_the_next_up_finish(cluster: Cluster, tmp_path: Path) -> None:
-    project = copy_project("hello_world", tmp_path)
-    namespace = cluster.namespace("mp-ctrl-c")
-    stack = "interrupted"
-    locks = _locks(cluster)
-    first = None
-    try:
-        # Ctrl-C in a terminal: SIGINT to the whole foreground process group (CLI and engine).
-        first = _up_under_way(cluster, project, stack, namespace, locks, output=subprocess.PIPE)
-        os.killpg(first.pid, signal.SIGINT)
-        _, err = first.communicate(timeout=120)
-        assert first.returncode == 130, err[-3000:]
-        assert "interrupted: the engine stopped the operation" in err and "Traceback" not in err, err[-3000:]
-        # The engine released the lock, left no pending operation, and nothing of the session runs on.
-        assert not any(locks.rglob("*.json"))
-        deployment = json.loads(cluster.pulumi("stack", "export", "--stack", stack, cwd=project))["deployment"]
-        assert not deployment.get("pending_operations"), deployment.get("pending_operations")
-        assert wait_until(lambda: not _session_processes(first.pid), 10), _session_processes(first.pid)
+def test_a_stack_left_locked_by_a_killed_up_is_unlocked_by_cancel_and_the_next_up_completes(hello_stack: HelloStack) -> None:
+    cluster, project, stack, namespace, locks = hello_stack.cluster, hello_stack.project, hello_stack.stack, hello_stack.namespace, hello_stack.locks
+    # An up killed (SIGKILL: nothing can clean up) while it holds the lock and creates objects.
+    first = hello_stack.up_under_way(output=subprocess.DEVNULL)
+    _kill_session(first.pid)
+    first.wait(timeout=30)
+    assert any(locks.rglob("*.json")), "the killed up left no lock"
 
-        # The same command again finishes the deployment, without a cancel.
-        _up_deploys_hello_world(cluster, project, stack, namespace, tmp_path)
-    finally:
-        if first is not None:
-            _kill_session(first.pid)
-        cluster.metaparticle("cancel", str(project), "--stack", stack, check=False)
-        cluster.metaparticle("destroy", str(project), "--stack", stack, "--remove", check=False)
-        cluster.delete_namespace(namespace)
+    # The next up is refused, and the error says how to unlock the stack.
+    refused = cluster.metaparticle("up", str(project), "--stack", stack, check=False)
+    assert refused.returncode == 1, refused.stdout
+    assert "currently locked" in refused.stderr, refused.stderr
+    assert f"metaparticle cancel {project} --stack {stack}" in refused.stderr, refused.stderr
 
-
-def _locks(cluster: Cluster) -> Path:
-    """Where the session's file backend keeps stack locks."""
-    return Path(urlparse(cluster.env["PULUMI_BACKEND_URL"]).path) / ".pulumi" / "locks"
+    # cancel removes the lock and names what the killed up was creating: the Deployment it
+    # had created (in the cluster, not in the state) among them.
+    unlocked = cluster.metaparticle("cancel", str(project), "--stack", stack)
+    assert f"stack {stack!r} is unlocked" in unlocked.stderr
+    assert not any(locks.rglob("*.json"))
+    creating = [line.split() for line in unlocked.stdout.splitlines() if line.strip()]
+    assert ["Deployment", f"{namespace}/hello"] in creating, unlocked.stdout
+    # Deleting those (as the message says), the next up finishes what the killed one began.
+    for kind, where in creating:
+        ns, _, name = where.rpartition("/")
+        cluster.kubectl("delete", kind.lower(), name, "-n", ns, "--ignore-not-found", "--wait=true")
+    hello_stack.up_deploys_hello_world()
+    again = cluster.engine("up", project, stack, tmp=hello_stack.tmp_path)
+    assert set(again["changes"]) == {"same"}, again
 
 
-def _up_deploys_hello_world(cluster: Cluster, project: Path, stack: str, namespace: str, tmp_path: Path) -> None:
-    done = cluster.engine("up", project, stack, tmp=tmp_path)
-    assert done["outputs"]["url"] == f"http://{ENTRY['hello_world']}.{namespace}.svc.cluster.local:8080"
-    deployments = cluster.objects(namespace, kinds="deployments")
-    assert {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments} == ROLES["hello_world"]
+def test_ctrl_c_during_up_lets_the_engine_cancel_release_the_lock_and_the_next_up_finish(hello_stack: HelloStack) -> None:
+    # Ctrl-C in a terminal: SIGINT to the whole foreground process group (CLI and engine).
+    first = hello_stack.up_under_way(output=subprocess.PIPE)
+    os.killpg(first.pid, signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-3000:]
+    assert "interrupted: the engine stopped the operation" in err and "Traceback" not in err, err[-3000:]
+    # The engine released the lock, left no pending operation, and nothing of the session runs on.
+    assert not any(hello_stack.locks.rglob("*.json"))
+    state = hello_stack.cluster.pulumi("stack", "export", "--stack", hello_stack.stack, cwd=hello_stack.project)
+    deployment = json.loads(state)["deployment"]
+    assert not deployment.get("pending_operations"), deployment.get("pending_operations")
+    assert wait_until(lambda: not _session_processes(first.pid), 10), _session_processes(first.pid)
 
-
-def _up_under_way(cluster: Cluster, project: Path, stack: str, namespace: str, locks: Path, output: int) -> "subprocess.Popen[str]":
-    """`metaparticle up` in a session of its own, once it holds the stack's lock and has created a
-    Deployment (the update is under way)."""
-    up = subprocess.Popen(
-        [sys.executable, "-m", "metaparticle_pulumi", "up", str(project), "--stack", stack, *_config(namespace)],
-        env=cluster.env, stdout=output, stderr=output, text=True, start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while not (any(locks.rglob("*.json")) and cluster.objects(namespace, kinds="deployments")):
-        if up.poll() is not None or time.monotonic() > deadline:
-            _kill_session(up.pid)
-            raise AssertionError(f"the up never held the lock with a Deployment created (exit {up.poll()})")
-        time.sleep(0.1)
-    return up
+    # The same command again finishes the deployment, without a cancel.
+    hello_stack.up_deploys_hello_world()
 
 
 def _session_processes(sid: int) -> list[int]:
