@@ -226,6 +226,33 @@ def test_latency_samples_come_from_successful_calls_only():
     assert after_success is not None
 
 
+def test_one_slow_fan_out_does_not_set_the_delay_of_the_requests_after_it():
+    # The 16 leaf calls of one request share the root's loop: a request held up at the root (a
+    # pause, a busy CPU) makes all 16 slow at once. Over the last 512 samples (32 such requests)
+    # they alone would be the whole top 3% and the delay would jump to that request's latency.
+    hedger = Hedger("root", hedge_after=None, fan_out=16)
+    for request in range(200):
+        for leaf in range(16):
+            hedger.latency.add(0.001 + 0.0005 * leaf)  # 1.0 .. 8.5 ms: later leaves wait for earlier ones
+    ordinary = hedger.delay()
+    for leaf in range(16):
+        hedger.latency.add(0.090)
+    for request in range(20):
+        for leaf in range(16):
+            hedger.latency.add(0.001 + 0.0005 * leaf)
+    assert ordinary == pytest.approx(0.0085)
+    assert hedger.delay() == pytest.approx(0.0085)
+
+
+def test_the_delay_is_known_after_64_samples_whatever_the_window():
+    hedger = Hedger("root", hedge_after=None, fan_out=64)
+    for i in range(63):
+        hedger.latency.add(0.002)
+    assert hedger.delay() is None
+    hedger.latency.add(0.002)
+    assert hedger.delay() == pytest.approx(0.002)
+
+
 class EarlyTimerLoop(asyncio.SelectorEventLoop):
     """asyncio's loop with timers as uvloop sets them: rounded to the nearest millisecond, so a
     0.4 ms timer fires at once and a 1.4 ms one after 1 ms."""

@@ -9,7 +9,9 @@ answer wins.
   hedge at once (ABORTED, `"hedge": "same-replica"`) before running anything, and the root re-sends
   it, round robin taking it to the next replica, up to `HEDGE_ATTEMPTS` times.
 - The delay follows the latencies of successful calls only (failed and cancelled ones say nothing
-  about how long a leaf takes to answer).
+  about how long a leaf takes to answer), over at least `REQUESTS_PER_WINDOW` fan-outs: the leaf
+  calls of one request rise and fall together (they share the root's loop), so over fewer requests
+  one slow request would fill the whole tail and set the delay of the next dozens.
 - The delay is kept on the clock, not left to the event loop's timer: uvloop rounds a timer to the
   nearest millisecond and counts it from the start of the loop's iteration, so a 0.4 ms delay fired
   at once and every leaf call was hedged until ordinary calls had spent the budget.
@@ -34,21 +36,25 @@ HEDGE_ATTEMPTS = 10
 #: Hedge a leaf call once it is slower than this share of recent leaf calls. Near the p95, but above
 #: it: at the p95 ordinary calls alone would spend the whole 5% budget before a straggler came.
 HEDGE_QUANTILE = 0.97
-_SAMPLES = 512
+#: Latency samples kept: at least this many requests' worth of leaf calls (and at least 512).
+REQUESTS_PER_WINDOW = 128
+_MIN_SAMPLES = 512
 
 
 class LatencyTracker:
-    """Rolling latencies of successful leaf calls, for the hedging delay."""
+    """Rolling latencies of successful leaf calls (the last `samples`), for the hedging delay."""
 
-    def __init__(self) -> None:
-        self._recent: deque[float] = deque(maxlen=_SAMPLES)
+    def __init__(self, samples: int = _MIN_SAMPLES) -> None:
+        self._recent: deque[float] = deque(maxlen=samples)
         self._sorted: list[float] = []
         self._since_sort = 0
+        #: Re-sorted after this many new samples: an eighth of the window, and at least 64.
+        self._sort_every = max(64, samples // 8)
 
     def add(self, seconds: float) -> None:
         self._recent.append(seconds)
         self._since_sort += 1
-        if self._since_sort >= 64:
+        if self._since_sort >= self._sort_every or len(self._sorted) < 64 <= len(self._recent):
             self._sorted = sorted(self._recent)
             self._since_sort = 0
 
@@ -95,9 +101,10 @@ class Hedger:
     #: Where hedges are counted (the role's Metrics, set by the server).
     metrics: Any = None
 
-    def __init__(self, name: str, hedge_after: float | None) -> None:
+    def __init__(self, name: str, hedge_after: float | None, fan_out: int = 1) -> None:
+        """`fan_out`: the leaf calls of one request, for the number of latency samples kept."""
         self.hedge_after = hedge_after
-        self.latency = LatencyTracker()
+        self.latency = LatencyTracker(max(_MIN_SAMPLES, REQUESTS_PER_WINDOW * fan_out))
         self.budget = HedgeBudget()
         self._ids = (f"{name}:{n}" for n in itertools.count())
         self.hedges = 0

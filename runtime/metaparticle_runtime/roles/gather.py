@@ -37,7 +37,7 @@ class GatherRoot:
         self.with_context = wants_context(self.gather)
         self.uses = uses_clients(cfg.uses, cfg.tls_files())
         self.uses_threads = not inspect.iscoroutinefunction(self.gather)
-        self.hedger = Hedger(cfg.replica, cfg.hedge_after)
+        self.hedger = Hedger(cfg.replica, cfg.hedge_after, fan_out=len(self.upstreams))
         self.what = f"gather function {getattr(self.gather, '__qualname__', 'gather')}"
 
     def _hedges(self, upstream_index: int) -> bool:
