@@ -297,6 +297,7 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         result["ratios"]["function_server_cpu_over_bare_echo"] = ratio(runs, "direct", "bare_echo", "cpu:servers")
         result["ratios"]["async_function_server_cpu_over_bare_echo"] = ratio(runs, "direct_async", "bare_echo", "cpu:servers")
         result["ratios"]["function_server_cpu_over_bare_echo_thread"] = ratio(runs, "direct", "bare_echo_thread", "cpu:servers")
+        result["ratios"]["bare_echo_thread_cpu_over_bare_echo"] = ratio(runs, "bare_echo_thread", "bare_echo", "cpu:servers")
         http = {
             "http_nginx_over_http_direct": ratio(runs, "http_nginx", "http_direct"),
             "http_entry_over_http_direct": ratio(runs, "http_entry", "http_direct"),
@@ -317,6 +318,9 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             ),
             "function_server_cpu_over_bare_echo_thread_at_fixed_rate": ratio(
                 runs, f"direct@{rate}/s", f"bare_echo_thread@{rate}/s", "cpu:servers"
+            ),
+            "bare_echo_thread_cpu_over_bare_echo_at_fixed_rate": ratio(
+                runs, f"bare_echo_thread@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"
             ),
         }
         result["ratios"].update({k: v for k, v in fixed.items() if v is not None})

@@ -62,6 +62,8 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
         assert report[section]["modes"]["entry"]["cpu_us_per_request"]["servers"]["median"] > 0
     assert report["spread"]["ratios"]["function_server_cpu_over_bare_echo"]["median"] > 0
     assert report["spread"]["ratios"]["function_server_cpu_over_bare_echo_thread"]["median"] > 0
+    assert report["spread"]["ratios"]["bare_echo_thread_cpu_over_bare_echo"]["median"] > 0
+    assert "The hop alone" in markdown
     assert report["spread"]["ratios"]["http_entry_cpu_over_http_nginx"]["median"] > 0
 
     ceiling = report["ceiling"]
