@@ -244,6 +244,18 @@ def test_one_slow_fan_out_does_not_set_the_delay_of_the_requests_after_it():
     assert hedger.delay() == pytest.approx(0.0085)
 
 
+def test_a_root_with_a_huge_fan_out_keeps_a_bounded_window():
+    # 1000 leaves x 128 requests would be 128,000 samples, each re-sort tens of ms of the root's
+    # loop; the window stops at 16384, so 16384 newer samples replace every older one (seen at
+    # the next re-sort, at most an eighth of the window later).
+    hedger = Hedger("root", hedge_after=None, fan_out=1000)
+    for _ in range(16384):
+        hedger.latency.add(0.090)
+    for _ in range(16384 + 2048):
+        hedger.latency.add(0.001)
+    assert hedger.delay() == pytest.approx(0.001)
+
+
 def test_the_delay_is_known_after_64_samples_whatever_the_window():
     hedger = Hedger("root", hedge_after=None, fan_out=64)
     for i in range(63):
