@@ -191,6 +191,41 @@ def test_idempotent_false_never_hedges():
     assert Slow.calls == 1 and hedger.hedges == 0
 
 
+def _series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name + "{")]
+
+
+def test_a_hedging_root_exposes_its_current_hedge_delay():
+    """`metaparticle_hedge_delay_seconds` is what the root hedges after now: NaN until 64 leaf
+    calls are known, then the p97 of them; `hedge_after` when set; absent when nothing is hedged."""
+    common = dict(
+        role="gather", function="dp_fns:slow_on", source_dir=str(FNS), upstreams=("ipv4:127.0.0.1:1",),
+        upstream_names=("leaf-0",), pattern="ScatterGather", replica="root-0",
+    )
+
+    async def run():
+        learnt = Runtime(RuntimeConfig(**common, upstream_replicas=(2,)))
+        fixed = Runtime(RuntimeConfig(**common, upstream_replicas=(2,), hedge_after=0.25))
+        single = Runtime(RuntimeConfig(**common, upstream_replicas=(1,)))
+        try:
+            before = learnt.metrics.exposition().decode()
+            for _ in range(100):
+                learnt.role.hedger.latency.add(0.004)
+            after = learnt.metrics.exposition().decode()
+            return before, after, fixed.metrics.exposition().decode(), single.metrics.exposition().decode()
+        finally:
+            for runtime in (learnt, fixed, single):
+                for up in runtime.role.upstreams:
+                    await up.close()
+
+    before, after, fixed, single = rs.run(run())
+    name = "metaparticle_hedge_delay_seconds"
+    assert [line.rsplit(" ", 1)[1] for line in _series(before, name)] == ["NaN"], before
+    assert [float(line.rsplit(" ", 1)[1]) for line in _series(after, name)] == [0.004]
+    assert [float(line.rsplit(" ", 1)[1]) for line in _series(fixed, name)] == [0.25]
+    assert _series(single, name) == []  # one replica per leaf: nothing to hedge to
+
+
 def test_idempotent_false_with_hedge_after_is_refused_at_deploy_time():
     from metaparticle_pulumi._topology import Settings
 

@@ -11,6 +11,7 @@ entry serves the registry at `GET /metrics`; any role given `metrics_port` serve
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -53,6 +54,13 @@ class Metrics:
         self._hedges = Counter(
             "metaparticle_hedges", "Hedged calls sent to a second replica of a slow upstream.", (*common, "upstream"), registry=self.registry
         )
+        self._hedge_delay = Gauge(
+            "metaparticle_hedge_delay_seconds",
+            "How long a leaf call may take before it is hedged: hedge_after, or the p97 of recent successful "
+            "leaf calls (NaN until 64 are known). Only roots that hedge.",
+            common,
+            registry=self.registry,
+        )
         # Each series' child, looked up once (labels() costs microseconds on every request).
         self._duration_child = self._duration.labels(**self._labels)
         self._by_code: dict[str, Any] = {}
@@ -61,6 +69,15 @@ class Metrics:
     def track_in_flight(self, current: Callable[[], float]) -> None:
         """The in-flight gauge reads `current()` when scraped: nothing to update on every request."""
         self._in_flight.labels(**self._labels).set_function(current)
+
+    def track_hedge_delay(self, current: Callable[[], float | None]) -> None:
+        """The hedge delay gauge reads `current()` when scraped (None: not known yet)."""
+
+        def read() -> float:
+            delay = current()
+            return math.nan if delay is None else delay
+
+        self._hedge_delay.labels(**self._labels).set_function(read)
 
     def answered(self, code: str, seconds: float) -> None:
         child = self._by_code.get(code)

@@ -56,6 +56,8 @@ class Runtime:
             upstream.metrics = self.metrics
         if getattr(self.role, "hedger", None) is not None:
             self.role.hedger.metrics = self.metrics  # type: ignore[attr-defined]
+            if self.role.hedging():  # type: ignore[attr-defined]
+                self.metrics.track_hedge_delay(self.role.hedger.delay)  # type: ignore[attr-defined]
         self.tracing = tracing.configure(cfg)
         if self.tracing is None:
             self.dispatch = self._dispatch  # type: ignore[method-assign] # no span: no wrapper either

@@ -44,6 +44,10 @@ class GatherRoot:
         """Whether calls to this leaf may be hedged: idempotent, enabled, a second replica."""
         return self.cfg.idempotent and self.cfg.hedge_after != 0 and self.cfg.leaf_replicas(upstream_index) >= 2
 
+    def hedging(self) -> bool:
+        """Whether calls to any leaf may be hedged."""
+        return any(self._hedges(i) for i in range(len(self.upstreams)))
+
     async def _leaf(self, index: int, up: Upstream, message: bytes, deadline: float) -> bytes:
         return await self.hedger.call(up, message, deadline, self._hedges(index))
 
