@@ -230,15 +230,18 @@ def render(r: dict[str, Any]) -> str:
             s = sp.get("ratios", {}).get(f"{kind}_cpu_over_bare_echo{suffix}") if isinstance(sp, dict) else None
             if s:
                 w(f"| Function server CPU per request / a bare grpc.aio echo server's ({label}), {when} | {f(s)} | <= 1.3 | {goal(s, lambda x: x <= 1.3)} |")
-    for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
-        s = sp.get("ratios", {}).get(f"function_server_cpu_over_bare_echo_thread{suffix}") if isinstance(sp, dict) else None
-        if s:
-            w(f"| Function server CPU per request (a sync function) / the bare echo server's handing each request to a thread too (`asyncio.to_thread`), {when} | {f(s)} | (baseline) | |")
-    for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
-        s = sp.get("ratios", {}).get(f"bare_echo_thread_cpu_over_bare_echo{suffix}") if isinstance(sp, dict) else None
-        if s:
-            w(f"| The hop alone: the bare echo server handing each request to a thread (`asyncio.to_thread`) / the same server without, {when} "
-              f"(the floor under the sync-function figure) | {f(s)} | (baseline) | |")
+    thread_baselines = (
+        ("function_server_cpu_over_bare_echo_thread",
+         "Function server CPU per request (a sync function) / the bare echo server's handing each request to a thread too (`asyncio.to_thread`), {when}"),
+        ("bare_echo_thread_cpu_over_bare_echo",
+         "The hop alone: the bare echo server handing each request to a thread (`asyncio.to_thread`) / the same server without, {when} "
+         "(the floor under the sync-function figure)"),
+    )
+    for key, label in thread_baselines:
+        for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
+            s = sp.get("ratios", {}).get(f"{key}{suffix}") if isinstance(sp, dict) else None
+            if s:
+                w(f"| {label.format(when=when)} | {f(s)} | (baseline) | |")
     rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
     for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
         if key in rat:
