@@ -355,6 +355,11 @@ class Topology:
             out.append(replica.pid)
         return [p for p in out if p]
 
+    def extra_pid(self, name: str) -> int:
+        """The process of the extra root `name` (see `extra_roots`)."""
+        spec_name = f"{self.entry_name}-{name}"
+        return next(r.pid for r in self.supervisor.replicas if r.spec.name == spec_name and r.pid)
+
     @property
     def entry_name(self) -> str:
         return next(s.name for s in self.specs if s.role == self.entry_role)

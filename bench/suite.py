@@ -59,6 +59,7 @@ def bench_scatter(st: Settings, workdir: Path) -> dict[str, Any]:
         )
         try:
             roots = {"hedged": topo.entry_port, "unhedged": topo.extra_ports["unhedged"]}
+            root_pids = {"hedged": topo.pids(entry=True)[0], "unhedged": topo.extra_pid("unhedged")}
             expect = {"leaves": list(range(leaves))}
             verified = {name: verify(f"{HOST}:{port}", plain, expect, st.verify_calls) for name, port in roots.items()}
             res: dict[str, Any] = {"verified": verified, "runs": {}}
@@ -79,7 +80,9 @@ def bench_scatter(st: Settings, workdir: Path) -> dict[str, Any]:
                     h2load(grpc_specs([url], frames[load], 1, 1), count=st.scatter_warmup_requests, cpus=None, workdir=workdir)
                     time.sleep(0.2)
                     calls_before = read_counters(counters)
+                    cpu_before = tools.cpu_seconds(root_pids[root])
                     r = latency_run(url, frames[load], st.scatter_duration, workdir)
+                    root_cpu = tools.cpu_seconds(root_pids[root]) - cpu_before
                     time.sleep(0.3)  # hedged calls that lost the race still arrive and count
                     calls = read_counters(counters) - calls_before
                     requests = r.succeeded + r.failed
@@ -91,11 +94,12 @@ def bench_scatter(st: Settings, workdir: Path) -> dict[str, Any]:
                             "p99_ms": r.p(0.99),
                             "leaf_calls": calls,
                             "extra_leaf_calls": calls / max(1, requests * leaves) - 1,
+                            "root_cpu_us": root_cpu / max(1, requests) * 1e6,
                         }
                     )
             res["runs"] = runs
             res["summary"] = {
-                name: {k: spread([x[k] for x in v]) for k in ("p50_ms", "p99_ms", "extra_leaf_calls", "requests")}
+                name: {k: spread([x[k] for x in v]) for k in ("p50_ms", "p99_ms", "extra_leaf_calls", "requests", "root_cpu_us")}
                 for name, v in runs.items()
             }
             base = runs["unhedged/plain"]
@@ -104,6 +108,10 @@ def bench_scatter(st: Settings, workdir: Path) -> dict[str, Any]:
             )
             res["unhedged_straggler_p99_over_no_straggler_p99"] = spread(
                 [h["p99_ms"] / b["p99_ms"] for h, b in zip(runs["unhedged/straggler"], base)]
+            )
+            # What hedging costs the root (its own CPU per request), with no straggler to hedge.
+            res["hedged_root_cpu_over_unhedged"] = spread(
+                [h["root_cpu_us"] / b["root_cpu_us"] for h, b in zip(runs["hedged/plain"], base) if b["root_cpu_us"] > 0]
             )
             out["by_leaves"][str(leaves)] = res
         finally:

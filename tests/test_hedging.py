@@ -351,3 +351,97 @@ def test_a_hedge_is_never_sent_before_its_delay_even_when_the_loop_fires_timers_
             assert leaf.sent[1] - start >= delay, f"hedged after {(leaf.sent[1] - start) * 1e3:.2f} ms"
     finally:
         loop.close()
+
+
+class _Scripted:
+    """A leaf whose calls answer as scripted, in order: (seconds, reply bytes, or an error code)."""
+
+    role_name = "leaf"
+
+    def __init__(self, *script: tuple[float, Any]) -> None:
+        self.script = list(script)
+        self.sent: list[bool] = []  # per call: whether it was a hedge
+        self.cancelled = 0
+
+    async def call(self, message: bytes, deadline: float, metadata=None) -> bytes:
+        number = len(self.sent) + 1
+        seconds, outcome = self.script[number - 1]
+        self.sent.append(any(key == HEDGE_METADATA_KEY for key, _ in metadata or ()))
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if isinstance(outcome, grpc.StatusCode):
+            raise RoleError(outcome, f"call {number} failed")
+        return outcome
+
+
+_SAME_REPLICA = RoleError(grpc.StatusCode.ABORTED, "runs here already", hedge="same-replica")
+
+
+@pytest.mark.parametrize(
+    "script, answer, calls",
+    [
+        # The first call fails before the delay: its error, and no hedge.
+        (((0.001, grpc.StatusCode.INTERNAL),), "call 1 failed", [False]),
+        # The first call is slow and fails; the hedge answers: the hedge's answer.
+        (((0.15, grpc.StatusCode.UNAVAILABLE), (0.01, b"hedge")), b"hedge", [False, True]),
+        # Both fail: the first call's error, whichever failed first.
+        (((0.15, grpc.StatusCode.UNAVAILABLE), (0.01, grpc.StatusCode.INTERNAL)), "call 1 failed", [False, True]),
+        # The hedge fails at once and the slow first call answers after all: the first call's answer.
+        (((0.15, b"first"), (0.01, grpc.StatusCode.INTERNAL)), b"first", [False, True]),
+    ],
+    ids=["first-fails-early", "hedge-answers", "both-fail", "hedge-fails-first-answers"],
+)
+def test_a_hedged_call_answers_the_first_answer_else_the_first_calls_error(script, answer, calls):
+    leaf = _Scripted(*script)
+    hedger = Hedger("root", hedge_after=0.05)
+    hedger.budget = HedgeBudget(share=1.0)
+
+    async def run():
+        try:
+            return await hedger.call(leaf, b"", time.monotonic() + 2, hedge=True)
+        except RoleError as err:
+            return err.message
+
+    assert rs.run(run()) == answer
+    assert leaf.sent == calls
+
+
+def test_a_hedge_that_finds_no_other_replica_leaves_the_first_call_to_answer():
+    """Every hedge lands on the replica running the first call (one replica left): after
+    HEDGE_ATTEMPTS refusals the first call's own answer is the answer, late as it is."""
+    from metaparticle_runtime.hedging import HEDGE_ATTEMPTS
+
+    class OneReplica(_Scripted):
+        async def call(self, message, deadline, metadata=None):
+            if any(key == HEDGE_METADATA_KEY for key, _ in metadata or ()):
+                self.sent.append(True)
+                raise _SAME_REPLICA
+            return await super().call(message, deadline, metadata)
+
+    leaf = OneReplica((0.1, b"first"))
+    hedger = Hedger("root", hedge_after=0.02)
+    hedger.budget = HedgeBudget(share=1.0)
+    assert rs.run(hedger.call(leaf, b"", time.monotonic() + 2, hedge=True)) == b"first"
+    assert leaf.sent == [False] + [True] * HEDGE_ATTEMPTS and hedger.collisions == HEDGE_ATTEMPTS
+
+
+def test_cancelling_a_hedged_call_stops_the_first_call_and_the_hedge():
+    """What the gather root does to the other leaves when one fails: nothing it started runs on."""
+    leaf = _Scripted((5.0, b"first"), (5.0, b"hedge"))
+    hedger = Hedger("root", hedge_after=0.02)
+    hedger.budget = HedgeBudget(share=1.0)
+
+    async def run():
+        outcome = hedger.start(leaf, b"", time.monotonic() + 10, hedge=True)
+        while len(leaf.sent) < 2:  # the hedge is on its way
+            await asyncio.sleep(0.005)
+        outcome.cancel()
+        await asyncio.sleep(0.05)
+        return outcome.cancelled()
+
+    assert rs.run(run()) is True
+    assert leaf.sent == [False, True] and leaf.cancelled == 2
+    assert hedger.latency.quantile(0.5) is None  # a cancelled call teaches the delay nothing

@@ -20,6 +20,7 @@ answer wins.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 import time
@@ -119,40 +120,29 @@ class Hedger:
             return self.hedge_after
         return self.latency.quantile(HEDGE_QUANTILE)
 
-    async def call(self, up: Upstream, message: bytes, deadline: float, hedge: bool) -> bytes:
-        """One leaf call; with `hedge`, a second one to another replica if the first is slow."""
-        start = time.monotonic()
+    def start(self, up: Upstream, message: bytes, deadline: float, hedge: bool) -> "asyncio.Future[bytes]":
+        """Starts one leaf call; with `hedge`, a second one to another replica if the first is slow.
+        The future answers the reply; cancelling it stops every call it started."""
+        started = time.monotonic()
         self.budget.call()
         delay = self.delay() if hedge else None
+        loop = asyncio.get_running_loop()
         if delay is None:
-            reply = await up.call(message, deadline)
-            self.latency.add(time.monotonic() - start)
-            return reply
-        call_id = next(self._ids)
-        first = asyncio.ensure_future(up.call(message, deadline, metadata=((CALL_ID_METADATA_KEY, call_id),)))
-        pending: set[asyncio.Future[Any]] = {first}
-        try:
-            done = await _first_within(pending, start + delay)
-            if not done and self.budget.try_hedge():
-                self.hedges += 1
-                if self.metrics is not None:
-                    self.metrics.hedged(up.role_name)
-                pending.add(asyncio.ensure_future(self._hedge(up, message, deadline, call_id)))
-            error: BaseException | None = None
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    exc = task.exception()
-                    if exc is None and task.result() is not None:
-                        self.latency.add(time.monotonic() - start)
-                        return task.result()
-                    if exc is not None and (error is None or task is first):
-                        error = exc  # the first call's error, if it failed, else the hedge's
-            assert error is not None
-            raise error
-        finally:
-            for task in pending:
-                task.cancel()
+            outcome: asyncio.Future[bytes] = loop.create_task(up.call(message, deadline))
+        else:
+            outcome = _Race(self, up, message, deadline, started + delay, loop).outcome
+        outcome.add_done_callback(functools.partial(self._learn, started))
+        return outcome
+
+    async def call(self, up: Upstream, message: bytes, deadline: float, hedge: bool) -> bytes:
+        """`start`, awaited."""
+        return await self.start(up, message, deadline, hedge)
+
+    def _learn(self, started: float, outcome: "asyncio.Future[bytes]") -> None:
+        """Keeps the latency of a successful call (failed and cancelled ones say nothing about how
+        long a leaf takes to answer)."""
+        if not outcome.cancelled() and outcome.exception() is None:
+            self.latency.add(time.monotonic() - started)
 
     async def _hedge(self, up: Upstream, message: bytes, deadline: float, call_id: str) -> bytes | None:
         """The hedge, re-sent while it lands on the replica running the first call; None if it
@@ -168,14 +158,88 @@ class Hedger:
         return None
 
 
-async def _first_within(pending: set[asyncio.Future[Any]], until: float) -> set[asyncio.Future[Any]]:
-    """The calls of `pending` done by `until` (time.monotonic), waiting no longer; never returns
-    empty-handed before `until`, even on a loop whose timers fire early."""
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return set()
-        # Whole milliseconds: a loop that rounds to the nearest one would round a shorter wait to 0.
-        done, _ = await asyncio.wait(pending, timeout=math.ceil(left * 1000) / 1000)
-        if done:
-            return done
+def _whole_ms(seconds: float) -> float:
+    """`seconds` rounded up to whole milliseconds: a loop that rounds timers to the nearest one
+    (uvloop) would round a shorter wait to 0."""
+    return math.ceil(seconds * 1000) / 1000
+
+
+class _Race:
+    """One hedged leaf call: the first call, a hedge if it has not answered by `hedge_at`, and the
+    outcome (the first answer, else the first call's error). Driven by callbacks: a task for the
+    call and one timer, no task waiting on them: a root with a large fan-out runs one per leaf.
+    Once the outcome is known, or cancelled by the caller, whatever still runs is stopped."""
+
+    __slots__ = ("hedger", "up", "message", "deadline", "call_id", "hedge_at", "loop", "outcome", "first", "second", "error", "timer")
+
+    def __init__(
+        self, hedger: Hedger, up: Upstream, message: bytes, deadline: float, hedge_at: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.hedger = hedger
+        self.up = up
+        self.message = message
+        self.deadline = deadline
+        self.call_id = next(hedger._ids)
+        self.hedge_at = hedge_at
+        self.loop = loop
+        self.outcome: asyncio.Future[bytes] = loop.create_future()
+        self.outcome.add_done_callback(self._close)
+        self.first = loop.create_task(up.call(message, deadline, metadata=((CALL_ID_METADATA_KEY, self.call_id),)))
+        self.first.add_done_callback(self._first_done)
+        self.second: asyncio.Task[bytes | None] | None = None
+        self.error: BaseException | None = None
+        self.timer: asyncio.TimerHandle | None = loop.call_later(_whole_ms(hedge_at - time.monotonic()), self._due)
+
+    def _due(self) -> None:
+        """The delay is up: hedge, within the budget (never before `hedge_at`, even when the loop
+        fires the timer early)."""
+        self.timer = None
+        if self.outcome.done():
+            return
+        left = self.hedge_at - time.monotonic()
+        if left > 0:
+            self.timer = self.loop.call_later(_whole_ms(left), self._due)
+            return
+        hedger = self.hedger
+        if not hedger.budget.try_hedge():
+            return
+        hedger.hedges += 1
+        if hedger.metrics is not None:
+            hedger.metrics.hedged(self.up.role_name)
+        self.second = self.loop.create_task(hedger._hedge(self.up, self.message, self.deadline, self.call_id))
+        self.second.add_done_callback(self._second_done)
+
+    def _first_done(self, task: "asyncio.Task[bytes]") -> None:
+        if task.cancelled():  # only _close cancels it, once the outcome is known
+            if not self.outcome.done():
+                self.outcome.cancel()
+            return
+        exc = task.exception()  # read even when the hedge has won: never an unretrieved error
+        if self.outcome.done():
+            return
+        if exc is None:
+            self.outcome.set_result(task.result())
+            return
+        self.error = exc  # the first call's error is the answer unless the hedge succeeds
+        if self.second is None or self.second.done():
+            self.outcome.set_exception(exc)
+
+    def _second_done(self, task: "asyncio.Task[bytes | None]") -> None:
+        exc = None if task.cancelled() else task.exception()
+        if self.outcome.done():
+            return
+        if exc is None and not task.cancelled() and task.result() is not None:
+            self.outcome.set_result(task.result())  # type: ignore[arg-type]
+            return
+        if self.error is None:
+            self.error = exc  # the first call, still running, may yet answer
+        if self.first.done() and self.error is not None:
+            self.outcome.set_exception(self.error)
+
+    def _close(self, _outcome: "asyncio.Future[bytes]") -> None:
+        """The outcome is known, or the caller cancelled it: stop the timer and the calls."""
+        if self.timer is not None:
+            self.timer.cancel()
+        for task in (self.first, self.second):
+            if task is not None and not task.done():
+                task.cancel()

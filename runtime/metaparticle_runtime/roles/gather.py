@@ -22,7 +22,6 @@ from ..errors import RoleError
 from ..hedging import Hedger
 from ..loader import load_function, wants_context
 from ..payload import decode, encode, unwrap, wrap
-from ..upstream import Upstream
 from ..workers import Workers
 from . import make_upstreams
 from .function import invoke
@@ -48,9 +47,6 @@ class GatherRoot:
         """Whether calls to any leaf may be hedged."""
         return any(self._hedges(i) for i in range(len(self.upstreams)))
 
-    async def _leaf(self, index: int, up: Upstream, message: bytes, deadline: float) -> bytes:
-        return await self.hedger.call(up, message, deadline, self._hedges(index))
-
     async def call(self, message: bytes, deadline: float) -> bytes:
         # Bad input is refused here, once, rather than by every leaf (and never reads as a missing leaf).
         request = decode(unwrap(message), max_bytes=self.cfg.max_request_bytes, max_depth=self.cfg.max_json_depth)
@@ -60,9 +56,7 @@ class GatherRoot:
             # Keep a little of the deadline for merging what arrived: a slow leaf is reported missing
             # instead of taking the whole request past its deadline.
             leaf_deadline = deadline - min(0.1, 0.1 * max(0.0, deadline - time.monotonic()))
-        tasks = [
-            asyncio.ensure_future(self._leaf(i, up, message, leaf_deadline)) for i, up in enumerate(self.upstreams)
-        ]
+        tasks = [self.hedger.start(up, message, leaf_deadline, self._hedges(i)) for i, up in enumerate(self.upstreams)]
         try:
             if not partial:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
