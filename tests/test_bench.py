@@ -89,6 +89,8 @@ def test_quick_suite_writes_a_complete_report(tmp_path: Path) -> None:
     for name, runs in scatter["runs"].items():
         assert runs and runs[0]["requests"] > 0 and runs[0]["failed"] == 0, name
         assert runs[0]["leaf_calls"] >= runs[0]["requests"] * 4, name  # every leaf was called
+        assert runs[0]["root_cpu_us"] > 0, name  # the root's own process was measured
+    assert scatter["hedged_root_cpu_over_unhedged"]["n"] == 1
 
     startup = report["startup"]
     assert startup["never_ready"] == 0 and startup["answers_ok"] == 1
