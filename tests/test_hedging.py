@@ -1,5 +1,6 @@
 """Hedged leaf calls: never for idempotent=False, a budget over a sliding window, the hedge on
-another replica than the first call, delays learnt from successful calls only."""
+another replica than the first call, delays learnt from successful calls only, the first answer
+winning (else the first call's error), cancellation stopping both calls."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
