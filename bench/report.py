@@ -339,8 +339,7 @@ def render(r: dict[str, Any]) -> str:
         w("|---|---|---|---|---|---|---|")
         for leaves, res in sg["by_leaves"].items():
             for name, s in res["summary"].items():
-                cpu = f(s["root_cpu_us"], 0) if "root_cpu_us" in s else "n/a"
-                w(f"| {leaves} | {name} | {f(s['requests'], 0)} | {f(s['p50_ms'], 2)} | {f(s['p99_ms'], 2)} | {pct(s['extra_leaf_calls'])} | {cpu} |")
+                w(f"| {leaves} | {name} | {f(s['requests'], 0)} | {f(s['p50_ms'], 2)} | {f(s['p99_ms'], 2)} | {pct(s['extra_leaf_calls'])} | {f(s.get('root_cpu_us'), 0)} |")
         w("")
         w("`hedged`: the root as deployed (hedges a slow leaf call to the other replica after the observed p97, within a 5% budget); "
           "`unhedged`: a second root with `MP_HEDGE_AFTER=0`. `straggler`: each leaf call sleeps 50 ms more with probability 1%. "
