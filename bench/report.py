@@ -105,7 +105,9 @@ SPREAD_INTRO = (
     "`bare_echo_thread`: the bare servers handing each request to a worker thread and back (`asyncio.to_thread`), the floor for a sync function. "
     "`http_*`: `h2load --h1`, 66 HTTP/1.1 keep-alive connections posting the JSON body: to the replicas' own HTTP entries "
     "(`http_direct`), through nginx `proxy_pass` with upstream keep-alive to those same HTTP entries (`http_nginx`), to the "
-    "router's HTTP entry (`http_entry`, which calls the replicas over gRPC) and the Go router's (`go_http_entry`). Setups "
+    "router's HTTP entry (`http_entry`, which calls the replicas over gRPC) and the Go router's (`go_http_entry`). "
+    "`go_entry_sysmon_sleeps` and `go_http_entry_sysmon_sleeps` (full runs, fixed rate only): a second Go router with "
+    "`GODEBUG=schedtrace=0`, whose runtime monitor thread sleeps deeply whenever it is idle (Go's stock behaviour). Setups "
     "named `@N/s` offer a fixed N req/s (h2load --rps) instead of saturating, so CPU per request is compared at equal load. "
     "`new upstream conns/req`: TCP connections to the replicas that appeared during the measured run, per request "
     "(from /proc/net/tcp, TIME_WAIT included; for `direct` these are h2load's own). \"Other programs' CPU\" is the share of "
@@ -220,6 +222,12 @@ def render(r: dict[str, Any]) -> str:
         s = sp.get("ratios", {}).get(key) if isinstance(sp, dict) else None
         if s:
             w(f"| Spread: {label} CPU per request / nginx's, both at {rate} req/s | {f(s, 1)} | <= 2 | {goal(s, lambda x: x <= 2)} |")
+    for key, label in (("go_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate", "gRPC"),
+                       ("go_http_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate", "HTTP/JSON entry")):
+        s = sp.get("ratios", {}).get(key) if isinstance(sp, dict) else None
+        if s:
+            w(f"| Spread: Go router ({label}) CPU per request, Go's monitor thread kept awake (the default) / left to sleep deeply "
+              f"(`GODEBUG=schedtrace=0`), both at {rate} req/s | {f(s)} | (what it buys) | |")
     if isinstance(ce, dict) and "modes" in ce:
         for router, label in ROUTERS:
             if router in ce["modes"]:
@@ -437,6 +445,19 @@ WHY = """\
   optional: `bench/run --router-binary PATH` or `MP_ROUTER_BIN=PATH` adds `go_entry` (and
   `go_http_entry`) setups in the spread, shard and ceiling sections; it is started with the very
   MP_* configuration of the Python router, in front of the same replicas.
+- **Go's monitor thread.** Once every P of a Go process is idle, its monitor thread (sysmon)
+  sleeps until the next system call wakes it, then polls every 20 us until the process is idle
+  again: a router each of whose requests arrives to an idle process paid that wake-up and a few
+  polls per request (perf: sysmon 12-16% of the router's samples at 900 req/s). The router
+  re-executes itself at start with `schedtrace` in GODEBUG, which keeps sysmon out of that sleep
+  (it backs off to a poll every 10 ms instead: about 0.35% of a core for an idle router, which
+  used none); `GODEBUG=schedtrace=0` restores Go's behaviour, and the spread section measures
+  both side by side at the fixed rate. Ad hoc, one router in front of two near-free backends,
+  3 interleaved repeats: 0.70-0.83x the CPU per request at 900 req/s over gRPC, 0.79-0.93x over
+  the HTTP entry, 0.76-0.92x at 100 and 300 req/s (the idle polling included), unchanged at
+  saturation. The setting's trace line is printed once per 24.8 days of the host's uptime (the
+  longest period GODEBUG takes), so on a host up longer than that a router prints one `SCHED`
+  line to stderr when it starts.
 - **Direct baseline.** h2load sends every request to the authority of its first URI (later URIs
   only contribute paths), so "direct" runs one h2load per replica/shard concurrently, 22 streams
   each. The other setups use the same three h2load processes (same generator cost), all pointed

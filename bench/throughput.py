@@ -214,6 +214,13 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         py_asyncio = topo.router("asyncio", env={"MP_EVENT_LOOP": "asyncio"}) if uvloop_installed() and not st.quick else None
         notes: dict[str, Any] = {}
         go = start_go_router(lambda: topo.router("go", binary=binary), "spread", notes) if binary else None
+        # The same Go router with Go's stock monitor-thread behaviour (GODEBUG schedtrace=0: sysmon
+        # sleeps deeply when idle), at the fixed rate only: what keeping sysmon awake buys.
+        go_sleepy = (
+            start_go_router(lambda: topo.router("go-sysmon-sleeps", binary=binary, env={"GODEBUG": "schedtrace=0"}), "spread", notes)
+            if binary and st.fixed_rate
+            else None
+        )
         replicas = topo.ports("bench-spread-replica")
         nginx = Nginx(free_port(), replicas)
         started.append(nginx)
@@ -281,13 +288,22 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             setups["go_http_entry"] = http_setup([go.config.http_port], go.pids, replicas)
         # The same proxies and servers at one fixed offered rate, below every setup's capacity: CPU per
         # request compared at equal load (at saturation it also depends on how much each batches).
+        def at_fixed_rate(base: Setup) -> Setup:
+            specs = [dict(sp, c=2, rate=st.fixed_rate / (2 * len(base.specs))) for sp in base.specs]
+            return Setup(specs, base.groups, None, base.upstream_ports)
+
         if st.fixed_rate:
             for name in ("nginx", "entry", "go_entry", "entry_asyncio_loop", "http_nginx", "http_entry", "go_http_entry",
                          "direct", "direct_async", "bare_echo", "bare_echo_thread"):
                 if name in setups:
-                    base = setups[name]
-                    specs = [dict(sp, c=2, rate=st.fixed_rate / (2 * len(base.specs))) for sp in base.specs]
-                    setups[f"{name}@{st.fixed_rate}/s"] = Setup(specs, base.groups, None, base.upstream_ports)
+                    setups[f"{name}@{st.fixed_rate}/s"] = at_fixed_rate(setups[name])
+            if go_sleepy is not None:
+                sleepy = {
+                    "go_entry_sysmon_sleeps": grpc_setup(go_sleepy.config.grpc_port, go_sleepy.pids),
+                    "go_http_entry_sysmon_sleeps": http_setup([go_sleepy.config.http_port], go_sleepy.pids, replicas),
+                }
+                for name, base in sleepy.items():
+                    setups[f"{name}@{st.fixed_rate}/s"] = at_fixed_rate(base)
         runs = run_setups("spread", setups, ["direct", "nginx", "entry", "go_entry"], st, workdir)
         modes, pinned = split(runs)
         routers = ["entry", "go_entry", "entry_asyncio_loop"]
@@ -321,6 +337,12 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
             ),
             "bare_echo_thread_cpu_over_bare_echo_at_fixed_rate": ratio(
                 runs, f"bare_echo_thread@{rate}/s", f"bare_echo@{rate}/s", "cpu:servers"
+            ),
+            "go_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate": ratio(
+                runs, f"go_entry@{rate}/s", f"go_entry_sysmon_sleeps@{rate}/s", "cpu:proxy"
+            ),
+            "go_http_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate": ratio(
+                runs, f"go_http_entry@{rate}/s", f"go_http_entry_sysmon_sleeps@{rate}/s", "cpu:proxy"
             ),
         }
         result["ratios"].update({k: v for k, v in fixed.items() if v is not None})
