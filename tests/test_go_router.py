@@ -18,7 +18,6 @@ import time
 import urllib.request
 from concurrent import futures
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -677,13 +676,6 @@ def test_a_go_router_runs_go_code_on_one_thread_unless_gomaxprocs_says_otherwise
         assert seen == {None: 1, "2": 2}
 
 
-def _godebug(pid: int) -> str | None:
-    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-        if entry.startswith(b"GODEBUG="):
-            return entry.removeprefix(b"GODEBUG=").decode()
-    return None
-
-
 def test_a_go_router_keeps_the_runtime_monitor_out_of_deep_sleep_unless_godebug_sets_schedtrace(binary):
     """Go's sysmon, deeply asleep whenever the router is idle, is woken by the next system call and
     then polls every 20 µs: at moderate load that cost 17-30% of the router's CPU per request
@@ -699,7 +691,7 @@ def test_a_go_router_keeps_the_runtime_monitor_out_of_deep_sleep_unless_godebug_
             router = procs.start(cfg, "go", binary, env={"GODEBUG": godebug} if godebug else None)
             rt.wait_status(router)
             assert rs_http(router.url, b'{"n": 1}').body["echo"] == {"n": 1}
-            seen[name] = _godebug(router.pid)  # the process started, answering: exec kept its PID
+            seen[name] = rs.environ(router.pid).get("GODEBUG")  # the process started, answering: exec kept its PID
         inherited = os.environ.get("GODEBUG")  # what "unset" had, if the tests' own environment sets it
         assert seen == {
             "unset": f"{inherited},schedtrace=2147483647" if inherited else "schedtrace=2147483647",
