@@ -215,10 +215,11 @@ def bench_spread(st: Settings, workdir: Path) -> dict[str, Any]:
         notes: dict[str, Any] = {}
         go = start_go_router(lambda: topo.router("go", binary=binary), "spread", notes) if binary else None
         # The same Go router with Go's stock monitor-thread behaviour (GODEBUG schedtrace=0: sysmon
-        # sleeps deeply when idle), at the fixed rate only: what keeping sysmon awake buys.
+        # sleeps deeply when idle), at the fixed rate only: what keeping sysmon awake buys. Only
+        # once the first one started: else its error would stand in the report for the first's.
         go_sleepy = (
             start_go_router(lambda: topo.router("go-sysmon-sleeps", binary=binary, env={"GODEBUG": "schedtrace=0"}), "spread", notes)
-            if binary and st.fixed_rate
+            if go is not None and st.fixed_rate
             else None
         )
         replicas = topo.ports("bench-spread-replica")
