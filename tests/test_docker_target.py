@@ -3,7 +3,9 @@ per replica reachable by its role's name, the entry and every container's metric
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import pulumi
 import pulumi_docker as docker
@@ -11,6 +13,7 @@ import pytest
 
 import metaparticle_pulumi as mp
 from metaparticle_pulumi import testing
+from metaparticle_pulumi._containers.running import END_OF_ARCHIVE, env_archive
 from metaparticle_pulumi._image import FUNCTIONS_DIR
 from metaparticle_pulumi._specs.docker import HOLD
 from metaparticle_pulumi._topology import ROUTER_KINDS, role_env
@@ -274,6 +277,24 @@ def test_secret_env_values_go_as_files_never_into_the_configured_environment():
         assert upload == {"file": "/run/metaparticle/env/TOKEN", "content": "s3cret", "owner": "10001", "group": "10001", "permissions": "0400"}
         assert testing.is_secret(inputs["uploads"]), "kept encrypted in the stack's state"
         assert inputs["volumes"] == [{"containerPath": "/run/metaparticle/env"}]
+
+
+def test_the_secret_env_archive_ends_at_its_end_of_archive_marker():
+    """`metaparticle run --target docker` uploads secret env files as a tar; podman stops reading an
+    upload at the tar's end-of-archive marker, so any byte after it could fail it (broken pipe)."""
+    data = env_archive([("TOKEN", "s3cret"), ("BLOB", "x" * 700)])
+    # a header block per file, its data rounded up to whole blocks (1 and 2), then the marker
+    assert len(data) == (1 + 1 + 1 + 2) * 512 + END_OF_ARCHIVE
+    assert data[-END_OF_ARCHIVE:] == bytes(END_OF_ARCHIVE)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        modes = [(m.name, m.mode, m.uid, m.gid) for m in archive.getmembers()]
+        assert modes == [("TOKEN", 0o400, 10001, 10001), ("BLOB", 0o400, 10001, 10001)]
+        assert archive.extractfile("BLOB").read() == b"x" * 700
+    long_name = "A" * 150  # a name past 100 bytes takes an extended header of its own
+    data = env_archive([(long_name, "v")])
+    assert data[-END_OF_ARCHIVE:] == bytes(END_OF_ARCHIVE) and data[-END_OF_ARCHIVE - 512:-END_OF_ARCHIVE] != bytes(512)
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        assert archive.extractfile(long_name).read() == b"v"
 
 
 def test_without_secret_env_there_is_no_env_volume():

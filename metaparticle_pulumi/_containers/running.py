@@ -306,8 +306,17 @@ def dependents_first(containers: list[Any], dependents: Optional[set[str]] = Non
     return [batch for batch in (first, rest) if batch]
 
 
+#: The end-of-archive marker of a tar: two zero blocks of 512 bytes.
+END_OF_ARCHIVE = 2 * 512
+
+
 def env_archive(files: Iterable[tuple[str, str]]) -> bytes:
-    """A tar of secret env files for `ENV_DIR`: one file per variable, readable only by the runtime's user."""
+    """A tar of secret env files for `ENV_DIR`: one file per variable, readable only by the runtime's user.
+
+    It ends at its end-of-archive marker, without the zeros tarfile pads it with to a 10 KiB record:
+    podman's archive upload (buildah's copier, before buildah#6678) stops reading at the marker, and
+    when the rest of the upload comes after its reader has gone, the upload fails with `passing bulk
+    input to subprocess: write |1: broken pipe` (buildah#6573)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for key, value in files:
@@ -315,7 +324,8 @@ def env_archive(files: Iterable[tuple[str, str]]) -> bytes:
             info = tarfile.TarInfo(key)
             info.size, info.mode, info.uid, info.gid = len(data), ENV_FILE_MODE, RUN_AS, RUN_AS
             archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+        members_end = buffer.tell()  # each member is written whole (header, data, padding) as added
+    return buffer.getvalue()[: members_end + END_OF_ARCHIVE]
 
 
 def exec_probe(container: Any, command: Iterable[str] = PROBE) -> bool:
