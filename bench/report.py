@@ -218,13 +218,14 @@ def render(r: dict[str, Any]) -> str:
                 s = rat[f"{router}_cpu_over_nginx"]
                 w(f"| {title}: {label} CPU per request / nginx's, at saturation | {f(s, 1)} | <= 2 | {goal(s, lambda x: x <= 2)} |")
     rate = sp.get("fixed_rate") if isinstance(sp, dict) else None
+    spread_ratios = sp.get("ratios", {}) if isinstance(sp, dict) else {}
     for key, label in (("entry_cpu_over_nginx_at_fixed_rate", "Python router"), ("go_entry_cpu_over_nginx_at_fixed_rate", "Go router")):
-        s = sp.get("ratios", {}).get(key) if isinstance(sp, dict) else None
+        s = spread_ratios.get(key)
         if s:
             w(f"| Spread: {label} CPU per request / nginx's, both at {rate} req/s | {f(s, 1)} | <= 2 | {goal(s, lambda x: x <= 2)} |")
     for key, label in (("go_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate", "gRPC"),
                        ("go_http_entry_cpu_sysmon_awake_over_asleep_at_fixed_rate", "HTTP/JSON entry")):
-        s = sp.get("ratios", {}).get(key) if isinstance(sp, dict) else None
+        s = spread_ratios.get(key)
         if s:
             w(f"| Spread: Go router ({label}) CPU per request, Go's monitor thread kept awake (the default) / left to sleep deeply "
               f"(`GODEBUG=schedtrace=0`), both at {rate} req/s | {f(s)} | (what it buys) | |")
@@ -235,7 +236,7 @@ def render(r: dict[str, Any]) -> str:
                 w(f"| Ceiling: req/s through one {label} process | {f(s, 0)} | >= 10000 | {goal(s, lambda x: x >= 10000)} |")
     for kind, label in (("function_server", "a sync function, on a worker thread"), ("async_function_server", "an async function, on the event loop")):
         for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
-            s = sp.get("ratios", {}).get(f"{kind}_cpu_over_bare_echo{suffix}") if isinstance(sp, dict) else None
+            s = spread_ratios.get(f"{kind}_cpu_over_bare_echo{suffix}")
             if s:
                 w(f"| Function server CPU per request / a bare grpc.aio echo server's ({label}), {when} | {f(s)} | <= 1.3 | {goal(s, lambda x: x <= 1.3)} |")
     thread_baselines = (
@@ -247,10 +248,10 @@ def render(r: dict[str, Any]) -> str:
     )
     for key, label in thread_baselines:
         for suffix, when in (("", "at saturation"), ("_at_fixed_rate", f"both at {rate} req/s")):
-            s = sp.get("ratios", {}).get(f"{key}{suffix}") if isinstance(sp, dict) else None
+            s = spread_ratios.get(f"{key}{suffix}")
             if s:
                 w(f"| {label.format(when=when)} | {f(s)} | (baseline) | |")
-    rat = sp.get("ratios", {}) if isinstance(sp, dict) else {}
+    rat = spread_ratios
     for key, label in (("http_entry_cpu_over_http_nginx", "Python router's"), ("go_http_entry_cpu_over_http_nginx", "Go router's")):
         if key in rat:
             w(f"| HTTP/JSON entry: {label} CPU per request / nginx proxying HTTP/1.1 to the replicas | {f(rat[key], 1)} | (baseline) | |")
